@@ -1,0 +1,21 @@
+"""The one place ids are made."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+
+from streamer.models import ConnectionId, RequestId
+
+__all__ = ["new_connection_id", "new_request_id"]
+
+
+def new_connection_id() -> ConnectionId:
+    """An id shaped like API Gateway's: 12 random bytes, base64 (`WyHPAfymhcwCENw0`)."""
+    return ConnectionId(base64.b64encode(secrets.token_bytes(12)).decode("ascii"))
+
+
+def new_request_id() -> RequestId:
+    """A server-made request id, used when the client sends none."""
+    return RequestId(f"req_{uuid.uuid4().hex}")
