@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
+
+import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from streamer.errors import StreamerError
-from streamer.models import Identity
+from streamer.models import Identity, TenantId, UserId
 from streamer.ports import Clock
+from streamer.settings import normalise_pem
 
-__all__ = ["AuthError", "TokenVerifier", "token_from_request"]
+__all__ = [
+    "MAX_TOKEN_BYTES",
+    "AuthError",
+    "TokenVerifier",
+    "load_public_key",
+    "token_from_request",
+]
+
+MAX_TOKEN_BYTES = 8 * 1024
+"""Longer tokens are refused before any parsing."""
+MAX_ID_CLAIM_CHARS = 256
+_ALGORITHM = "RS256"
 
 
 class AuthError(StreamerError):
@@ -17,6 +35,28 @@ class AuthError(StreamerError):
     def __init__(self, reason: str) -> None:
         super().__init__("UNAUTHORIZED", "Unauthorized")
         self.reason = reason
+
+
+def load_public_key(pem: str | bytes) -> RSAPublicKey:
+    """The RSA public key in a PEM block (SPKI `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`).
+
+    Raises:
+        ValueError: not a PEM public key, or not RSA (one line saying which).
+    """
+    text = pem.decode("ascii", "replace") if isinstance(pem, bytes) else pem
+    text = normalise_pem(text)
+    if "PRIVATE KEY-----" in text:
+        raise ValueError("is a private key; give the RSA public key")
+    try:
+        key = serialization.load_pem_public_key(text.encode("ascii", "replace"))
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError(
+            "is not a PEM public key "
+            "(expected -----BEGIN PUBLIC KEY----- or -----BEGIN RSA PUBLIC KEY-----)"
+        ) from None
+    if not isinstance(key, RSAPublicKey):
+        raise ValueError(f"is a {type(key).__name__.lstrip('_')}, not an RSA public key")
+    return key
 
 
 class TokenVerifier:
@@ -40,15 +80,113 @@ class TokenVerifier:
         issuer: str | None = None,
         max_iat_skew_s: float = 60.0,
     ) -> None:
-        raise NotImplementedError
+        try:
+            self._key = load_public_key(public_key_pem)
+        except ValueError as exc:
+            raise ValueError(f"JWT public key {exc}") from None
+        self._clock = clock
+        self._issuer = issuer
+        self._max_iat_skew_s = max_iat_skew_s
 
     def verify(self, token: str) -> Identity:
         """The identity in a valid token (`sub`, `tenant_id`, optional `permissions`).
 
+        `exp` is required; `nbf` and `iat` are checked when present; every time
+        check uses the injected clock.
+
         Raises:
             AuthError: any reason the token is not acceptable.
         """
-        raise NotImplementedError
+        if not token:
+            raise AuthError("missing token")
+        if len(token) > MAX_TOKEN_BYTES:
+            raise AuthError(f"token longer than {MAX_TOKEN_BYTES} bytes")
+        claims = self._decode(token)
+        self._check_times(claims)
+        if self._issuer is not None and claims.get("iss") != self._issuer:
+            raise AuthError("wrong issuer")
+        return Identity(
+            user_id=UserId(_id_claim(claims, "sub")),
+            tenant_id=TenantId(_id_claim(claims, "tenant_id")),
+            permissions=_permissions(claims),
+        )
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError("malformed token") from None
+        algorithm = header.get("alg")
+        if algorithm != _ALGORITHM:
+            shown = algorithm[:16] if isinstance(algorithm, str) else type(algorithm).__name__
+            raise AuthError(f"algorithm {shown!r} refused (RS256 only)")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=[_ALGORITHM],
+                # Time claims are checked against the injected clock below;
+                # PyJWT would read the system clock.
+                options={
+                    "verify_signature": True,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_iss": False,
+                    "verify_aud": False,
+                    "verify_sub": False,
+                    "verify_jti": False,
+                    "require": [],
+                },
+            )
+        except jwt.InvalidSignatureError:
+            raise AuthError("bad signature") from None
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"malformed token ({type(exc).__name__})") from None
+        return claims
+
+    def _check_times(self, claims: Mapping[str, Any]) -> None:
+        now = self._clock.now().timestamp()
+        exp = _time_claim(claims, "exp", required=True)
+        if exp is not None and now >= exp:
+            raise AuthError("token expired")
+        nbf = _time_claim(claims, "nbf")
+        if nbf is not None and nbf > now:
+            raise AuthError("token not valid yet (nbf)")
+        iat = _time_claim(claims, "iat")
+        if iat is not None and iat > now + self._max_iat_skew_s:
+            raise AuthError("token issued in the future (iat)")
+
+
+def _time_claim(claims: Mapping[str, Any], name: str, *, required: bool = False) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        if required:
+            raise AuthError(f"missing {name}")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AuthError(f"{name} is not a number")
+    return float(value)
+
+
+def _id_claim(claims: Mapping[str, Any], name: str) -> str:
+    value = claims.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise AuthError(f"missing {name}")
+    # Ids go into the owner-scoped request key `<tenant>#<user>#<id>`: a `#`
+    # would let two owners share a key.
+    if len(value) > MAX_ID_CLAIM_CHARS or "#" in value or not value.isprintable():
+        raise AuthError(f"{name} has a forbidden shape")
+    return value
+
+
+def _permissions(claims: Mapping[str, Any]) -> tuple[str, ...]:
+    value = claims.get("permissions")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise AuthError("permissions is not a list of strings")
+    return tuple(value)
 
 
 def token_from_request(
@@ -56,4 +194,19 @@ def token_from_request(
 ) -> str | None:
     """The token from `?Authorization=<JWT>` or `Authorization: Bearer <JWT>`
     (header names case-insensitive); None when absent."""
-    raise NotImplementedError
+    for source in (query, headers):
+        for name, value in (source or {}).items():
+            if name.lower() == "authorization":
+                token = _strip_scheme(value)
+                if token:
+                    return token
+    return None
+
+
+def _strip_scheme(value: str) -> str | None:
+    parts = value.strip().split()
+    if len(parts) == 2 and parts[0].lower() == "bearer":
+        return parts[1]
+    if len(parts) == 1:
+        return parts[0]
+    return None

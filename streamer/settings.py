@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import math
+import os
+import re
+import textwrap
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
-__all__ = ["Settings", "SettingsError"]
+__all__ = ["SettingDoc", "Settings", "SettingsError", "normalise_pem"]
 
 
 class SettingsError(ValueError):
     """A missing or malformed setting; the message is one line naming it."""
+
+
+@dataclass(frozen=True, slots=True)
+class SettingDoc:
+    """One row of the configuration table (README, `--help`).
+
+    Args:
+        env: the environment variable.
+        field: the `Settings` attribute it fills.
+        default: the default, as text ("" when there is none).
+        description: one line saying what it does.
+    """
+
+    env: str
+    field: str
+    default: str
+    description: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +75,266 @@ class Settings:
     ) -> Settings:
         """Read and validate settings; `required` names env vars that must be set.
 
+        Blank values count as unset. `SUBSCRIPTIONS_TABLE` defaults to the
+        connections table's name with `connections` replaced by `subscriptions`;
+        `AWS_REGION` falls back to `AWS_DEFAULT_REGION`.
+
         Raises:
             SettingsError: one line naming the missing or malformed variable.
         """
-        raise NotImplementedError
+        env = dict(os.environ if environ is None else environ)
+        if not _present(env, "AWS_REGION") and _present(env, "AWS_DEFAULT_REGION"):
+            env["AWS_REGION"] = env["AWS_DEFAULT_REGION"]
+        for name in required:
+            if not _present(env, name):
+                raise SettingsError(f"{name} is required")
+        values: dict[str, Any] = {}
+        for spec in _SPECS:
+            if _present(env, spec.env):
+                values[spec.field] = spec.parse(spec.env, env[spec.env].strip())
+        if "subscriptions_table" not in values and "connections_table" in values:
+            values["subscriptions_table"] = _subscriptions_table_for(values["connections_table"])
+        return cls(**values)
+
+    @staticmethod
+    def describe() -> tuple[SettingDoc, ...]:
+        """Every setting as (env name, field, default, description), in order."""
+        defaults = {f.name: f.default for f in fields(Settings)}
+        return tuple(
+            SettingDoc(
+                env=spec.env,
+                field=spec.field,
+                default=_default_text(defaults[spec.field]),
+                description=spec.description,
+            )
+            for spec in _SPECS
+        )
+
+
+def normalise_pem(text: str) -> str:
+    """A PEM block with real line breaks, from the shapes env vars carry it in.
+
+    Handles literal `\\n` sequences, surrounding quotes, and a block flattened
+    onto one line with spaces. Text without a PEM block is returned stripped.
+    """
+    cleaned = text.strip().strip("\"'").replace("\\r", "").replace("\\n", "\n").strip()
+    match = _PEM_BLOCK.search(cleaned)
+    if match is None:
+        return cleaned
+    label, body = match.group(1), match.group(2)
+    lines = "\n".join(textwrap.wrap("".join(body.split()), 64))
+    return f"-----BEGIN {label}-----\n{lines}\n-----END {label}-----\n"
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
+
+
+def _present(env: Mapping[str, str], name: str) -> bool:
+    return bool(env.get(name, "").strip())
+
+
+def _subscriptions_table_for(connections_table: str) -> str:
+    if "connections" in connections_table:
+        return connections_table.replace("connections", "subscriptions")
+    return f"{connections_table}-subscriptions"
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# Parsers: (env name, raw stripped text) -> value, or SettingsError.
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise SettingsError(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def _number(*, positive: bool) -> Callable[[str, str], float]:
+    kind = "a positive number" if positive else "a number >= 0"
+
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be {kind}, got {raw!r}") from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise SettingsError(f"{name} must be {kind}, got {raw!r}")
+        return value
+
+    return parse
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _bool(name: str, raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.upper()
+    if level == "WARN":
+        level = "WARNING"
+    if level not in _LOG_LEVELS:
+        raise SettingsError(f"{name} must be one of {', '.join(_LOG_LEVELS)}, got {raw!r}")
+    return level
+
+
+def _tenants(name: str, raw: str) -> frozenset[str] | None:
+    tenants = frozenset(t.strip() for t in raw.split(",") if t.strip())
+    return tenants or None
+
+
+def _public_key(name: str, raw: str) -> str:
+    # Imported here: auth pulls in PyJWT/cryptography, which only a key needs.
+    from streamer.auth import load_public_key
+
+    pem = normalise_pem(raw)
+    try:
+        load_public_key(pem)
+    except ValueError as exc:
+        raise SettingsError(f"{name} {exc}") from None
+    return pem
+
+
+def _app_target(name: str, raw: str) -> str:
+    module, sep, attribute = raw.partition(":")
+    if not sep or not module or not attribute:
+        raise SettingsError(f"{name} must look like 'module:attribute', got {raw!r}")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    field: str
+    env: str
+    parse: Callable[[str, str], Any]
+    description: str
+
+
+_SPECS: tuple[_Spec, ...] = (
+    _Spec(
+        "jwt_public_key",
+        "JWT_PUBLIC_KEY",
+        _public_key,
+        "RSA public key (PEM, PKCS#1 or SPKI) that verifies RS256 tokens; "
+        "`\\n` escapes are accepted",
+    ),
+    _Spec("connections_table", "CONNECTIONS_TABLE", _text, "DynamoDB table for connections"),
+    _Spec("requests_table", "REQUESTS_TABLE", _text, "DynamoDB table for requests"),
+    _Spec(
+        "subscriptions_table",
+        "SUBSCRIPTIONS_TABLE",
+        _text,
+        "DynamoDB table for subscriptions (default: CONNECTIONS_TABLE with "
+        "`connections` replaced by `subscriptions`)",
+    ),
+    _Spec(
+        "websocket_endpoint",
+        "WEBSOCKET_ENDPOINT",
+        _text,
+        "API Gateway management endpoint (https://…/stage) that pushes to connections",
+    ),
+    _Spec("aws_region", "AWS_REGION", _text, "AWS region (falls back to AWS_DEFAULT_REGION)"),
+    _Spec("log_level", "LOG_LEVEL", _log_level, "Logging verbosity"),
+    _Spec(
+        "connection_ttl_hours",
+        "CONNECTION_TTL_HOURS",
+        _number(positive=True),
+        "Hours after which a connection record expires",
+    ),
+    _Spec(
+        "request_ttl_days",
+        "REQUEST_TTL_DAYS",
+        _number(positive=True),
+        "Days a finished request (result or error) is kept",
+    ),
+    _Spec(
+        "max_connections_per_user",
+        "MAX_CONNECTIONS_PER_USER",
+        _positive_int,
+        "Open connections allowed per user; more are refused with 429",
+    ),
+    _Spec(
+        "async_threshold_s",
+        "ASYNC_THRESHOLD_SECONDS",
+        _number(positive=False),
+        "Actions estimated longer than this run async",
+    ),
+    _Spec("jwt_issuer", "JWT_ISSUER", _text, "When set, tokens' `iss` must equal it"),
+    _Spec(
+        "allowed_tenants",
+        "ALLOWED_TENANTS",
+        _tenants,
+        "Comma list of tenants allowed to connect (others get 403); empty allows all",
+    ),
+    _Spec("app", "STREAMER_APP", _app_target, "The Streamer app, as `module:attribute`"),
+    _Spec(
+        "cancel_on_disconnect",
+        "CANCEL_ON_DISCONNECT",
+        _bool,
+        "Cancel a connection's running requests when it disconnects",
+    ),
+    _Spec(
+        "dynamodb_endpoint_url",
+        "DYNAMODB_ENDPOINT_URL",
+        _text,
+        "DynamoDB endpoint override (moto, DynamoDB Local)",
+    ),
+    _Spec(
+        "rate_limit_per_minute",
+        "RATE_LIMIT_PER_MINUTE",
+        _positive_int,
+        "Messages a connection may send per minute before RATE_LIMITED",
+    ),
+    _Spec(
+        "max_message_bytes",
+        "MAX_MESSAGE_BYTES",
+        _positive_int,
+        "Largest client message accepted, in bytes",
+    ),
+    _Spec(
+        "progress_max_per_s",
+        "PROGRESS_MAX_PER_SECOND",
+        _number(positive=False),
+        "Progress updates sent per second per request; 0 turns throttling off",
+    ),
+    _Spec(
+        "progress_persist_interval_s",
+        "PROGRESS_PERSIST_INTERVAL_SECONDS",
+        _number(positive=False),
+        "Least time between progress snapshots written to the request item",
+    ),
+    _Spec(
+        "lease_grace_s",
+        "LEASE_GRACE_SECONDS",
+        _number(positive=False),
+        "Added to an action's timeout to make its processing lease",
+    ),
+)
