@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from streamer.auth import TokenVerifier
-from streamer.models import Connection, ConnectionId
+from streamer.auth import AuthError, TokenVerifier, token_from_request
+from streamer.errors import ConnectRefused
+from streamer.models import Connection, ConnectionId, ConnectionMetadata, Identity
 from streamer.ports import Clock, ConnectionStore, RequestStore, SubscriptionStore
 from streamer.settings import Settings
 
 __all__ = ["ConnectionService", "Handshake"]
+
+logger = logging.getLogger(__name__)
+
+MAX_USER_AGENT_CHARS = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,18 +53,138 @@ class ConnectionService:
         clock: Clock,
         settings: Settings,
     ) -> None:
-        raise NotImplementedError
+        self._connections = connections
+        self._requests = requests
+        self._subscriptions = subscriptions
+        self._verifier = verifier
+        self._clock = clock
+        self._settings = settings
 
     async def connect(self, handshake: Handshake) -> Connection:
         """Authenticate and store the connection record.
+
+        The per-user limit counts the user's unexpired records in the same
+        tenant (DynamoDB deletes TTL'd items late, so expired ones are skipped).
+        Check and put are not atomic: concurrent connects may overshoot by a few.
 
         Raises:
             ConnectRefused: 401 bad/missing token, 403 tenant not allowed,
                 429 over MAX_CONNECTIONS_PER_USER; nothing is stored.
         """
-        raise NotImplementedError
+        cid = handshake.connection_id
+        identity = self._identify(handshake)
+        allowed = self._settings.allowed_tenants
+        if allowed is not None and identity.tenant_id not in allowed:
+            raise _refuse(403, "tenant not allowed", cid, identity)
+        now = self._clock.now()
+        now_epoch = int(now.timestamp())
+        open_connections = [
+            c
+            for c in await self._connections.list_by_user(identity.user_id)
+            if c.tenant_id == identity.tenant_id
+            and c.expires_at > now_epoch
+            and c.connection_id != cid
+        ]
+        if len(open_connections) >= self._settings.max_connections_per_user:
+            raise _refuse(429, "too many connections for user", cid, identity)
+        connection = Connection(
+            connection_id=cid,
+            user_id=identity.user_id,
+            tenant_id=identity.tenant_id,
+            endpoint=handshake.endpoint,
+            connected_at=now,
+            last_ping=now,
+            expires_at=now_epoch + int(self._settings.connection_ttl_hours * 3600),
+            metadata=ConnectionMetadata(
+                user_agent=(handshake.user_agent or _header(handshake.headers, "user-agent"))[
+                    :MAX_USER_AGENT_CHARS
+                ],
+                ip_address=handshake.source_ip,
+                permissions=identity.permissions,
+            ),
+        )
+        await self._connections.put(connection)
+        logger.info(
+            "connected",
+            extra={
+                "connection_id": cid,
+                "user_id": identity.user_id,
+                "tenant_id": identity.tenant_id,
+                "outcome": "connected",
+                "count": len(open_connections) + 1,
+            },
+        )
+        return connection
+
+    def _identify(self, handshake: Handshake) -> Identity:
+        token = token_from_request(handshake.query, handshake.headers)
+        if token is None:
+            raise _refuse(401, "missing token", handshake.connection_id)
+        try:
+            return self._verifier.verify(token)
+        except AuthError as exc:
+            raise _refuse(401, exc.reason, handshake.connection_id) from None
 
     async def disconnect(self, connection_id: ConnectionId, *, reason: str = "") -> None:
         """Delete the record and its subscriptions; cancel its running requests
         when CANCEL_ON_DISCONNECT is set. Idempotent."""
-        raise NotImplementedError
+        removed = await self._connections.delete(connection_id)
+        unsubscribed = await self._subscriptions.remove_for_connection(connection_id)
+        cancelled = 0
+        if self._settings.cancel_on_disconnect:
+            cancelled = await self._cancel_requests_of(connection_id)
+        logger.info(
+            "disconnected",
+            extra={
+                "connection_id": connection_id,
+                "user_id": removed.user_id if removed else None,
+                "tenant_id": removed.tenant_id if removed else None,
+                "outcome": "disconnected" if removed else "already_gone",
+                "reason": reason or None,
+                "count": unsubscribed + cancelled,
+            },
+        )
+
+    async def _cancel_requests_of(self, connection_id: ConnectionId) -> int:
+        now = self._clock.now()
+        expires_at = int(now.timestamp() + self._settings.request_ttl_days * 86400)
+        cancelled = 0
+        for request in await self._requests.list_by_connection(connection_id):
+            if request.status.is_terminal:
+                continue
+            if await self._requests.cancel(request.key, now=now, expires_at=expires_at):
+                cancelled += 1
+                logger.info(
+                    "request cancelled on disconnect",
+                    extra={
+                        "connection_id": connection_id,
+                        "request_id": request.request_id,
+                        "action": request.action,
+                        "outcome": "cancelled",
+                    },
+                )
+        return cancelled
+
+
+def _refuse(
+    status_code: int, reason: str, connection_id: ConnectionId, identity: Identity | None = None
+) -> ConnectRefused:
+    logger.warning(
+        "connection refused",
+        extra={
+            "connection_id": connection_id,
+            "user_id": identity.user_id if identity else None,
+            "tenant_id": identity.tenant_id if identity else None,
+            "status": status_code,
+            "reason": reason,
+            "outcome": "refused",
+        },
+    )
+    return ConnectRefused(status_code, reason)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return ""
