@@ -1,0 +1,70 @@
+"""Shared fixtures: dummy AWS credentials, one moto server per session, fresh tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from moto.server import ThreadedMotoServer
+
+from adapters.dynamodb import DynamoDBStores, create_tables, delete_tables, open_stores
+from streamer.settings import Settings
+
+_DUMMY_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dummy_aws_credentials() -> Iterator[None]:
+    """No test can reach a real AWS account: credentials are fake, region fixed."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in _DUMMY_AWS_ENV.items():
+            patch.setenv(name, value)
+        patch.delenv("AWS_PROFILE", raising=False)
+        yield
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(_dummy_aws_credentials: None) -> Iterator[str]:
+    """URL of one moto server on a free loopback port, shared by the whole session."""
+    # werkzeug would log every request moto serves.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def dynamodb_settings(moto_endpoint: str) -> AsyncIterator[Settings]:
+    """Settings naming three freshly created tables (unique names) on the moto server."""
+    suffix = uuid.uuid4().hex[:12]
+    settings = dataclasses.replace(
+        Settings(),
+        connections_table=f"streamer-connections-{suffix}",
+        requests_table=f"streamer-requests-{suffix}",
+        subscriptions_table=f"streamer-subscriptions-{suffix}",
+        dynamodb_endpoint_url=moto_endpoint,
+        aws_region="us-east-1",
+    )
+    await create_tables(settings)
+    yield settings
+    await delete_tables(settings)
+
+
+@pytest.fixture
+async def dynamodb_stores(dynamodb_settings: Settings) -> AsyncIterator[DynamoDBStores]:
+    """The DynamoDB stores bound to `dynamodb_settings`, sharing one client."""
+    async with open_stores(dynamodb_settings) as stores:
+        yield stores
