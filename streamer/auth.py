@@ -207,6 +207,6 @@ def _strip_scheme(value: str) -> str | None:
     parts = value.strip().split()
     if len(parts) == 2 and parts[0].lower() == "bearer":
         return parts[1]
-    if len(parts) == 1:
+    if len(parts) == 1 and parts[0].lower() != "bearer":
         return parts[0]
     return None
