@@ -1,0 +1,386 @@
+"""The Lambda composition root: one event loop and one client set per container.
+
+Each entrypoint is a plain `def handler(event, context)` that calls `invoke`.
+The first call in a container (the cold start) validates the settings, loads
+the app, opens the DynamoDB client and the management-API client on one
+module-level `asyncio.Runner`, and builds the core services; warm invocations
+reuse all of it. The loop is never closed between invocations: a thawed
+container must find its cached clients on the same, still open, loop (one
+`asyncio.run` per invocation would leave them on a closed one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
+
+from adapters.apigateway import ApiGatewayNotifier, open_management_client
+from adapters.aws_lambda.metrics import Metric, MetricsBatch
+from adapters.dynamodb import DynamoDBStores
+from streamer.app import Streamer, load_app
+from streamer.auth import AuthError, TokenVerifier
+from streamer.clock import SystemClock
+from streamer.errors import ErrorCode, StreamerError
+from streamer.logs import configure_logging
+from streamer.models import ConnectionId, Identity
+from streamer.ports import Clock, Notifier
+from streamer.protocol import ServerMessage
+from streamer.services import Services, build_services
+from streamer.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
+__all__ = [
+    "REQUIRED_SETTINGS",
+    "ActiveConnectionsGauge",
+    "FunctionName",
+    "LambdaContext",
+    "Runtime",
+    "current_runtime",
+    "get_runner",
+    "invoke",
+    "remaining_time",
+    "reset_for_tests",
+]
+
+logger = logging.getLogger("streamer.lambda")
+
+FunctionName = Literal["connect", "disconnect", "router", "processor", "sweeper"]
+
+_TABLES_AND_REGION = ("CONNECTIONS_TABLE", "AWS_REGION")
+_POSTING = ("CONNECTIONS_TABLE", "REQUESTS_TABLE", "WEBSOCKET_ENDPOINT", "AWS_REGION")
+REQUIRED_SETTINGS: Final[Mapping[FunctionName, tuple[str, ...]]] = {
+    "connect": ("JWT_PUBLIC_KEY", *_TABLES_AND_REGION),
+    "disconnect": _TABLES_AND_REGION,
+    "router": _POSTING,
+    "processor": _POSTING,
+    "sweeper": _POSTING,
+}
+"""The environment each function refuses to start without (DESIGN §7)."""
+
+DEFAULT_REMAINING_MS: Final = 900_000
+"""Assumed when there is no Lambda context (a local call): Lambda's maximum."""
+
+T = TypeVar("T")
+
+
+class LambdaContext(Protocol):
+    """The parts of Lambda's context object Streamer reads."""
+
+    aws_request_id: str
+    function_name: str
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds before Lambda stops this invocation."""
+        ...
+
+
+def remaining_time(context: LambdaContext | None) -> timedelta:
+    """How long this invocation may still run."""
+    if context is None:
+        return timedelta(milliseconds=DEFAULT_REMAINING_MS)
+    return timedelta(milliseconds=max(0, context.get_remaining_time_in_millis()))
+
+
+class _RefusingVerifier(TokenVerifier):
+    """Stands in where no `JWT_PUBLIC_KEY` is configured (functions that never
+    verify tokens): every token is refused."""
+
+    def __init__(self) -> None:
+        pass
+
+    def verify(self, token: str) -> Identity:
+        raise AuthError("no JWT_PUBLIC_KEY configured")
+
+
+class _UnconfiguredNotifier:
+    """Stands in where no `WEBSOCKET_ENDPOINT` is configured: every post fails."""
+
+    async def send(self, connection_id: ConnectionId, message: ServerMessage) -> None:
+        raise StreamerError(ErrorCode.INTERNAL_ERROR, "WEBSOCKET_ENDPOINT is not configured")
+
+
+class ActiveConnectionsGauge:
+    """A cheap estimate of the open connections, for the `ActiveConnections` metric.
+
+    A `Scan` with `Select=COUNT` reads the whole connections table, so it runs at
+    most once per `refresh_s` per container; between scans the estimate is the
+    last count plus this container's own connects and disconnects. Records past
+    their TTL (which DynamoDB deletes late) are not counted.
+
+    Args:
+        client: the DynamoDB client.
+        table: the connections table.
+        clock: time source (TTL comparison and refresh interval).
+        refresh_s: least time between two scans (default 60).
+    """
+
+    def __init__(
+        self, client: DynamoDBClient, table: str, *, clock: Clock, refresh_s: float = 60.0
+    ) -> None:
+        self._client = client
+        self._table = table
+        self._clock = clock
+        self._refresh_s = refresh_s
+        self._counted: int | None = None
+        self._counted_at = 0.0
+        self._delta = 0
+
+    async def after_change(self, delta: int) -> int:
+        """The estimate after this container connected (+1) or disconnected (-1) one."""
+        if self._counted is None or self._clock.monotonic() - self._counted_at >= self._refresh_s:
+            return await self.refresh()
+        self._delta += delta
+        return max(0, self._counted + self._delta)
+
+    async def refresh(self) -> int:
+        """Count now (a paginated `Scan`, `Select=COUNT`)."""
+        now_epoch = int(self._clock.now().timestamp())
+        total = 0
+        start_key: dict[str, Any] | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "TableName": self._table,
+                "Select": "COUNT",
+                "FilterExpression": "attribute_not_exists(#ttl) OR #ttl > :now",
+                "ExpressionAttributeNames": {"#ttl": "TTL"},
+                "ExpressionAttributeValues": {":now": {"N": str(now_epoch)}},
+            }
+            if start_key is not None:
+                kwargs["ExclusiveStartKey"] = start_key
+            page = await self._client.scan(**kwargs)
+            total += int(page.get("Count", 0))
+            start_key = page.get("LastEvaluatedKey")
+            if not start_key:
+                break
+        self._counted = total
+        self._counted_at = self._clock.monotonic()
+        self._delta = 0
+        return total
+
+
+@dataclass(slots=True)
+class Runtime:
+    """What one container holds for its life: settings, clients, services.
+
+    Args:
+        settings: validated at cold start.
+        app: the user's actions (`STREAMER_APP`).
+        clock: the system clock.
+        stores: the DynamoDB stores over one open client.
+        notifier: the management-API notifier (or a stand-in that refuses when
+            `WEBSOCKET_ENDPOINT` is not set).
+        services: the core services built over those ports.
+        active_connections: the `ActiveConnections` estimate.
+    """
+
+    settings: Settings
+    app: Streamer
+    clock: Clock
+    stores: DynamoDBStores
+    notifier: Notifier
+    services: Services
+    active_connections: ActiveConnectionsGauge
+    validated: set[str] = field(default_factory=set)
+    _stack: AsyncExitStack = field(default_factory=AsyncExitStack, repr=False)
+
+    @property
+    def management(self) -> ApiGatewayNotifier | None:
+        """The management-API notifier, when one is configured."""
+        return self.notifier if isinstance(self.notifier, ApiGatewayNotifier) else None
+
+    def deadline(self, context: LambdaContext | None, *, margin: timedelta) -> datetime:
+        """The wall time by which work must be handed back."""
+        return self.clock.now() + remaining_time(context) - margin
+
+    def metrics(self, context: LambdaContext | None) -> MetricsBatch:
+        """A metrics batch tagged with the function and request id."""
+        properties: dict[str, Any] = {}
+        if context is not None:
+            properties = {
+                "function_name": context.function_name,
+                "aws_request_id": context.aws_request_id,
+            }
+        return MetricsBatch(properties=properties)
+
+    async def record_active_connections(self, metrics: MetricsBatch, *, delta: int) -> None:
+        """Put the `ActiveConnections` estimate after a connect (+1) or disconnect (-1)."""
+        try:
+            count = await self.active_connections.after_change(delta)
+        except Exception:
+            # A metric never fails a connect or disconnect: log it, publish nothing.
+            logger.warning("could not count active connections", exc_info=True)
+            return
+        metrics.set(Metric.ACTIVE_CONNECTIONS, count)
+
+    async def aclose(self) -> None:
+        """Close the clients (tests; a real container is simply frozen)."""
+        await self._stack.aclose()
+
+
+_runner: asyncio.Runner | None = None
+_runtime: Runtime | None = None
+_aws_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "aws_request_id", default=None
+)
+
+
+class _InvocationFilter(logging.Filter):
+    """Stamps every log line with the Lambda request id of the invocation."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "aws_request_id", None) is None:
+            record.aws_request_id = _aws_request_id.get()
+        return True
+
+
+_FILTER: Final = _InvocationFilter()
+
+
+def _configure_logging(level: str) -> None:
+    configure_logging(level)
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "_streamer_json", False) and _FILTER not in handler.filters:
+            handler.addFilter(_FILTER)
+
+
+def get_runner() -> asyncio.Runner:
+    """The container's event loop runner, made on first use and never closed."""
+    global _runner
+    if _runner is None:
+        # A loop factory keeps the runner from installing its loop as the
+        # thread's current one (the loop is only ever used through the runner).
+        _runner = asyncio.Runner(loop_factory=asyncio.new_event_loop)
+    return _runner
+
+
+def current_runtime() -> Runtime | None:
+    """The runtime built by the cold start, if there was one yet."""
+    return _runtime
+
+
+def _settings_for(function: FunctionName) -> Settings:
+    try:
+        return Settings.from_env(required=REQUIRED_SETTINGS[function])
+    except SettingsError as exc:
+        logger.critical(f"invalid configuration for the {function} function: {exc}")
+        raise
+
+
+async def _build_runtime(settings: Settings) -> Runtime:
+    stack = AsyncExitStack()
+    try:
+        try:
+            app = load_app(settings.app)
+        except ValueError as exc:
+            raise SettingsError(f"STREAMER_APP: {exc}") from None
+        clock = SystemClock()
+        stores = await DynamoDBStores.open(settings)
+        stack.push_async_callback(stores.aclose)
+        notifier: Notifier
+        if settings.websocket_endpoint:
+            client = await stack.enter_async_context(open_management_client(settings))
+            notifier = ApiGatewayNotifier(client, sleep=clock.sleep)
+        else:
+            notifier = _UnconfiguredNotifier()
+        verifier: TokenVerifier
+        if settings.jwt_public_key:
+            verifier = TokenVerifier(
+                settings.jwt_public_key, clock=clock, issuer=settings.jwt_issuer
+            )
+        else:
+            verifier = _RefusingVerifier()
+        services = build_services(
+            app=app,
+            settings=settings,
+            connections=stores.connections,
+            requests=stores.requests,
+            subscriptions=stores.subscriptions,
+            notifier=notifier,
+            clock=clock,
+            verifier=verifier,
+        )
+    except BaseException:
+        await stack.aclose()
+        raise
+    return Runtime(
+        settings=settings,
+        app=app,
+        clock=clock,
+        stores=stores,
+        notifier=notifier,
+        services=services,
+        active_connections=ActiveConnectionsGauge(
+            stores.client, settings.connections_table, clock=clock
+        ),
+        _stack=stack,
+    )
+
+
+async def _ensure_runtime(function: FunctionName) -> Runtime:
+    global _runtime
+    if _runtime is not None and function in _runtime.validated:
+        return _runtime
+    _configure_logging("INFO")
+    settings = _settings_for(function)
+    _configure_logging(settings.log_level)
+    if _runtime is None:
+        started = time.perf_counter()
+        try:
+            _runtime = await _build_runtime(settings)
+        except SettingsError as exc:
+            logger.critical(f"invalid configuration for the {function} function: {exc}")
+            raise
+        logger.info(
+            "cold start",
+            extra={
+                "action": function,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
+    _runtime.validated.add(function)
+    return _runtime
+
+
+def invoke(
+    function: FunctionName,
+    context: LambdaContext | None,
+    work: Callable[[Runtime], Coroutine[Any, Any, T]],
+) -> T:
+    """Run one invocation's `work` on the container's loop and runtime.
+
+    Raises:
+        SettingsError: at a cold start with a missing or malformed setting
+            (logged first as one line naming it).
+    """
+    runner = get_runner()
+    request_id = context.aws_request_id if context is not None else None
+
+    async def run() -> T:
+        token = _aws_request_id.set(request_id)
+        try:
+            runtime = await _ensure_runtime(function)
+            return await work(runtime)
+        finally:
+            _aws_request_id.reset(token)
+
+    return runner.run(run())
+
+
+def reset_for_tests() -> None:
+    """Close the runtime's clients and the loop, so the next call is a cold start."""
+    global _runner, _runtime
+    if _runner is not None:
+        if _runtime is not None:
+            _runner.run(_runtime.aclose())
+        _runner.close()
+    _runner = None
+    _runtime = None
