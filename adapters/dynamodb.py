@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Self
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters.aws import client_kwargs, get_session
@@ -293,7 +294,7 @@ def _to_storable(value: Any) -> Any:
 
 def _from_stored(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        return _from_decimal(value)
     if isinstance(value, dict):
         return {k: _from_stored(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -303,6 +304,17 @@ def _from_stored(value: Any) -> Any:
     if isinstance(value, bytearray | memoryview):
         return bytes(value)
     return value
+
+
+def _from_decimal(value: Decimal) -> int | float:
+    if value != value.to_integral_value():
+        return float(value)
+    exponent = value.as_tuple().exponent
+    # "1E+100" came from a float (ints are written digit by digit); as an int it
+    # would no longer equal that float. Small integral values are ints either way.
+    if isinstance(exponent, int) and exponent > 0 and abs(value) >= 2**53:
+        return float(value)
+    return int(value)
 
 
 def to_attribute_value(value: Any) -> dict[str, Any]:
@@ -381,6 +393,11 @@ async def _query_all(
 ) -> list[dict[str, Any]]:
     """Every item a query returns, following `LastEvaluatedKey`, up to `limit`."""
     items: list[dict[str, Any]] = []
+    if limit is not None and limit <= 0:
+        return items
+    if limit is not None:
+        # Pages of `limit` items at most: a filtered query then reads only what it needs.
+        query["Limit"] = limit
     with map_client_errors():
         while True:
             page = await client.query(**query)
@@ -627,6 +644,7 @@ class _Update:
         return expression, names, values
 
 
+_CANCELLED = RequestError(code="CANCELLED", message="request was cancelled")
 _IN_PROCESSING = "#status = :processing AND Attempt = :attempt"
 _LEASE_EXPIRED = _IN_PROCESSING + " AND LeaseUntil < :now"
 
@@ -801,9 +819,7 @@ class DynamoDBRequestStore:
             TTL_ATTRIBUTE: expires_at,
         }
         await self._ensure_fits(key, sets)
-        update = _Update(
-            _IN_PROCESSING, sets=sets, removes=["LeaseUntil"], values=self._in_processing(attempt)
-        )
+        update = _Update(_IN_PROCESSING, sets=sets, values=self._in_processing(attempt))
         return await self._apply(key, update) is not None
 
     async def fail(
@@ -818,9 +834,7 @@ class DynamoDBRequestStore:
         """PROCESSING (under `attempt`) → FAILED with `Error` and `TTL`."""
         sets = self._failed(error, now, expires_at)
         await self._ensure_fits(key, sets)
-        update = _Update(
-            _IN_PROCESSING, sets=sets, removes=["LeaseUntil"], values=self._in_processing(attempt)
-        )
+        update = _Update(_IN_PROCESSING, sets=sets, values=self._in_processing(attempt))
         return await self._apply(key, update) is not None
 
     def _failed(self, error: RequestError, now: datetime, expires_at: int) -> dict[str, Any]:
@@ -850,11 +864,11 @@ class DynamoDBRequestStore:
             "#status IN (:pending, :processing)",
             sets={
                 "Status": RequestStatus.CANCELLED.value,
+                "Error": _error_value(_CANCELLED),
                 "CompletedAt": format_time(now),
                 "UpdatedAt": format_time(now),
                 TTL_ATTRIBUTE: expires_at,
             },
-            removes=["LeaseUntil"],
             values={
                 ":pending": RequestStatus.PENDING.value,
                 ":processing": RequestStatus.PROCESSING.value,
@@ -902,7 +916,6 @@ class DynamoDBRequestStore:
         update = _Update(
             _LEASE_EXPIRED,
             sets=self._failed(error, now, expires_at),
-            removes=["LeaseUntil"],
             values=self._in_processing(attempt, **{":now": format_time(now)}),
         )
         return await self._apply(key, update) is not None
@@ -1039,18 +1052,21 @@ class DynamoDBStores:
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack, repr=False)
 
     @classmethod
-    async def open(cls, settings: Settings, *, session: Any | None = None) -> Self:
+    async def open(
+        cls, settings: Settings, *, session: Any | None = None, config: Config | None = None
+    ) -> Self:
         """Open one DynamoDB client and build the stores over it.
 
         Args:
             settings: table names, region, `dynamodb_endpoint_url`.
             session: an aioboto3 session; the process's one when None.
+            config: the botocore config (retries, timeouts); `client_config()` when None.
         """
         stack = AsyncExitStack()
         session = session if session is not None else get_session()
         try:
             client: DynamoDBClient = await stack.enter_async_context(
-                session.client("dynamodb", **client_kwargs(settings))
+                session.client("dynamodb", **client_kwargs(settings, config=config))
             )
         except BaseException:
             await stack.aclose()
@@ -1076,10 +1092,16 @@ class DynamoDBStores:
 
 @contextlib.asynccontextmanager
 async def open_stores(
-    settings: Settings, *, session: Any | None = None
+    settings: Settings, *, session: Any | None = None, config: Config | None = None
 ) -> AsyncIterator[DynamoDBStores]:
-    """The three DynamoDB stores over one client, closed when the block ends."""
-    stores = await DynamoDBStores.open(settings, session=session)
+    """The three DynamoDB stores over one client, closed when the block ends.
+
+    Args:
+        settings: table names, region, `dynamodb_endpoint_url`.
+        session: an aioboto3 session; the process's one when None.
+        config: the botocore config (retries, timeouts); `client_config()` when None.
+    """
+    stores = await DynamoDBStores.open(settings, session=session, config=config)
     try:
         yield stores
     finally:
