@@ -164,7 +164,9 @@ def test_time_claims_that_are_not_numbers_are_refused(
 
 def test_wrong_issuer_is_refused(keys: KeyPair, clock: ManualClock) -> None:
     verifier = TokenVerifier(keys[1], clock=clock, issuer="https://issuer.example")
-    token = mint_token(keys[0], sub="u", tenant_id="t", issuer="https://evil.example", now=clock.now())
+    token = mint_token(
+        keys[0], sub="u", tenant_id="t", issuer="https://evil.example", now=clock.now()
+    )
     assert _reason(verifier, token) == "wrong issuer"
 
 
@@ -216,9 +218,8 @@ def test_permissions_that_are_not_a_list_of_strings_are_refused(
 def test_tampered_signature_is_refused(
     keys: KeyPair, verifier: TokenVerifier, clock: ManualClock
 ) -> None:
-    header, payload, signature = mint_token(
-        keys[0], sub="u", tenant_id="t", now=clock.now()
-    ).split(".")
+    token = mint_token(keys[0], sub="u", tenant_id="t", now=clock.now())
+    header, payload, signature = token.split(".")
     middle = len(signature) // 2
     flipped = "A" if signature[middle] != "A" else "B"
     tampered = signature[:middle] + flipped + signature[middle + 1 :]
@@ -301,9 +302,7 @@ def test_non_rsa_key_fails_at_construction(clock: ManualClock) -> None:
     ec_pem = (
         ec.generate_private_key(ec.SECP256R1())
         .public_key()
-        .public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
     with pytest.raises(ValueError, match="not an RSA public key"):

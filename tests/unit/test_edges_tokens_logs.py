@@ -80,7 +80,7 @@ def test_dev_public_key_is_rewritten_from_the_private_key(tmp_path: Path) -> Non
 
 def test_corrupt_dev_private_key_is_named(tmp_path: Path) -> None:
     (tmp_path / "dev_private.pem").write_text("garbage")
-    with pytest.raises(ValueError, match="dev_private.pem"):
+    with pytest.raises(ValueError, match=r"dev_private\.pem"):
         load_or_create_dev_keys(tmp_path)
 
 
