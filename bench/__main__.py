@@ -1,0 +1,121 @@
+"""`python -m bench --quick | --full`: run every scenario, print the table, write results.
+
+Quick writes `bench/results/quick.json`; full writes `bench/results/latest.json`,
+`bench/results/scaling.json`, `bench/results/scaling.png` and `docs/performance.md`.
+Exits non-zero when a scenario failed to produce its metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from bench.config import FULL, QUICK, Bench
+from bench.machine import describe_machine
+from bench.metrics import Results
+from bench.plot import plot_scaling
+from bench.procs import CACHE_DIR, REPO, raise_fd_limit, start_echo_server
+from bench.report import write_performance_doc
+from bench.scenarios import async_latency, connections, lambda_cold, lambda_zip, progress, sync_rtt
+
+RESULTS_DIR = REPO / "bench" / "results"
+SCENARIOS = ("sync", "async", "progress", "connections", "cold", "zip")
+
+
+def _step(results: Results, name: str, work: Callable[[], None]) -> None:
+    started = time.monotonic()
+    print(f"» {name}", flush=True)
+    try:
+        work()
+    except Exception as exc:
+        traceback.print_exc()
+        results.fail(name, f"{type(exc).__name__}: {exc}")
+        print(f"  {name} FAILED after {time.monotonic() - started:.1f} s", flush=True)
+    else:
+        print(f"  {name} done in {time.monotonic() - started:.1f} s", flush=True)
+
+
+def _server_scenarios(bench: Bench, chosen: set[str]) -> None:
+    results = bench.results
+    if chosen & {"sync", "async", "progress"}:
+        with start_echo_server() as raw, bench.start_emulator("emulator") as emulator:
+            if "sync" in chosen:
+                _step(results, "sync", lambda: sync_rtt.run(bench, raw, emulator))
+            if "async" in chosen:
+                _step(results, "async", lambda: async_latency.run(bench, emulator))
+            if "progress" in chosen:
+                _step(results, "progress", lambda: progress.run(bench, emulator))
+    if "connections" in chosen:
+        # A fresh emulator: its memory growth is then only the idle connections'.
+        with bench.start_emulator("emulator-idle") as emulator:
+            _step(results, "connections", lambda: connections.run(bench, emulator))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="every scenario small (default)")
+    size.add_argument("--full", action="store_true", help="full sizes, a few minutes")
+    parser.add_argument(
+        "--only", help=f"comma list of scenarios to run (of {', '.join(SCENARIOS)})"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="run the emulators under pyinstrument"
+    )
+    args = parser.parse_args(argv)
+    mode = "full" if args.full else "quick"
+    chosen = set(args.only.split(",")) if args.only else set(SCENARIOS)
+    unknown = chosen - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+
+    raise_fd_limit()
+    started_at = datetime.now(UTC)
+    started = time.monotonic()
+    results = Results(mode if not args.only else f"{mode}-partial")
+    profile_dir = RESULTS_DIR if args.profile else None
+    bench = Bench(mode, FULL if mode == "full" else QUICK, results, profile_dir=profile_dir)
+    print(f"bench {mode}: {', '.join(s for s in SCENARIOS if s in chosen)}", flush=True)
+
+    try:
+        _server_scenarios(bench, chosen)
+    except Exception as exc:  # the servers did not start
+        traceback.print_exc()
+        results.fail("servers", f"{type(exc).__name__}: {exc}")
+    if "cold" in chosen:
+        _step(results, "cold", lambda: lambda_cold.run(bench))
+    if "zip" in chosen:
+        _step(results, "zip", lambda: lambda_zip.run(bench))
+
+    machine = describe_machine(started_at)
+    written = [results.write(RESULTS_DIR if not args.only else CACHE_DIR)]
+    if mode == "full" and not args.only:
+        scaling = RESULTS_DIR / "scaling.json"
+        scaling.write_text(json.dumps(results.curves, indent=2) + "\n")
+        png = plot_scaling(results, machine, RESULTS_DIR / "scaling.png")
+        written += [scaling, png, write_performance_doc(results, machine, png)]
+    else:
+        written.append(plot_scaling(results, machine, CACHE_DIR / f"scaling-{mode}.png"))
+
+    print()
+    print(results.table())
+    print()
+    print(f"machine: {machine.one_line()}")
+    for path in written:
+        print(f"wrote {path.relative_to(REPO)}")
+    missing = results.missing() if not args.only else []
+    for scenario, reason in results.failures.items():
+        print(f"FAILED {scenario}: {reason}", file=sys.stderr)
+    if missing:
+        print(f"missing metrics: {', '.join(missing)}", file=sys.stderr)
+    print(f"total {time.monotonic() - started:.1f} s")
+    return 1 if results.failures or missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

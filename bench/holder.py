@@ -1,0 +1,106 @@
+"""Holds idle authenticated connections for the connections scenario
+(`python -m bench.holder`), driven by one-line commands on stdin.
+
+Commands: `open N` opens N more connections in parallel batches and answers one
+JSON line `{"held", "opened", "failed", "elapsed_s", "errors"}`; `status`
+answers `{"held"}` (connections still open); `close` (or EOF) exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.protocol import State
+
+from bench.procs import raise_fd_limit
+from bench.wsclient import with_token
+
+
+class Holder:
+    """Idle connections to one server, opened `concurrency` at a time.
+
+    Args:
+        url: the WebSocket URL.
+        tokens: one token per user; connection `i` uses `tokens[i % len(tokens)]`.
+        concurrency: handshakes in flight at once.
+    """
+
+    def __init__(self, url: str, tokens: list[str], concurrency: int) -> None:
+        self.url = url
+        self.tokens = tokens
+        self.concurrency = concurrency
+        self.connections: list[ClientConnection] = []
+
+    async def open(self, count: int) -> dict[str, object]:
+        started = time.perf_counter()
+        gate = asyncio.Semaphore(self.concurrency)
+        errors: Counter[str] = Counter()
+        first = len(self.connections)
+
+        async def one(index: int) -> None:
+            token = self.tokens[index % len(self.tokens)]
+            async with gate:
+                try:
+                    ws = await connect(
+                        with_token(self.url, token),
+                        ping_interval=None,
+                        open_timeout=120,
+                        max_size=2**20,
+                    )
+                except Exception as exc:  # any refusal counts as a failed connect
+                    errors[type(exc).__name__ + ": " + str(exc)[:80]] += 1
+                    return
+                self.connections.append(ws)
+
+        await asyncio.gather(*(one(first + i) for i in range(count)))
+        elapsed = time.perf_counter() - started
+        return {
+            "held": self.held(),
+            "opened": len(self.connections) - first,
+            "failed": sum(errors.values()),
+            "elapsed_s": elapsed,
+            "errors": dict(errors.most_common(5)),
+        }
+
+    def held(self) -> int:
+        return sum(1 for ws in self.connections if ws.state is State.OPEN)
+
+
+async def serve_commands(holder: Holder) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := (await reader.readline()).decode().strip():
+        verb, _, arg = line.partition(" ")
+        if verb == "open":
+            reply = await holder.open(int(arg))
+        elif verb == "status":
+            reply = {"held": holder.held()}
+        elif verb == "close":
+            break
+        else:
+            reply = {"error": f"unknown command {verb!r}"}
+        print(json.dumps(reply), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--tokens", type=Path, required=True, help="JSON list of tokens")
+    parser.add_argument("--concurrency", type=int, default=100)
+    args = parser.parse_args()
+    raise_fd_limit()
+    tokens = json.loads(args.tokens.read_text())
+    holder = Holder(args.url, tokens, args.concurrency)
+    asyncio.run(serve_commands(holder))
+
+
+if __name__ == "__main__":
+    main()

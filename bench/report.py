@@ -1,0 +1,63 @@
+"""`docs/performance.md`: the README's Performance section, written from a full run.
+
+The prose lives next to this module (`doc/intro.md`, `doc/findings.md`,
+`doc/method.md`); the table, machine, and curves come from the run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.machine import Machine
+from bench.metrics import Results
+from bench.procs import REPO
+
+__all__ = ["write_performance_doc"]
+
+DOC_PARTS = Path(__file__).resolve().parent / "doc"
+_SYMBOLS = {"<=": "≤", ">=": "≥"}
+_MARKS = {"met": "✅", "MISSED": "❌"}
+
+
+def _goal(text: str) -> str:
+    for ascii_op, symbol in _SYMBOLS.items():
+        text = text.replace(ascii_op, symbol)
+    return text
+
+
+def _table(results: Results) -> str:
+    lines = ["| metric | value | unit | goal | |", "|---|---:|---|---|---|"]
+    for name, value, unit, goal, verdict in results.rows():
+        mark = _MARKS.get(verdict, "")
+        lines.append(f"| `{name}` | {value} | {unit} | {_goal(goal)} | {mark} |")
+    return "\n".join(lines)
+
+
+def _part(name: str) -> str:
+    path = DOC_PARTS / name
+    return path.read_text().rstrip() + "\n" if path.exists() else ""
+
+
+def write_performance_doc(
+    results: Results, machine: Machine, png: Path, path: Path | None = None
+) -> Path:
+    """Write the Performance section: intro, machine, table, curves, findings, method."""
+    path = path or REPO / "docs" / "performance.md"
+    png_link = Path("..") / png.relative_to(REPO)
+    curves = json.dumps(results.curves, indent=2)
+    parts = [
+        _part("intro.md"),
+        "## Last full run\n",
+        f"Machine: {machine.one_line()}.\n",
+        _table(results),
+        "",
+        f"![growth curves]({png_link.as_posix()})\n",
+        "Growth curves (p50s; also in `bench/results/scaling.json`):\n",
+        f"```json\n{curves}\n```\n",
+        _part("findings.md"),
+        _part("method.md"),
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts))
+    return path

@@ -1,0 +1,1 @@
+"""One module per scenario; each records its metrics into the shared `Results`."""

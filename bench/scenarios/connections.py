@@ -1,0 +1,125 @@
+"""Idle connections: a holder process opens authenticated connections in parallel
+batches up to each level; at each level the sync round trip is measured again,
+and the emulator's resident memory per connection and the connect rate are taken."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.config import Bench
+from bench.metrics import median, percentile
+from bench.procs import CACHE_DIR, REPO, ServerProcess, python_env
+from bench.scenarios.sync_rtt import ECHO_FRAME
+from bench.wsclient import open_ws, rtt_round_us
+
+
+class HolderProcess:
+    """The `bench.holder` child, spoken to over its stdin/stdout."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, url: str, tokens_file: Path, concurrency: int) -> HolderProcess:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.holder", "--url", url, "--tokens", str(tokens_file),
+            "--concurrency", str(concurrency),
+            cwd=REPO, env=python_env(), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        return cls(proc)
+
+    async def command(self, line: str, timeout_s: float) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+        reply = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
+        if not reply:
+            raise RuntimeError(f"holder exited with {await self.proc.wait()} on {line!r}")
+        body: dict[str, Any] = json.loads(reply)
+        return body
+
+    async def close(self) -> None:
+        if self.proc.returncode is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b"close\n")
+            await self.proc.stdin.drain()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 30)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+def _health_connections(emulator: ServerProcess) -> int | None:
+    try:
+        value = emulator.health().get("connections")
+    except OSError:
+        return None
+    return value if isinstance(value, int) else None
+
+
+async def _measure(bench: Bench, emulator: ServerProcess) -> None:
+    sizes = bench.sizes
+    target = max(sizes.idle_levels)
+    tokens_file = CACHE_DIR / "holder-tokens.json"
+    tokens_file.parent.mkdir(parents=True, exist_ok=True)
+    tokens_file.write_text(json.dumps(bench.holder_tokens(target)))
+    points: dict[int, float] = {}
+    opened_total = 0
+    connect_s = 0.0
+    held = 0
+    async with open_ws(emulator.ws_url, bench.token("rtt-idle")) as ws:
+        await rtt_round_us(ws, ECHO_FRAME, 0, sizes.rtt_warmup)
+        rss_before = emulator.rss_bytes()
+        holder = await HolderProcess.start(emulator.ws_url, tokens_file, sizes.connect_concurrency)
+        try:
+            for level in sorted(sizes.idle_levels):
+                if level > held:
+                    reply = await holder.command(f"open {level - held}", timeout_s=600)
+                    opened_total += int(reply["opened"])
+                    connect_s += float(reply["elapsed_s"])
+                    held = int(reply["held"])
+                    print(
+                        f"    idle connections: {held:,} held "
+                        f"({reply['failed']} failed {reply['errors'] or ''})",
+                        flush=True,
+                    )
+                p50s = [
+                    percentile(
+                        await rtt_round_us(ws, ECHO_FRAME, sizes.idle_rtt_count, sizes.rtt_warmup),
+                        50,
+                    )
+                    for _ in range(sizes.idle_rtt_rounds)
+                ]
+                points[level] = median(p50s)
+            rss_after = emulator.rss_bytes()
+            held = int((await holder.command("status", timeout_s=60))["held"])
+            seen = _health_connections(emulator)
+            if seen is not None:
+                # The emulator's own count, less the measuring connection.
+                held = min(held, seen - 1)
+        finally:
+            await holder.close()
+    results = bench.results
+    results.record("connections_held", held)
+    results.record("rss_per_connection_kb", (rss_after - rss_before) / max(held, 1) / 1024)
+    results.record("connect_rate_per_s", opened_total / connect_s if connect_s else 0.0)
+    results.record_curve(
+        "sync_rtt_vs_idle_connections",
+        x_label="idle",
+        y_metric="sync_rtt_p50_us",
+        unit="us",
+        points=points,
+    )
+
+
+def run(bench: Bench, emulator: ServerProcess) -> None:
+    """Record `connections_held`, `rss_per_connection_kb`, `connect_rate_per_s` and the
+    sync round trip against idle connections held."""
+    asyncio.run(_measure(bench, emulator))
