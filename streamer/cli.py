@@ -1,0 +1,534 @@
+"""The `streamer` command: dev tokens, sending actions, tables and the Lambda bundle.
+
+Exit codes: 0 success; 1 a local failure (no token, AWS unreachable…); 2 the
+server answered with an error (`CODE: message` on stderr); 3 the WebSocket could
+not be opened, was refused or was lost; 4 no answer within `--timeout`;
+64 bad usage; 130 interrupted.
+
+Adapters (aioboto3, the bundle builder) are imported inside their subcommands,
+so `streamer send` starts quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "EXIT_CONNECTION",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_SERVER_ERROR",
+    "EXIT_TIMEOUT",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_SERVER_ERROR = 2
+EXIT_CONNECTION = 3
+EXIT_TIMEOUT = 4
+EXIT_USAGE = 64
+EXIT_INTERRUPTED = 130
+
+DEFAULT_URL = "ws://localhost:3001"
+DEFAULT_KEYS_DIR = ".streamer"
+DEFAULT_SUB = "dev-user"
+DEFAULT_TENANT = "dev-tenant"
+EMULATOR_HTTP_PORT = 3002
+
+
+class CliError(Exception):
+    """A failure to report on stderr, with its exit code.
+
+    Args:
+        message: what is printed, as is.
+        exit_code: what the process exits with.
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 64 on bad usage, so exit code 2 stays "the server said no"."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `streamer` and its subcommands."""
+    parser = _Parser(
+        prog="streamer",
+        description="Talk to a Streamer WebSocket API and manage its resources.",
+        epilog="Exit codes: 0 ok, 1 local failure, 2 server error, 3 connection failure, "
+        "4 timeout, 64 usage.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the client does")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    token = commands.add_parser(
+        "token",
+        help="mint a JWT (the dev key by default)",
+        description="Mint an RS256 JWT with the dev key in .streamer/ (made on first use) "
+        "or the private key given; print it on stdout.",
+    )
+    _add_key_options(token)
+    _add_identity_options(token)
+    token.add_argument("--ttl", type=float, default=3600, help="seconds until it expires (3600)")
+    token.add_argument(
+        "--permissions",
+        action="append",
+        default=[],
+        metavar="LIST",
+        help="comma-separated permissions; may be repeated",
+    )
+    token.add_argument("--issuer", help="the `iss` claim (for JWT_ISSUER)")
+    token.set_defaults(handler=_cmd_token)
+
+    send = commands.add_parser(
+        "send",
+        help="run an action and print its result",
+        description="Send one action. A sync action prints its JSON result; an async one "
+        "shows a live progress bar on stderr, then prints the result on stdout.",
+    )
+    send.add_argument("action", help="the action's name, e.g. echo or generate_report")
+    send.add_argument(
+        "--payload",
+        default="{}",
+        metavar="JSON|@FILE",
+        help="the payload: a JSON object, @path to read one from a file, or @- for stdin",
+    )
+    send.add_argument("--id", dest="request_id", help="the request id (default: a random one)")
+    _add_connection_options(send)
+    send.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds to wait for the result (900)"
+    )
+    send.add_argument(
+        "--json", action="store_true", help="print every server message as one JSON line"
+    )
+    send.set_defaults(handler=_cmd_send)
+
+    status = commands.add_parser(
+        "status",
+        help="show the stored state of an async request",
+        description="Print the stored state of an async request as JSON. With --follow, "
+        "subscribe and wait for it to finish, then print its result.",
+    )
+    status.add_argument("request_id", metavar="ID")
+    status.add_argument("--follow", action="store_true", help="wait for the result")
+    _add_connection_options(status)
+    status.add_argument("--timeout", type=float, default=900.0, help="seconds to wait (900)")
+    status.set_defaults(handler=_cmd_status)
+
+    cancel = commands.add_parser(
+        "cancel",
+        help="cancel an async request",
+        description="Cancel a pending or running async request and print the server's answer.",
+    )
+    cancel.add_argument("request_id", metavar="ID")
+    _add_connection_options(cancel)
+    cancel.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (30)")
+    cancel.set_defaults(handler=_cmd_cancel)
+
+    tables = commands.add_parser(
+        "tables",
+        help="create, delete or list the DynamoDB tables",
+        description="Manage the three tables named by CONNECTIONS_TABLE, REQUESTS_TABLE and "
+        "SUBSCRIPTIONS_TABLE on AWS or any endpoint (moto, DynamoDB Local).",
+    )
+    tables.add_argument("operation", choices=["create", "delete", "list"])
+    tables.add_argument(
+        "--endpoint-url",
+        default=None,
+        help="a DynamoDB endpoint, e.g. http://localhost:5000 (default: DYNAMODB_ENDPOINT_URL, "
+        "else AWS)",
+    )
+    tables.set_defaults(handler=_cmd_tables)
+
+    lambda_ = commands.add_parser(
+        "lambda",
+        help="build the Lambda deployment bundle",
+        description="Build the zip the four Lambda functions are deployed from.",
+    )
+    lambda_commands = lambda_.add_subparsers(dest="lambda_command", required=True, metavar="STEP")
+    build = lambda_commands.add_parser(
+        "build",
+        help="build the deployable zip",
+        description="Build the deployable zip with dependencies for the Lambda runtime.",
+    )
+    build.add_argument("--output", type=Path, default=Path("dist"), help="directory (dist)")
+    build.add_argument("--arch", choices=["x86_64", "arm64"], default="x86_64")
+    build.add_argument("--python", dest="python_version", default="3.12", help="(3.12)")
+    build.set_defaults(handler=_cmd_lambda_build)
+    return parser
+
+
+def _add_key_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--private-key", type=Path, metavar="FILE", help="an RSA private key PEM to sign with"
+    )
+    parser.add_argument(
+        "--keys-dir",
+        type=Path,
+        default=Path(DEFAULT_KEYS_DIR),
+        help=f"where the dev key pair lives ({DEFAULT_KEYS_DIR})",
+    )
+
+
+def _add_identity_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sub", default=DEFAULT_SUB, help=f"the user id ({DEFAULT_SUB})")
+    parser.add_argument(
+        "--tenant", default=DEFAULT_TENANT, help=f"the tenant id ({DEFAULT_TENANT})"
+    )
+
+
+def _add_connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("STREAMER_URL") or DEFAULT_URL,
+        help=f"the WebSocket API (STREAMER_URL, else {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--token",
+        help="the JWT (default: STREAMER_TOKEN, else a dev token from .streamer/ keys, "
+        "else the emulator's /api/dev-token)",
+    )
+    parser.add_argument(
+        "--keys-dir",
+        type=Path,
+        default=Path(DEFAULT_KEYS_DIR),
+        help=f"the dev keys for a default token ({DEFAULT_KEYS_DIR})",
+    )
+    _add_identity_options(parser)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `streamer` with `argv` (default: the process's); returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="streamer: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.handler(args)
+    except CliError as exc:
+        print(exc.message, file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("streamer: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return code
+
+
+# -- token -----------------------------------------------------------------------------------
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from streamer.tokens import mint_token
+
+    permissions = [p.strip() for group in args.permissions for p in group.split(",") if p.strip()]
+    try:
+        token = mint_token(
+            _private_key(args),
+            sub=args.sub,
+            tenant_id=args.tenant,
+            ttl_s=args.ttl,
+            permissions=permissions,
+            issuer=args.issuer,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    print(token)
+    return EXIT_OK
+
+
+def _private_key(args: argparse.Namespace) -> str:
+    from streamer.tokens import load_or_create_dev_keys
+
+    if args.private_key is not None:
+        try:
+            return str(args.private_key.read_text(encoding="ascii"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read {args.private_key}: {exc}") from None
+    try:
+        return load_or_create_dev_keys(args.keys_dir).private_pem
+    except (OSError, ValueError) as exc:
+        raise CliError(f"dev keys: {exc}") from None
+
+
+def _default_token(args: argparse.Namespace) -> str:
+    """--token, else STREAMER_TOKEN, else a dev token, so `streamer send echo` just works."""
+    if args.token:
+        return str(args.token)
+    if os.environ.get("STREAMER_TOKEN"):
+        return os.environ["STREAMER_TOKEN"]
+    from streamer.tokens import DEV_PRIVATE_KEY_FILE, load_or_create_dev_keys, mint_token
+
+    if (args.keys_dir / DEV_PRIVATE_KEY_FILE).exists():
+        try:
+            keys = load_or_create_dev_keys(args.keys_dir)
+        except (OSError, ValueError) as exc:
+            raise CliError(f"dev keys: {exc}") from None
+        return mint_token(keys.private_pem, sub=args.sub, tenant_id=args.tenant)
+    token = _emulator_dev_token(args.url)
+    if token is None:
+        raise CliError(
+            f"no token: pass --token, set STREAMER_TOKEN, or run the emulator here "
+            f"(it keeps dev keys in {args.keys_dir}/)"
+        )
+    return token
+
+
+def _emulator_dev_token(ws_url: str) -> str | None:
+    """Ask a local emulator's HTTP side for a dev token; None when it has none."""
+    parts = urlsplit(ws_url)
+    if parts.scheme != "ws" or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    url = urlunsplit(("http", f"{host}:{EMULATOR_HTTP_PORT}", "/api/dev-token", "", ""))
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            body = response.read().decode("utf-8")
+    except (OSError, urllib.error.URLError, UnicodeDecodeError):
+        return None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body.strip() or None
+    token = parsed.get("token") if isinstance(parsed, dict) else parsed
+    return token if isinstance(token, str) and token else None
+
+
+# -- send, status, cancel --------------------------------------------------------------------
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    payload = _load_payload(args.payload)
+    token = _default_token(args)
+    return asyncio.run(_send(args, payload, token))
+
+
+async def _send(args: argparse.Namespace, payload: dict[str, Any], token: str) -> int:
+    from streamer.client import StreamerClient
+    from streamer.protocol import Acknowledgment, ServerMessage, encode
+
+    bar = _ProgressBar(sys.stderr)
+
+    def tap(message: ServerMessage) -> None:
+        if args.json:
+            print(encode(message), flush=True)
+        elif isinstance(message, Acknowledgment):
+            bar.note(f"request {message.request_id} {message.status}")
+
+    client = StreamerClient(args.url, token=token, on_message=tap, max_reconnect_attempts=5)
+    with _reporting_errors(bar):
+        async with client:
+            result = await client.request(
+                args.action,
+                payload,
+                on_progress=None if args.json else bar.update,
+                timeout=args.timeout,
+                request_id=args.request_id,
+            )
+    bar.close()
+    if not args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    return asyncio.run(_status(args, _default_token(args)))
+
+
+async def _status(args: argparse.Namespace, token: str) -> int:
+    from streamer.client import StreamerClient
+
+    bar = _ProgressBar(sys.stderr)
+    with _reporting_errors(bar):
+        async with StreamerClient(args.url, token=token, max_reconnect_attempts=5) as client:
+            if args.follow:
+                result = await client.follow(
+                    args.request_id, on_progress=bar.update, timeout=args.timeout
+                )
+                bar.close()
+                print(json.dumps(result, indent=2, ensure_ascii=False))
+            else:
+                snapshot = await client.status(args.request_id, timeout=args.timeout)
+                print(json.dumps(dict(snapshot.raw), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    return asyncio.run(_cancel(args, _default_token(args)))
+
+
+async def _cancel(args: argparse.Namespace, token: str) -> int:
+    from streamer.client import StreamerClient
+
+    with _reporting_errors(_ProgressBar(sys.stderr)):
+        async with StreamerClient(args.url, token=token, reconnect=False) as client:
+            snapshot = await client.cancel(args.request_id, timeout=args.timeout)
+    print(json.dumps(dict(snapshot.raw), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _reporting_errors(bar: _ProgressBar) -> Iterator[None]:
+    """Turn client errors into `CliError`s: `CODE: message` and the exit code that fits."""
+    from streamer.client import RequestTimeout, StreamerConnectionError
+    from streamer.errors import StreamerError
+
+    try:
+        yield
+    except StreamerConnectionError as exc:
+        bar.close()
+        label = exc.code.value if exc.status_code else "CONNECTION_FAILED"
+        raise CliError(f"{label}: {exc.message}", EXIT_CONNECTION) from None
+    except RequestTimeout as exc:
+        bar.close()
+        raise CliError(f"{exc.code.value}: {exc.message}", EXIT_TIMEOUT) from None
+    except StreamerError as exc:
+        bar.close()
+        text = f"{exc.code.value}: {exc.message}"
+        if exc.details:
+            text += "\n" + json.dumps(exc.details, indent=2, ensure_ascii=False, default=str)
+        raise CliError(text, EXIT_SERVER_ERROR) from None
+
+
+def _load_payload(text: str) -> dict[str, Any]:
+    source = "--payload"
+    if text.startswith("@"):
+        path = text[1:]
+        source = path or "-"
+        try:
+            text = sys.stdin.read() if path in ("", "-") else Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise CliError(f"cannot read the payload: {exc}", EXIT_USAGE) from None
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"{source} is not JSON: {exc}", EXIT_USAGE) from None
+    if not isinstance(payload, dict):
+        raise CliError(f"{source} must be a JSON object", EXIT_USAGE)
+    return payload
+
+
+class _ProgressBar:
+    """A one-line progress bar on a terminal; one line per update otherwise.
+
+    Args:
+        stream: where it draws (stderr).
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._is_tty = stream.isatty()
+        self._drawn = False
+
+    def update(self, update: Any) -> None:
+        """Draw a `ProgressUpdate`."""
+        percentage = max(0.0, min(100.0, float(update.percentage)))
+        message = str(update.message or "")
+        if not self._is_tty:
+            self._stream.write(f"progress {percentage:5.1f}% {message}\n".rstrip() + "\n")
+            self._stream.flush()
+            return
+        columns = shutil.get_terminal_size((80, 24)).columns
+        width = max(10, min(40, columns // 3))
+        filled = round(width * percentage / 100)
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {percentage:5.1f}%  {message}"
+        self._stream.write("\r\x1b[2K" + line[: columns - 1])
+        self._stream.flush()
+        self._drawn = True
+
+    def note(self, text: str) -> None:
+        """A line of its own (above the bar)."""
+        if self._drawn:
+            self._stream.write("\r\x1b[2K")
+            self._drawn = False
+        self._stream.write(text + "\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        """End the bar's line."""
+        if self._drawn:
+            self._stream.write("\n")
+            self._stream.flush()
+            self._drawn = False
+
+
+# -- tables, lambda --------------------------------------------------------------------------
+
+
+def _cmd_tables(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from streamer.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
+    if args.endpoint_url:
+        settings = dataclasses.replace(settings, dynamodb_endpoint_url=args.endpoint_url)
+    return asyncio.run(_tables(args.operation, settings))
+
+
+async def _tables(operation: str, settings: Any) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from adapters.dynamodb import create_tables, delete_tables, list_tables
+
+    names = [settings.connections_table, settings.requests_table, settings.subscriptions_table]
+    try:
+        if operation == "create":
+            created = await create_tables(settings)
+            for name in names:
+                print(f"{name}\t{'created' if name in created else 'exists'}")
+        elif operation == "delete":
+            deleted = await delete_tables(settings)
+            for name in names:
+                print(f"{name}\t{'deleted' if name in deleted else 'missing'}")
+        else:
+            for name, status in (await list_tables(settings)).items():
+                print(f"{name}\t{status}")
+    except (BotoCoreError, ClientError) as exc:
+        raise CliError(f"DynamoDB: {exc}") from None
+    return EXIT_OK
+
+
+def _cmd_lambda_build(args: argparse.Namespace) -> int:
+    from adapters.aws_lambda.bundle import build_bundle
+
+    try:
+        path = build_bundle(args.output, arch=args.arch, python_version=args.python_version)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CliError(f"lambda build: {exc}") from None
+    print(path)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
