@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import contextlib
+import functools
+import inspect
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any, TypeVar
 
-from streamer.app import Streamer
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+from streamer.app import ActionSpec, Request, Streamer
 from streamer.delivery import Delivery
-from streamer.models import RequestChange, RequestKey
+from streamer.errors import ErrorCode, ItemTooLarge, RequestCancelled, Retryable, StreamerError
+from streamer.models import AsyncRequest, RequestChange, RequestError, RequestKey, RequestStatus
 from streamer.ports import Clock, RequestStore
+from streamer.progress import OwnershipLost, Progress
+from streamer.protocol import Complete, ErrorBody, ErrorMessage
 from streamer.settings import Settings
 
-__all__ = ["Outcome", "Processor"]
+__all__ = [
+    "DEADLINE_MARGIN_S",
+    "STORE_ATTEMPTS",
+    "Outcome",
+    "Processor",
+    "request_metadata",
+    "request_permissions",
+    "takes_progress",
+    "validation_details",
+]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEADLINE_MARGIN_S = 5.0
+"""Time kept before a `deadline` to hand the request back (one conditional write)."""
+STORE_ATTEMPTS = 3
+"""Tries of one store call (claim, complete, fail, …) before the error propagates."""
 
 
 class Outcome(StrEnum):
@@ -31,6 +63,18 @@ class Outcome(StrEnum):
 class Processor:
     """Claims PENDING requests and runs their actions.
 
+    One run: read the request (not PENDING → SKIPPED, no write), claim it with a
+    lease of `timeout_s + settings.lease_grace_s`, validate the stored payload
+    into the action's model, run the action bounded by its timeout and by the
+    `deadline`, then persist COMPLETED/FAILED and only then notify.
+
+    Transient failures (`Retryable`, timeouts, `OSError`/`ConnectionError`) are
+    retried with exponential backoff and jitter, waited through `clock.sleep`; the
+    budget is the request's `max_retries` minus its stored `retry_count`, so it is
+    shared across re-claims. A `StreamerError` from the action fails at once with
+    its own code; any other exception fails with INTERNAL_ERROR and a generic
+    message (the traceback goes to the log only).
+
     Args:
         app: the user's actions.
         requests: the requests store.
@@ -38,6 +82,7 @@ class Processor:
         clock: time source (backoff waits go through `clock.sleep`).
         settings: TTLs, progress rate, persist interval, lease grace.
         backoff_base_s, backoff_max_s: exponential backoff between retries.
+        rng: the random source of the jitter (tests may seed one).
     """
 
     def __init__(
@@ -50,12 +95,22 @@ class Processor:
         settings: Settings,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        rng: random.Random | None = None,
     ) -> None:
-        raise NotImplementedError
+        self._app = app
+        self._requests = requests
+        self._delivery = delivery
+        self._clock = clock
+        self._settings = settings
+        self._backoff_base_s = backoff_base_s
+        self._backoff_max_s = backoff_max_s
+        self._rng = rng or random.Random()
 
     async def handle(self, change: RequestChange, *, deadline: datetime | None = None) -> Outcome:
         """Handle one stream record: skip it unless claimable, else `run` it."""
-        raise NotImplementedError
+        if not change.is_claimable:
+            return Outcome.SKIPPED
+        return await self.run(change.key, deadline=deadline)
 
     async def run(self, key: RequestKey, *, deadline: datetime | None = None) -> Outcome:
         """Claim and run one request.
@@ -64,4 +119,359 @@ class Processor:
         PENDING. Persists COMPLETED/FAILED before notifying. Action errors never
         escape; store failures do (so the caller can retry the record).
         """
-        raise NotImplementedError
+        stored = await self._store_call("get", lambda: self._requests.get(key))
+        if stored is None or stored.status is not RequestStatus.PENDING:
+            return Outcome.SKIPPED
+        now = self._clock.now()
+        lease_until = now + timedelta(seconds=stored.timeout_s + self._settings.lease_grace_s)
+        claimed = await self._store_call(
+            "claim", lambda: self._requests.claim(key, now=now, lease_until=lease_until)
+        )
+        if claimed is None:
+            logger.info("claim lost; duplicate delivery skipped", extra=_extra(stored))
+            return Outcome.SKIPPED
+        started = self._clock.monotonic()
+        try:
+            outcome = await self._execute(claimed, deadline)
+        except asyncio.CancelledError:
+            # Shutting down: hand the request back so another processor takes it.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(
+                    self._requests.release(key, attempt=claimed.attempt, now=self._clock.now())
+                )
+            raise
+        logger.info(
+            "request finished",
+            extra={
+                **_extra(claimed),
+                "outcome": outcome.value,
+                "duration_ms": round((self._clock.monotonic() - started) * 1000),
+            },
+        )
+        return outcome
+
+    # -- one claimed request -----------------------------------------------------
+
+    async def _execute(self, request: AsyncRequest, deadline: datetime | None) -> Outcome:
+        spec = self._app.get(request.action)
+        if spec is None:
+            error = RequestError(ErrorCode.INVALID_ACTION, f"unknown action {request.action!r}")
+            return await self._finish_failed(request, error, None)
+        try:
+            payload = _validated_payload(spec, request.payload)
+        except ValidationError as exc:
+            error = RequestError(
+                ErrorCode.VALIDATION_ERROR,
+                "payload is invalid",
+                {"errors": validation_details(exc)},
+            )
+            return await self._finish_failed(request, error, None)
+
+        progress = Progress(
+            request=request,
+            requests=self._requests,
+            delivery=self._delivery,
+            clock=self._clock,
+            settings=self._settings,
+        )
+        retry_count = request.retry_count
+        while True:
+            bound_s, bounded_by_deadline = self._time_bound(request.timeout_s, deadline)
+            if bounded_by_deadline and bound_s <= 0:
+                return await self._hand_back(request)
+            req: Request[Any] = _build_request(
+                request, payload, run_number=request.attempt + retry_count
+            )
+            scope = asyncio.timeout(bound_s)
+            try:
+                async with scope:
+                    result = await _call(spec, req, progress)
+            except RequestCancelled as exc:
+                return await self._after_cancel_signal(request, exc, progress)
+            except OwnershipLost:
+                logger.warning("ownership lost mid-run", extra=_extra(request))
+                return Outcome.LOST
+            except TimeoutError:
+                if scope.expired() and bounded_by_deadline:
+                    return await self._hand_back(request)
+                error = RequestError(
+                    ErrorCode.TIMEOUT, f"action timed out after {request.timeout_s:g} s"
+                )
+            except Retryable as exc:
+                error = RequestError(
+                    ErrorCode.PROCESSING_FAILED, exc.message, _details(exc.details)
+                )
+            except StreamerError as exc:
+                error = RequestError(exc.code, exc.message, _details(exc.details))
+                return await self._finish_failed(request, error, progress)
+            except OSError as exc:
+                error = RequestError(
+                    ErrorCode.PROCESSING_FAILED,
+                    "action failed with a transient error",
+                    {"exception": type(exc).__name__},
+                )
+            except Exception:
+                logger.exception("action raised an unexpected exception", extra=_extra(request))
+                error = RequestError(ErrorCode.INTERNAL_ERROR, "internal error")
+                return await self._finish_failed(request, error, progress)
+            else:
+                return await self._finish_completed(request, result, progress)
+
+            # A transient failure: retry while the budget lasts.
+            if retry_count >= request.max_retries:
+                logger.warning("retries exhausted", extra={**_extra(request), "code": error.code})
+                return await self._finish_failed(request, error, progress)
+            delay_s = self._backoff_s(retry_count)
+            if deadline is not None and self._seconds_left(deadline) <= delay_s:
+                return await self._hand_back(request)
+            logger.info(
+                "transient failure; retrying in %.2f s",
+                delay_s,
+                extra={**_extra(request), "code": error.code},
+            )
+            now = self._clock.now()
+            lease_until = now + timedelta(
+                seconds=delay_s + request.timeout_s + self._settings.lease_grace_s
+            )
+            recorded = await self._store_call(
+                "record_retry",
+                functools.partial(
+                    self._requests.record_retry,
+                    request.key,
+                    attempt=request.attempt,
+                    error=error,
+                    now=now,
+                    lease_until=lease_until,
+                ),
+            )
+            if not recorded:
+                return await self._after_refusal(request)
+            retry_count += 1
+            await self._clock.sleep(delay_s)
+
+    async def _finish_completed(
+        self, request: AsyncRequest, result: Any, progress: Progress
+    ) -> Outcome:
+        try:
+            stored_result = to_jsonable_python(result)
+        except PydanticSerializationError:
+            logger.exception("action returned a value that is not JSON", extra=_extra(request))
+            error = RequestError(ErrorCode.INTERNAL_ERROR, "internal error")
+            return await self._finish_failed(request, error, progress)
+        await progress.flush()
+        now = self._clock.now()
+        try:
+            completed = await self._store_call(
+                "complete",
+                lambda: self._requests.complete(
+                    request.key,
+                    attempt=request.attempt,
+                    result=stored_result,
+                    now=now,
+                    expires_at=self._expires_at(now),
+                ),
+            )
+        except ItemTooLarge:
+            error = RequestError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                "the result is too large to store (over the 400 KB item limit); "
+                "return a smaller result or a link to it",
+            )
+            return await self._finish_failed(request, error, None)
+        if not completed and not await self._already(request, RequestStatus.COMPLETED):
+            return await self._after_refusal(request)
+        message = Complete(
+            timestamp=self._clock.now(), request_id=request.request_id, result=stored_result
+        )
+        await self._delivery.to_request(request, message)
+        return Outcome.COMPLETED
+
+    async def _finish_failed(
+        self, request: AsyncRequest, error: RequestError, progress: Progress | None
+    ) -> Outcome:
+        if progress is not None:
+            await progress.flush()
+        now = self._clock.now()
+        failed = await self._store_call(
+            "fail",
+            lambda: self._requests.fail(
+                request.key,
+                attempt=request.attempt,
+                error=error,
+                now=now,
+                expires_at=self._expires_at(now),
+            ),
+        )
+        if not failed and not await self._already(request, RequestStatus.FAILED):
+            return await self._after_refusal(request)
+        message = ErrorMessage(
+            timestamp=self._clock.now(),
+            request_id=request.request_id,
+            error=ErrorBody(
+                code=ErrorCode(error.code), message=error.message, details=error.details
+            ),
+        )
+        await self._delivery.to_request(request, message)
+        return Outcome.FAILED
+
+    async def _hand_back(self, request: AsyncRequest) -> Outcome:
+        logger.info("deadline near; handing the request back", extra=_extra(request))
+        released = await self._store_call(
+            "release",
+            lambda: self._requests.release(
+                request.key, attempt=request.attempt, now=self._clock.now()
+            ),
+        )
+        if not released:
+            return await self._after_refusal(request)
+        return Outcome.HANDED_BACK
+
+    async def _after_cancel_signal(
+        self, request: AsyncRequest, exc: RequestCancelled, progress: Progress
+    ) -> Outcome:
+        stored = await self._store_call("get", lambda: self._requests.get(request.key))
+        if stored is not None and stored.status is RequestStatus.CANCELLED:
+            # The router already told the followers.
+            return Outcome.CANCELLED
+        if _is_ours(stored, request):
+            # The action raised RequestCancelled on its own: a failure with its code.
+            error = RequestError(exc.code, exc.message, _details(exc.details))
+            return await self._finish_failed(request, error, progress)
+        return Outcome.LOST
+
+    async def _after_refusal(self, request: AsyncRequest) -> Outcome:
+        """A conditional write was refused: cancelled meanwhile, or not ours any more."""
+        stored = await self._store_call("get", lambda: self._requests.get(request.key))
+        if stored is not None and stored.status is RequestStatus.CANCELLED:
+            return Outcome.CANCELLED
+        logger.warning("write refused; ownership lost", extra=_extra(request))
+        return Outcome.LOST
+
+    async def _already(self, request: AsyncRequest, status: RequestStatus) -> bool:
+        """Whether a refused write had in fact landed (a retried call whose first
+        try succeeded but whose answer was lost)."""
+        stored = await self._store_call("get", lambda: self._requests.get(request.key))
+        return stored is not None and stored.status is status and stored.attempt == request.attempt
+
+    # -- time and retries --------------------------------------------------------
+
+    def _time_bound(self, timeout_s: float, deadline: datetime | None) -> tuple[float, bool]:
+        """How long the next run may take, and whether the deadline is what limits it."""
+        if deadline is None:
+            return timeout_s, False
+        left_s = self._seconds_left(deadline)
+        if left_s < timeout_s:
+            return left_s, True
+        return timeout_s, False
+
+    def _seconds_left(self, deadline: datetime) -> float:
+        return (deadline - self._clock.now()).total_seconds() - DEADLINE_MARGIN_S
+
+    def _backoff_s(self, retry_index: int) -> float:
+        """Exponential backoff with equal jitter: half fixed, half random."""
+        ceiling = min(self._backoff_max_s, self._backoff_base_s * 2.0**retry_index)
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+    def _expires_at(self, now: datetime) -> int:
+        return int((now + timedelta(days=self._settings.request_ttl_days)).timestamp())
+
+    async def _store_call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        """One store call, retried with backoff on store errors; the last error
+        propagates. `ItemTooLarge` is not transient and propagates at once."""
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            try:
+                return await call()
+            except ItemTooLarge:
+                raise
+            except Exception:
+                if attempt == STORE_ATTEMPTS:
+                    raise
+                logger.warning(
+                    "store call failed; retrying",
+                    extra={"reason": operation, "attempt": attempt},
+                    exc_info=True,
+                )
+                await self._clock.sleep(
+                    min(self._backoff_max_s, self._backoff_base_s * 2.0**attempt)
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_ours(stored: AsyncRequest | None, request: AsyncRequest) -> bool:
+    return (
+        stored is not None
+        and stored.status is RequestStatus.PROCESSING
+        and stored.attempt == request.attempt
+    )
+
+
+def _validated_payload(spec: ActionSpec, payload: dict[str, Any]) -> Any:
+    if spec.payload_model is None:
+        return dict(payload)
+    return spec.payload_model.model_validate(payload)
+
+
+def _build_request(request: AsyncRequest, payload: Any, *, run_number: int) -> Request[Any]:
+    return Request(
+        request_id=request.request_id,
+        action=request.action,
+        payload=payload,
+        connection_id=request.connection_id,
+        user_id=request.user_id,
+        tenant_id=request.tenant_id,
+        received_at=request.created_at,
+        metadata=request_metadata(request),
+        permissions=request_permissions(request),
+        attempt=run_number,
+    )
+
+
+def request_metadata(request: AsyncRequest) -> dict[str, Any]:
+    """The client's `metadata` of a stored request (the router keeps it under `client`)."""
+    client = request.metadata.get("client", {})
+    return dict(client) if isinstance(client, dict) else {}
+
+
+def request_permissions(request: AsyncRequest) -> tuple[str, ...]:
+    """The connection's permissions when the request was made (kept under `permissions`)."""
+    permissions = request.metadata.get("permissions", [])
+    if not isinstance(permissions, list):
+        return ()
+    return tuple(str(p) for p in permissions)
+
+
+async def _call(spec: ActionSpec, req: Request[Any], progress: Progress) -> Any:
+    if takes_progress(spec):
+        return await spec.handler(req, progress)
+    return await spec.handler(req)
+
+
+def takes_progress(spec: ActionSpec) -> bool:
+    """Whether the handler takes `(req, progress)` rather than `(req)`."""
+    return len(inspect.signature(spec.handler).parameters) >= 2
+
+
+def _details(details: dict[str, Any] | list[Any] | None) -> dict[str, Any] | None:
+    """Error details as stored: a JSON object (a list is kept under `errors`)."""
+    if details is None:
+        return None
+    if isinstance(details, list):
+        return {"errors": to_jsonable_python(details, fallback=str)}
+    safe: dict[str, Any] = to_jsonable_python(details, fallback=str)
+    return safe
+
+
+def validation_details(exc: ValidationError) -> list[Any]:
+    """Pydantic's error list, JSON-safe, without inputs, URLs or context."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    safe: list[Any] = to_jsonable_python(errors, fallback=str)
+    return safe
+
+
+def _extra(request: AsyncRequest) -> dict[str, Any]:
+    return {
+        "request_id": request.request_id,
+        "connection_id": request.connection_id,
+        "action": request.action,
+        "attempt": request.attempt,
+    }

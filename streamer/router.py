@@ -2,21 +2,60 @@
 
 from __future__ import annotations
 
-from streamer.app import Streamer
+import asyncio
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+from streamer.app import RESERVED_ACTIONS, ActionSpec, Request, Streamer
 from streamer.delivery import Delivery
-from streamer.models import Connection
+from streamer.errors import ErrorCode, ItemTooLarge, StreamerError
+from streamer.ids import new_request_id
+from streamer.models import (
+    AsyncRequest,
+    Connection,
+    RequestId,
+    RequestStatus,
+    Subscription,
+    request_key,
+)
 from streamer.ports import Clock, RequestStore, SubscriptionStore
-from streamer.protocol import ServerMessage
+from streamer.processor import takes_progress, validation_details
+from streamer.progress import DetachedProgress
+from streamer.protocol import (
+    Acknowledgment,
+    ClientMessage,
+    ErrorBody,
+    ErrorMessage,
+    Response,
+    ServerMessage,
+    decode_client_message,
+    error_message,
+    format_timestamp,
+)
 from streamer.ratelimit import RateLimiter
 from streamer.settings import Settings
 
-__all__ = ["Router"]
+__all__ = ["Router", "request_snapshot"]
+
+logger = logging.getLogger(__name__)
+
+_NOT_FOUND = "request not found"
+_INTERNAL = "internal error"
 
 
 class Router:
     """Decodes a frame, applies the rate limit, answers built-ins (`ping`,
     `status`, `subscribe`, `cancel`), runs sync actions with their timeout, and
     validates and enqueues async ones.
+
+    Every frame counts against the rate limit, even one that does not decode;
+    a frame that does not decode is answered with its decoding error first.
+    A reply's `request_id` is the frame's `id`, or a server-made one when the
+    frame has none (an async request is stored under that id).
 
     Args:
         app: the user's actions.
@@ -38,7 +77,13 @@ class Router:
         clock: Clock,
         settings: Settings,
     ) -> None:
-        raise NotImplementedError
+        self._app = app
+        self._requests = requests
+        self._subscriptions = subscriptions
+        self._delivery = delivery
+        self._limiter = limiter
+        self._clock = clock
+        self._settings = settings
 
     async def route(self, connection: Connection, frame: str | bytes) -> ServerMessage:
         """The one reply to one frame: `response`, `acknowledgment` or `error`.
@@ -46,4 +91,296 @@ class Router:
         Never raises: every failure becomes an `error` message (internal ones as
         INTERNAL_ERROR, logged with the request id, no details leaked).
         """
-        raise NotImplementedError
+        allowed = self._limiter.allow(connection.connection_id)
+        try:
+            message = decode_client_message(frame, max_bytes=self._settings.max_message_bytes)
+        except StreamerError as exc:
+            return error_message(exc, at=self._clock.now())
+        reply_id = RequestId(message.id) if message.id is not None else new_request_id()
+        if not allowed:
+            logger.info(
+                "rate limited",
+                extra={"connection_id": connection.connection_id, "action": message.action},
+            )
+            return self._error(
+                reply_id, ErrorCode.RATE_LIMITED, "too many messages; slow down", None
+            )
+        started = self._clock.monotonic()
+        try:
+            reply = await self._dispatch(connection, message, reply_id)
+        except StreamerError as exc:
+            reply = self._error(reply_id, exc.code, exc.message, exc.details)
+        except Exception:
+            logger.exception(
+                "routing failed",
+                extra={
+                    "request_id": reply_id,
+                    "connection_id": connection.connection_id,
+                    "action": message.action,
+                },
+            )
+            reply = self._error(reply_id, ErrorCode.INTERNAL_ERROR, _INTERNAL, None)
+        logger.info(
+            "message routed",
+            extra={
+                "request_id": reply_id,
+                "connection_id": connection.connection_id,
+                "action": message.action,
+                "outcome": reply.type,
+                "duration_ms": round((self._clock.monotonic() - started) * 1000),
+            },
+        )
+        return reply
+
+    async def _dispatch(
+        self, connection: Connection, message: ClientMessage, reply_id: RequestId
+    ) -> ServerMessage:
+        action = message.action
+        if action in RESERVED_ACTIONS:
+            return await self._builtin(connection, message, reply_id)
+        spec = self._app.get(action)
+        if spec is None:
+            raise StreamerError(
+                ErrorCode.INVALID_ACTION, f"unknown action {action!r}", {"action": action}
+            )
+        try:
+            payload = (
+                spec.payload_model.model_validate(message.payload)
+                if spec.payload_model is not None
+                else dict(message.payload)
+            )
+        except ValidationError as exc:
+            raise StreamerError(
+                ErrorCode.VALIDATION_ERROR, "payload is invalid", validation_details(exc)
+            ) from None
+        if spec.resolved_mode(self._settings.async_threshold_s) == "sync":
+            return await self._run_sync(connection, message, spec, payload, reply_id)
+        return await self._enqueue(connection, message, spec, reply_id)
+
+    # -- built-ins -----------------------------------------------------------------
+
+    async def _builtin(
+        self, connection: Connection, message: ClientMessage, reply_id: RequestId
+    ) -> ServerMessage:
+        if message.action == "ping":
+            pong = {"pong": True, "connection_id": connection.connection_id}
+            return Response(timestamp=self._clock.now(), request_id=reply_id, data=pong)
+
+        target = message.payload.get("request_id")
+        if not isinstance(target, str) or not target:
+            raise StreamerError(
+                ErrorCode.VALIDATION_ERROR,
+                "payload.request_id must be a non-empty string",
+                [{"loc": ["request_id"], "msg": "a non-empty string is required"}],
+            )
+        key = request_key(connection.tenant_id, connection.user_id, target)
+        now = self._clock.now()
+
+        data: dict[str, Any]
+        if message.action == "cancel":
+            cancelled = await self._requests.cancel(
+                key, now=now, expires_at=self._request_expiry(now)
+            )
+            if cancelled is None:
+                current = await self._requests.get(key)
+                if current is None:
+                    raise StreamerError(ErrorCode.NOT_FOUND, _NOT_FOUND)
+                data = {
+                    "request_id": target,
+                    "status": current.status.value,
+                    "cancelled": False,
+                }
+                return Response(timestamp=now, request_id=reply_id, data=data)
+            logger.info(
+                "request cancelled",
+                extra={
+                    "request_id": target,
+                    "connection_id": connection.connection_id,
+                    "action": cancelled.action,
+                },
+            )
+            notice = ErrorMessage(
+                timestamp=now,
+                request_id=target,
+                error=ErrorBody(code=ErrorCode.CANCELLED, message="request was cancelled"),
+            )
+            await self._delivery.to_request(cancelled, notice)
+            data = {
+                "request_id": target,
+                "status": RequestStatus.CANCELLED.value,
+                "cancelled": True,
+            }
+            return Response(timestamp=self._clock.now(), request_id=reply_id, data=data)
+
+        stored = await self._requests.get(key)
+        if stored is None:
+            raise StreamerError(ErrorCode.NOT_FOUND, _NOT_FOUND)
+        if message.action == "status":
+            return Response(timestamp=now, request_id=reply_id, data=request_snapshot(stored))
+
+        # subscribe
+        subscribed = False
+        if not stored.status.is_terminal:
+            ttl = timedelta(hours=self._settings.connection_ttl_hours)
+            await self._subscriptions.add(
+                Subscription(
+                    key=key,
+                    connection_id=connection.connection_id,
+                    created_at=now,
+                    expires_at=int((now + ttl).timestamp()),
+                )
+            )
+            subscribed = True
+            # It may have finished between the read and the subscription, with the
+            # final message sent before this connection was on the list: re-read so
+            # the snapshot carries the outcome.
+            stored = await self._requests.get(key) or stored
+        data = {**request_snapshot(stored), "subscribed": subscribed}
+        return Response(timestamp=self._clock.now(), request_id=reply_id, data=data)
+
+    # -- app actions -----------------------------------------------------------------
+
+    async def _run_sync(
+        self,
+        connection: Connection,
+        message: ClientMessage,
+        spec: ActionSpec,
+        payload: Any,
+        reply_id: RequestId,
+    ) -> ServerMessage:
+        req = Request(
+            request_id=reply_id,
+            action=spec.name,
+            payload=payload,
+            connection_id=connection.connection_id,
+            user_id=connection.user_id,
+            tenant_id=connection.tenant_id,
+            received_at=self._clock.now(),
+            metadata=dict(message.metadata),
+            permissions=connection.metadata.permissions,
+        )
+        timeout_s = spec.effective_timeout_s(self._settings.async_threshold_s)
+        scope = asyncio.timeout(timeout_s)
+        extra = {
+            "request_id": reply_id,
+            "connection_id": connection.connection_id,
+            "action": spec.name,
+        }
+        try:
+            async with scope:
+                if takes_progress(spec):
+                    result = await spec.handler(req, DetachedProgress())
+                else:
+                    result = await spec.handler(req)
+            data = to_jsonable_python(result)
+        except StreamerError:
+            raise
+        except TimeoutError:
+            if not scope.expired():
+                logger.exception("sync action raised TimeoutError", extra=extra)
+                raise StreamerError(ErrorCode.INTERNAL_ERROR, _INTERNAL) from None
+            logger.warning("sync action timed out", extra=extra)
+            raise StreamerError(
+                ErrorCode.TIMEOUT, f"action timed out after {timeout_s:g} s"
+            ) from None
+        except PydanticSerializationError:
+            logger.exception("sync action returned a value that is not JSON", extra=extra)
+            raise StreamerError(ErrorCode.INTERNAL_ERROR, _INTERNAL) from None
+        except Exception:
+            logger.exception("sync action raised an unexpected exception", extra=extra)
+            raise StreamerError(ErrorCode.INTERNAL_ERROR, _INTERNAL) from None
+        return Response(timestamp=self._clock.now(), request_id=reply_id, data=data)
+
+    async def _enqueue(
+        self,
+        connection: Connection,
+        message: ClientMessage,
+        spec: ActionSpec,
+        reply_id: RequestId,
+    ) -> ServerMessage:
+        now = self._clock.now()
+        request = AsyncRequest(
+            key=request_key(connection.tenant_id, connection.user_id, reply_id),
+            request_id=reply_id,
+            connection_id=connection.connection_id,
+            user_id=connection.user_id,
+            tenant_id=connection.tenant_id,
+            action=spec.name,
+            payload=dict(message.payload),
+            status=RequestStatus.PENDING,
+            created_at=now,
+            updated_at=now,
+            max_retries=spec.max_retries,
+            timeout_s=spec.effective_timeout_s(self._settings.async_threshold_s),
+            # The processor reads these back (`processor.request_metadata/permissions`).
+            metadata={
+                "client": dict(message.metadata),
+                "permissions": list(connection.metadata.permissions),
+            },
+        )
+        extra = {
+            "request_id": reply_id,
+            "connection_id": connection.connection_id,
+            "action": spec.name,
+        }
+        try:
+            result = await self._requests.enqueue(request)
+        except ItemTooLarge:
+            raise StreamerError(
+                ErrorCode.PAYLOAD_TOO_LARGE, "the request is too large to store"
+            ) from None
+        except Exception:
+            logger.exception("could not enqueue the request", extra=extra)
+            raise StreamerError(ErrorCode.INTERNAL_ERROR, _INTERNAL) from None
+        if result.created:
+            logger.info("request queued", extra=extra)
+            return Acknowledgment(timestamp=self._clock.now(), request_id=reply_id)
+        status = result.request.status.value.lower()
+        return Acknowledgment(
+            timestamp=self._clock.now(),
+            request_id=reply_id,
+            status=status,
+            message=f"Request already received ({status})",
+        )
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _error(
+        self, request_id: str | None, code: ErrorCode, message: str, details: Any
+    ) -> ErrorMessage:
+        return ErrorMessage(
+            timestamp=self._clock.now(),
+            request_id=request_id,
+            error=ErrorBody(code=code, message=message, details=details),
+        )
+
+    def _request_expiry(self, now: datetime) -> int:
+        return int((now + timedelta(days=self._settings.request_ttl_days)).timestamp())
+
+
+def request_snapshot(request: AsyncRequest) -> dict[str, Any]:
+    """What `status` and `subscribe` show of a stored request: no storage key,
+    tenant or user."""
+    snapshot: dict[str, Any] = {
+        "request_id": request.request_id,
+        "action": request.action,
+        "status": request.status.value,
+        "progress": request.progress,
+        "message": request.progress_message,
+        "details": request.progress_details,
+        "created_at": format_timestamp(request.created_at),
+        "updated_at": format_timestamp(request.updated_at),
+    }
+    if request.status is RequestStatus.COMPLETED:
+        snapshot["result"] = request.result
+    elif request.status in (RequestStatus.FAILED, RequestStatus.CANCELLED):
+        error = request.error
+        if error is None and request.status is RequestStatus.CANCELLED:
+            snapshot["error"] = {"code": "CANCELLED", "message": "request was cancelled"}
+        elif error is not None:
+            snapshot["error"] = {
+                "code": error.code,
+                "message": error.message,
+                "details": error.details,
+            }
+    return snapshot

@@ -1,0 +1,453 @@
+"""The processor: claim, run, retry, time out, cancel, persist then notify."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from core_harness import Core, make_core
+from pydantic import BaseModel
+
+from streamer import Progress, Request, Retryable, Streamer, StreamerError
+from streamer.errors import StoreUnavailable
+from streamer.models import (
+    AsyncRequest,
+    ConnectionId,
+    RequestChange,
+    RequestKey,
+    RequestStatus,
+    Subscription,
+)
+from streamer.processor import DEADLINE_MARGIN_S, Outcome
+from streamer.protocol import ServerMessage
+from streamer.testing import InMemoryRequestStore, RecordingNotifier
+
+
+class Numbers(BaseModel):
+    values: list[int]
+
+
+class Calls:
+    """What the test actions saw."""
+
+    def __init__(self) -> None:
+        self.attempts: list[int] = []
+        self.gate = asyncio.Event()
+        self.reported = asyncio.Event()
+        self.failures_left = 0
+
+
+def build_app(calls: Calls) -> Streamer:
+    app = Streamer()
+
+    @app.action("total", mode="async")
+    async def total(req: Request[Numbers], progress: Progress) -> dict[str, Any]:
+        calls.attempts.append(req.attempt)
+        await progress.report(50, "adding")
+        return {"total": sum(req.payload.values)}
+
+    @app.action("flaky", mode="async", max_retries=3)
+    async def flaky(req: Request[dict[str, Any]], progress: Progress) -> str:
+        calls.attempts.append(req.attempt)
+        if calls.failures_left:
+            calls.failures_left -= 1
+            raise ConnectionResetError("peer reset")
+        return "ok"
+
+    @app.action("always_retryable", mode="async", max_retries=3)
+    async def always_retryable(req: Request[dict[str, Any]], progress: Progress) -> None:
+        calls.attempts.append(req.attempt)
+        raise Retryable("upstream busy")
+
+    @app.action("hang", mode="async", timeout=0, max_retries=1)
+    async def hang(req: Request[dict[str, Any]], progress: Progress) -> None:
+        calls.attempts.append(req.attempt)
+        await asyncio.Event().wait()
+
+    @app.action("refuses", mode="async")
+    async def refuses(req: Request[dict[str, Any]], progress: Progress) -> None:
+        calls.attempts.append(req.attempt)
+        raise StreamerError("VALIDATION_ERROR", "start date is a Sunday", {"field": "start"})
+
+    @app.action("crash", mode="async")
+    async def crash(req: Request[dict[str, Any]], progress: Progress) -> None:
+        calls.attempts.append(req.attempt)
+        raise KeyError("secret-column")
+
+    @app.action("stepwise", mode="async")
+    async def stepwise(req: Request[dict[str, Any]], progress: Progress) -> str:
+        await progress.report(10, "first")
+        calls.reported.set()
+        await calls.gate.wait()
+        await progress.report(20, "second")
+        return "finished"
+
+    @app.action("ignores_cancel", mode="async")
+    async def ignores_cancel(req: Request[dict[str, Any]], progress: Progress) -> str:
+        calls.reported.set()
+        await calls.gate.wait()
+        return "finished anyway"
+
+    @app.action("huge", mode="async")
+    async def huge(req: Request[dict[str, Any]], progress: Progress) -> str:
+        return "x" * (400 * 1024 + 1)
+
+    @app.action("untyped_sync_arity", mode="async")
+    async def one_argument(req: Request[dict[str, Any]], progress: Progress) -> int:
+        return 1
+
+    return app
+
+
+@pytest.fixture
+def calls() -> Calls:
+    return Calls()
+
+
+@pytest.fixture
+def core(calls: Calls) -> Core:
+    return make_core(build_app(calls))
+
+
+async def enqueue(core: Core, action: str, payload: dict[str, Any], rid: str = "r1") -> None:
+    conn = core.connections.records.get(ConnectionId("c1")) or await core.connect("c1")
+    reply = await core.send(conn, action, payload, id=rid)
+    assert reply["type"] == "acknowledgment", reply
+
+
+def change(
+    key: RequestKey, event: str = "INSERT", status: RequestStatus | None = None
+) -> RequestChange:
+    return RequestChange(
+        event_id="e1",
+        event_name=event,
+        sequence_number="100",
+        key=key,
+        new_status=status,
+        approximate_created_at=DEFAULT_NOW,
+    )
+
+
+DEFAULT_NOW = make_core(Streamer()).clock.now()
+
+
+# -- success ---------------------------------------------------------------------------
+
+
+async def test_success_persists_completed_then_sends_complete(core: Core, calls: Calls) -> None:
+    await enqueue(core, "total", {"values": [1, 2, 3]})
+    outcome = await core.process("r1")
+    assert outcome is Outcome.COMPLETED
+    stored = await core.stored("r1")
+    assert (stored.status, stored.result, stored.attempt) == (
+        RequestStatus.COMPLETED,
+        {"total": 6},
+        1,
+    )
+    expected_ttl = core.clock.now() + timedelta(days=7)
+    assert stored.expires_at == int(expected_ttl.timestamp())
+    messages = core.received("c1")
+    assert [m["type"] for m in messages] == ["progress", "complete"]
+    assert messages[-1]["result"] == {"total": 6}
+    assert calls.attempts == [1]
+
+
+async def test_a_status_asked_on_receiving_complete_sees_completed(core: Core) -> None:
+    """Persist first, then notify."""
+    seen: list[str] = []
+
+    class StatusOnComplete(RecordingNotifier):
+        async def send(self, connection_id: ConnectionId, message: ServerMessage) -> None:
+            await super().send(connection_id, message)
+            if message.type == "complete":
+                conn = await core.connections.get(connection_id)
+                assert conn is not None
+                reply = await core.send(conn, "status", {"request_id": message.request_id})
+                seen.append(reply["data"]["status"])
+
+    core.notifier = StatusOnComplete()
+    core.__post_init__()
+    await enqueue(core, "total", {"values": [1]})
+    await core.process("r1")
+    assert seen == ["COMPLETED"]
+
+
+async def test_only_claimable_records_are_processed(core: Core) -> None:
+    await enqueue(core, "total", {"values": [1]})
+    key = core.key("r1")
+    for record in (
+        change(key, "REMOVE", None),
+        change(key, "MODIFY", RequestStatus.PROCESSING),
+        change(key, "MODIFY", RequestStatus.COMPLETED),
+    ):
+        assert await core.processor.handle(record) is Outcome.SKIPPED
+    assert (await core.stored("r1")).status is RequestStatus.PENDING
+    assert await core.processor.handle(change(key, "INSERT", RequestStatus.PENDING)) is (
+        Outcome.COMPLETED
+    )
+
+
+async def test_a_duplicate_delivery_after_completion_is_skipped(core: Core) -> None:
+    await enqueue(core, "total", {"values": [1]})
+    key = core.key("r1")
+    assert await core.processor.handle(change(key, status=RequestStatus.PENDING)) is (
+        Outcome.COMPLETED
+    )
+    assert await core.processor.handle(change(key, status=RequestStatus.PENDING)) is (
+        Outcome.SKIPPED
+    )
+
+
+async def test_two_processors_racing_for_one_request_run_it_once(core: Core, calls: Calls) -> None:
+    """Both read it PENDING; the conditional claim lets exactly one through."""
+
+    class YieldingStore(InMemoryRequestStore):
+        async def get(self, key: RequestKey) -> AsyncRequest | None:
+            found = await super().get(key)
+            await asyncio.sleep(0)
+            return found
+
+    core.requests = YieldingStore()
+    core.__post_init__()
+    await enqueue(core, "total", {"values": [2]})
+    outcomes = await asyncio.gather(
+        core.processor.run(core.key("r1")), core.new_processor().run(core.key("r1"))
+    )
+    assert sorted(outcomes) == sorted([Outcome.COMPLETED, Outcome.SKIPPED])
+    assert calls.attempts == [1]
+    assert [m["type"] for m in core.received("c1")].count("complete") == 1
+
+
+# -- retries -----------------------------------------------------------------------------
+
+
+async def test_transient_errors_are_retried_with_backoff_then_succeed(
+    core: Core, calls: Calls
+) -> None:
+    calls.failures_left = 2
+    await enqueue(core, "flaky", {})
+    assert await core.process("r1") is Outcome.COMPLETED
+    assert calls.attempts == [1, 2, 3]
+    stored = await core.stored("r1")
+    assert (stored.retry_count, stored.result) == (2, "ok")
+    first, second = core.clock.sleeps
+    assert 0.25 <= first <= 0.5
+    assert 0.5 <= second <= 1.0
+
+
+async def test_retries_exhausted_fail_with_processing_failed(core: Core, calls: Calls) -> None:
+    await enqueue(core, "always_retryable", {})
+    assert await core.process("r1") is Outcome.FAILED
+    assert calls.attempts == [1, 2, 3, 4]
+    assert len(core.clock.sleeps) == 3
+    for index, waited in enumerate(core.clock.sleeps):
+        ceiling = 0.5 * 2**index
+        assert ceiling / 2 <= waited <= ceiling
+    stored = await core.stored("r1")
+    assert stored.status is RequestStatus.FAILED
+    assert stored.retry_count == 3
+    assert stored.error is not None
+    assert (stored.error.code, stored.error.message) == ("PROCESSING_FAILED", "upstream busy")
+    (message,) = core.received("c1")
+    assert (message["type"], message["error"]["code"]) == ("error", "PROCESSING_FAILED")
+
+
+async def test_each_retry_extends_the_lease(core: Core) -> None:
+    await enqueue(core, "always_retryable", {})
+    leases: list[Any] = []
+    original = core.requests.record_retry
+
+    async def spy(key: RequestKey, **kwargs: Any) -> bool:
+        leases.append(kwargs["lease_until"])
+        return await original(key, **kwargs)
+
+    core.requests.record_retry = spy  # type: ignore[method-assign]
+    await core.process("r1")
+    assert len(leases) == 3
+    assert leases == sorted(leases)
+    # Recorded before the first wait: backoff + the action's timeout + the grace.
+    assert leases[0] == DEFAULT_NOW + timedelta(seconds=core.clock.sleeps[0] + 840 + 60)
+
+
+async def test_a_timeout_is_retried_then_fails_with_timeout(core: Core, calls: Calls) -> None:
+    await enqueue(core, "hang", {})
+    assert await core.process("r1") is Outcome.FAILED
+    assert calls.attempts == [1, 2]
+    stored = await core.stored("r1")
+    assert stored.error is not None
+    assert stored.error.code == "TIMEOUT"
+    assert core.received("c1")[-1]["error"]["code"] == "TIMEOUT"
+
+
+async def test_streamer_error_fails_at_once_with_its_own_code(core: Core, calls: Calls) -> None:
+    await enqueue(core, "refuses", {})
+    assert await core.process("r1") is Outcome.FAILED
+    assert calls.attempts == [1]
+    assert core.received("c1")[-1]["error"] == {
+        "code": "VALIDATION_ERROR",
+        "message": "start date is a Sunday",
+        "details": {"field": "start"},
+    }
+
+
+async def test_unexpected_exception_fails_with_a_generic_internal_error(
+    core: Core, calls: Calls, caplog: pytest.LogCaptureFixture
+) -> None:
+    await enqueue(core, "crash", {})
+    with caplog.at_level(logging.ERROR, logger="streamer.processor"):
+        assert await core.process("r1") is Outcome.FAILED
+    assert calls.attempts == [1]
+    error = core.received("c1")[-1]["error"]
+    assert error == {"code": "INTERNAL_ERROR", "message": "internal error", "details": None}
+    assert any(getattr(r, "request_id", None) == "r1" for r in caplog.records)
+
+
+async def test_a_payload_that_no_longer_validates_fails_with_validation_error(
+    core: Core,
+) -> None:
+    await enqueue(core, "total", {"values": [1]})
+    item = core.requests._items[core.key("r1")]
+    core.requests._items[item.key] = type(item)(**{**_fields(item), "payload": {"values": "x"}})
+    assert await core.process("r1") is Outcome.FAILED
+    error = core.received("c1")[-1]["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    assert error["details"]["errors"][0]["loc"] == ["values"]
+
+
+def _fields(item: AsyncRequest) -> dict[str, Any]:
+    return {name: getattr(item, name) for name in item.__dataclass_fields__}
+
+
+# -- store trouble ------------------------------------------------------------------------
+
+
+async def test_store_errors_during_claim_are_retried(core: Core) -> None:
+    await enqueue(core, "total", {"values": [1]})
+    core.requests.inject_failure("claim", StoreUnavailable(), times=2)
+    assert await core.process("r1") is Outcome.COMPLETED
+
+
+async def test_store_errors_that_persist_propagate_to_the_caller(core: Core) -> None:
+    await enqueue(core, "total", {"values": [1]})
+    core.requests.inject_failure("complete", StoreUnavailable(), times=3)
+    with pytest.raises(StoreUnavailable):
+        await core.process("r1")
+    assert "complete" not in [m["type"] for m in core.received("c1")]
+
+
+async def test_a_result_too_large_to_store_fails_cleanly(core: Core) -> None:
+    await enqueue(core, "huge", {})
+    assert await core.process("r1") is Outcome.FAILED
+    stored = await core.stored("r1")
+    assert (stored.status, stored.result) == (RequestStatus.FAILED, None)
+    assert stored.error is not None
+    assert stored.error.code == "PAYLOAD_TOO_LARGE"
+    (message,) = core.received("c1")
+    assert message["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert "400 KB" in message["error"]["message"]
+
+
+async def test_progress_that_cannot_be_saved_does_not_stop_the_work(core: Core) -> None:
+    await enqueue(core, "total", {"values": [4]})
+    core.requests.inject_failure("record_progress", StoreUnavailable())
+    assert await core.process("r1") is Outcome.COMPLETED
+    assert [m["type"] for m in core.received("c1")] == ["progress", "complete"]
+
+
+async def test_a_gone_origin_is_cleaned_up_and_processing_continues(core: Core) -> None:
+    await enqueue(core, "total", {"values": [1]})
+    watcher = await core.connect("c2")
+    await core.send(watcher, "subscribe", {"request_id": "r1"})
+    await core.subscriptions.add(
+        Subscription(
+            key=core.key("other"),
+            connection_id=ConnectionId("c1"),
+            created_at=core.clock.now(),
+            expires_at=0,
+        )
+    )
+    core.notifier.mark_gone(ConnectionId("c1"))
+
+    assert await core.process("r1") is Outcome.COMPLETED
+
+    assert await core.connections.get(ConnectionId("c1")) is None
+    assert await core.subscriptions.list_for_connection(ConnectionId("c1")) == []
+    assert [m["type"] for m in core.received("c2")] == ["progress", "complete"]
+    # Known gone after the first failure: not posted to again for the complete.
+    assert core.notifier.attempts.count(ConnectionId("c1")) == 1
+
+
+# -- cancellation, ownership and deadlines ---------------------------------------------------
+
+
+async def test_cancel_mid_run_stops_the_action_at_its_next_report(core: Core, calls: Calls) -> None:
+    await enqueue(core, "stepwise", {})
+    run = asyncio.create_task(core.process("r1"))
+    await asyncio.wait_for(calls.reported.wait(), 5)
+    conn = await core.connect("c1")
+    reply = await core.send(conn, "cancel", {"request_id": "r1"})
+    assert reply["data"]["cancelled"] is True
+    core.clock.advance(1.0)
+    calls.gate.set()
+
+    assert await run is Outcome.CANCELLED
+    assert (await core.stored("r1")).status is RequestStatus.CANCELLED
+    types = [(m["type"], m.get("percentage")) for m in core.received("c1")]
+    assert types == [("progress", 10.0), ("error", None)]
+
+
+async def test_an_action_that_ignores_a_cancel_has_its_completion_refused(
+    core: Core, calls: Calls
+) -> None:
+    await enqueue(core, "ignores_cancel", {})
+    run = asyncio.create_task(core.process("r1"))
+    await asyncio.wait_for(calls.reported.wait(), 5)
+    await core.send(await core.connect("c1"), "cancel", {"request_id": "r1"})
+    calls.gate.set()
+
+    assert await run is Outcome.CANCELLED
+    stored = await core.stored("r1")
+    assert (stored.status, stored.result) == (RequestStatus.CANCELLED, None)
+    assert "complete" not in [m["type"] for m in core.received("c1")]
+
+
+async def test_a_run_whose_lease_was_taken_over_ends_lost(core: Core, calls: Calls) -> None:
+    await enqueue(core, "stepwise", {})
+    run = asyncio.create_task(core.process("r1"))
+    await asyncio.wait_for(calls.reported.wait(), 5)
+    # The lease runs out; the sweeper requeues it and another processor claims it.
+    core.clock.advance(900 + 60 + 1)
+    assert (await core.sweeper.sweep_once()).requeued == 1
+    assert await core.requests.claim(
+        core.key("r1"), now=core.clock.now(), lease_until=core.clock.now() + timedelta(hours=1)
+    )
+    calls.gate.set()
+
+    assert await run is Outcome.LOST
+    stored = await core.stored("r1")
+    assert (stored.status, stored.attempt) == (RequestStatus.PROCESSING, 2)
+
+
+async def test_too_close_to_the_deadline_the_request_is_handed_back(
+    core: Core, calls: Calls
+) -> None:
+    await enqueue(core, "total", {"values": [1]})
+    deadline = core.clock.now() + timedelta(seconds=DEADLINE_MARGIN_S)
+    assert await core.processor.run(core.key("r1"), deadline=deadline) is Outcome.HANDED_BACK
+    stored = await core.stored("r1")
+    assert (stored.status, stored.lease_until) == (RequestStatus.PENDING, None)
+    assert calls.attempts == []
+    assert await core.process("r1") is Outcome.COMPLETED
+    assert calls.attempts == [2]
+
+
+async def test_request_attempt_counts_claims_and_retries(core: Core, calls: Calls) -> None:
+    calls.failures_left = 1
+    await enqueue(core, "flaky", {})
+    deadline = core.clock.now() + timedelta(seconds=DEADLINE_MARGIN_S)
+    await core.processor.run(core.key("r1"), deadline=deadline)  # claim 1, handed back
+    assert await core.process("r1") is Outcome.COMPLETED
+    assert calls.attempts == [2, 3]
