@@ -1,4 +1,8 @@
-"""The physical floor: a bare websockets echo server (`python -m bench.echo_server`)."""
+"""The physical floor: a bare websockets echo server (`python -m bench.echo_server`).
+
+Configured like the emulator's socket (no permessage-deflate, as API Gateway),
+so the two differ only by what happens between receiving and answering a frame.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ async def serve_until_stopped(port: int) -> None:
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
-    async with serve(_echo, HOST, port):
+    async with serve(_echo, HOST, port, compression=None):
         await stop
 
 
