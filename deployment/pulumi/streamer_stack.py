@@ -103,6 +103,8 @@ class FunctionSpec:
         tables: least-privilege table access.
         manages_connections: may call the `@connections` management API.
         needs_endpoint: gets `WEBSOCKET_ENDPOINT`.
+        disconnects: runs `ConnectionService.disconnect` (so honours
+            `CANCEL_ON_DISCONNECT`).
     """
 
     key: str
@@ -112,14 +114,26 @@ class FunctionSpec:
     tables: tuple[TableAccess, ...]
     manages_connections: bool = False
     needs_endpoint: bool = False
+    disconnects: bool = False
 
 
-# Delivery (router, processor, sweeper) reads a request's followers and cleans up
-# after a gone connection: its record and its subscriptions.
+# What `ConnectionService.disconnect` touches: `$disconnect`, and the router when
+# a reply finds its client gone.
+_DISCONNECT_ACCESS = (
+    TableAccess("connections", ("dynamodb:DeleteItem",)),
+    TableAccess("subscriptions", ("dynamodb:DeleteItem",), ("ConnectionIndex",)),
+)
+# With CANCEL_ON_DISCONNECT, a disconnect also cancels the connection's requests.
+_CANCEL_ON_DISCONNECT_ACCESS = (
+    TableAccess("requests", ("dynamodb:UpdateItem",), ("ConnectionIndex",)),
+)
+# Delivery reads a request's followers and cleans up after a gone connection.
 _DELIVERY_ACCESS = (
     TableAccess("connections", ("dynamodb:DeleteItem",)),
     TableAccess("subscriptions", ("dynamodb:Query", "dynamodb:DeleteItem"), ("ConnectionIndex",)),
 )
+# The `ActiveConnections` metric counts the connections table (`Scan`, `Select=COUNT`).
+_COUNT_CONNECTIONS_ACCESS = (TableAccess("connections", ("dynamodb:Scan",)),)
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
@@ -127,17 +141,18 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         handler="adapters.aws_lambda.connect.handler",
         timeout_s=10,
         memory_mb=256,
-        tables=(TableAccess("connections", ("dynamodb:PutItem",), ("UserIndex",)),),
+        tables=(
+            TableAccess("connections", ("dynamodb:PutItem",), ("UserIndex",)),
+            *_COUNT_CONNECTIONS_ACCESS,
+        ),
     ),
     FunctionSpec(
         key="disconnect",
         handler="adapters.aws_lambda.disconnect.handler",
         timeout_s=10,
         memory_mb=256,
-        tables=(
-            TableAccess("connections", ("dynamodb:DeleteItem",)),
-            TableAccess("subscriptions", ("dynamodb:DeleteItem",), ("ConnectionIndex",)),
-        ),
+        tables=(*_DISCONNECT_ACCESS, *_COUNT_CONNECTIONS_ACCESS),
+        disconnects=True,
     ),
     FunctionSpec(
         key="router",
@@ -146,23 +161,17 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         timeout_s=29,
         memory_mb=512,
         tables=(
+            TableAccess("connections", ("dynamodb:GetItem",)),
             TableAccess(
-                "connections",
-                ("dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"),
+                "requests", ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
             ),
-            TableAccess(
-                "requests",
-                ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
-                ("ConnectionIndex", "UserIndex"),
-            ),
-            TableAccess(
-                "subscriptions",
-                ("dynamodb:PutItem", "dynamodb:Query", "dynamodb:DeleteItem"),
-                ("ConnectionIndex",),
-            ),
+            TableAccess("subscriptions", ("dynamodb:PutItem",)),
+            *_DELIVERY_ACCESS,
+            *_DISCONNECT_ACCESS,
         ),
         manages_connections=True,
         needs_endpoint=True,
+        disconnects=True,
     ),
     FunctionSpec(
         key="processor",
@@ -188,11 +197,6 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         manages_connections=True,
         needs_endpoint=True,
     ),
-)
-
-# Cancelling a disconnected client's requests finds them by connection.
-_CANCEL_ON_DISCONNECT_ACCESS = TableAccess(
-    "requests", ("dynamodb:UpdateItem",), ("ConnectionIndex",)
 )
 
 _ROUTE_FUNCTIONS = {"$connect": "connect", "$disconnect": "disconnect", "$default": "router"}
@@ -564,7 +568,7 @@ def _environment(
             variables["JWT_ISSUER"] = config.jwt_issuer
         if config.allowed_tenants:
             variables["ALLOWED_TENANTS"] = config.allowed_tenants
-    if spec.key == "disconnect" and config.cancel_on_disconnect:
+    if spec.disconnects and config.cancel_on_disconnect:
         variables["CANCEL_ON_DISCONNECT"] = "true"
     if spec.needs_endpoint:
         variables["WEBSOCKET_ENDPOINT"] = management_endpoint
@@ -591,10 +595,19 @@ def _statement(sid: str, actions: Sequence[str], resources: Sequence[Any]) -> di
 
 
 def _table_access(spec: FunctionSpec, config: StackConfig) -> list[TableAccess]:
-    access = list(spec.tables)
-    if spec.key == "disconnect" and config.cancel_on_disconnect:
-        access.append(_CANCEL_ON_DISCONNECT_ACCESS)
-    return access
+    """The function's table access, merged to one entry per table."""
+    grants = list(spec.tables)
+    if spec.disconnects and config.cancel_on_disconnect:
+        grants.extend(_CANCEL_ON_DISCONNECT_ACCESS)
+    merged: dict[str, TableAccess] = {}
+    for grant in grants:
+        seen = merged.get(grant.table, TableAccess(grant.table))
+        merged[grant.table] = TableAccess(
+            grant.table,
+            tuple(dict.fromkeys((*seen.actions, *grant.actions))),
+            tuple(dict.fromkeys((*seen.index_queries, *grant.index_queries))),
+        )
+    return list(merged.values())
 
 
 def _function_policy(

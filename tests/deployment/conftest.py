@@ -1,208 +1,13 @@
-"""Runs the Pulumi program under Pulumi's unit-test mocks and records what it declares.
-
-No CLI and no cloud: the mock monitor hands each resource registration to
-`RecordingMocks`, which answers with ids and ARNs shaped like AWS's and keeps the
-fully resolved inputs (and dependencies) for the tests to read.
-"""
+"""Fixtures of the deployment tests: the Pulumi program, run once per session under mocks."""
 
 from __future__ import annotations
 
-import importlib
-import json
-import sys
-import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
 import pytest
 
-pulumi = pytest.importorskip("pulumi")
+pytest.importorskip("pulumi")
 pytest.importorskip("pulumi_aws")
 
-from google.protobuf import json_format  # noqa: E402
-from pulumi.runtime import mocks as pulumi_mocks  # noqa: E402
-
-# pulumi_aws warns at import time about resources it renamed (none of which the
-# stack uses); import the service modules once here, where that noise is expected.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "aws.* has been deprecated", DeprecationWarning)
-    for _service in (
-        "apigateway",
-        "apigatewayv2",
-        "cloudwatch",
-        "dynamodb",
-        "iam",
-        "lambda_",
-        "sqs",
-    ):
-        # Modules load lazily: touching an attribute runs the import for real.
-        hasattr(importlib.import_module(f"pulumi_aws.{_service}"), "load")
-
-PROGRAM_DIR = Path(__file__).resolve().parents[2] / "deployment" / "pulumi"
-sys.path.insert(0, str(PROGRAM_DIR))
-
-import streamer_stack  # noqa: E402
-
-REGION = "eu-west-1"
-ACCOUNT = "123456789012"
-API_ID = "a1b2c3d4e5"
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-"""Pulumi's wire marker for a secret value."""
-
-TEST_PUBLIC_KEY = "-----BEGIN PUBLIC KEY-----\nTESTKEY\n-----END PUBLIC KEY-----\n"
-
-
-@dataclass
-class Declared:
-    """One resource the program registered: its type, logical name and resolved inputs."""
-
-    typ: str
-    name: str
-    inputs: dict[str, Any]
-    wire: dict[str, Any]
-    """The inputs as serialized on the wire (secrets still wrapped)."""
-    dependencies: set[str] = field(default_factory=set)
-    """Logical names of the resources it depends on."""
-
-    def policy(self) -> dict[str, Any]:
-        """The JSON policy document of an `iam.RolePolicy`."""
-        return json.loads(self.inputs["policy"])
-
-
-@dataclass
-class Deployment:
-    """Everything one run of the program declared, plus its resolved outputs."""
-
-    resources: list[Declared]
-    outputs: dict[str, Any]
-
-    def all(self, typ: str) -> list[Declared]:
-        """Every resource of one Pulumi type token."""
-        return [r for r in self.resources if r.typ == typ]
-
-    def one(self, typ: str, name: str) -> Declared:
-        """The resource of that type and logical name."""
-        found = [r for r in self.resources if r.typ == typ and r.name == name]
-        assert len(found) == 1, f"expected one {typ} named {name}, found {len(found)}"
-        return found[0]
-
-    def statements(self, function_key: str) -> dict[str, dict[str, Any]]:
-        """The inline policy statements of one function's role, by Sid."""
-        document = self.one("aws:iam/rolePolicy:RolePolicy", f"{function_key}-policy").policy()
-        return {s["Sid"]: s for s in document["Statement"]}
-
-
-def _arn(service: str, resource: str) -> str:
-    return f"arn:aws:{service}:{REGION}:{ACCOUNT}:{resource}"
-
-
-class RecordingMocks(pulumi.runtime.Mocks):  # type: ignore[misc]
-    """Answers registrations with AWS-shaped ids/ARNs and records the inputs."""
-
-    def __init__(self) -> None:
-        self.resources: list[Declared] = []
-
-    def new_resource(self, args: Any) -> tuple[str, dict[str, Any]]:
-        inputs: dict[str, Any] = dict(args.inputs)
-        name = inputs.get("name") or args.name
-        state = dict(inputs)
-        typ = args.typ
-        resource_id = f"{args.name}-id"
-        if typ == "aws:dynamodb/table:Table":
-            state["arn"] = _arn("dynamodb", f"table/{name}")
-            state["streamArn"] = f"{state['arn']}/stream/2026-01-01T00:00:00.000"
-            resource_id = name
-        elif typ == "aws:lambda/function:Function":
-            state["arn"] = _arn("lambda", f"function:{name}")
-            state["invokeArn"] = (
-                f"arn:aws:apigateway:{REGION}:lambda:path/2015-03-31/functions/"
-                f"{state['arn']}/invocations"
-            )
-            resource_id = name
-        elif typ == "aws:iam/role:Role":
-            state["arn"] = f"arn:aws:iam::{ACCOUNT}:role/{args.name}"
-            state["name"] = args.name
-            resource_id = args.name
-        elif typ == "aws:cloudwatch/logGroup:LogGroup":
-            state["arn"] = _arn("logs", f"log-group:{name}")
-            resource_id = name
-        elif typ == "aws:sqs/queue:Queue":
-            state["arn"] = _arn("sqs", name)
-            state["url"] = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{name}"
-            resource_id = state["url"]
-        elif typ == "aws:apigatewayv2/api:Api":
-            resource_id = API_ID
-            state["executionArn"] = _arn("execute-api", API_ID)
-            state["apiEndpoint"] = f"wss://{API_ID}.execute-api.{REGION}.amazonaws.com"
-        elif typ == "aws:apigatewayv2/stage:Stage":
-            resource_id = name
-        elif typ == "aws:cloudwatch/eventRule:EventRule":
-            state["arn"] = _arn("events", f"rule/{name}")
-            resource_id = name
-        elif typ == "aws:apigatewayv2/domainName:DomainName":
-            resource_id = inputs["domainName"]
-            configuration = dict(inputs["domainNameConfiguration"])
-            configuration["targetDomainName"] = f"d-abc123.execute-api.{REGION}.amazonaws.com"
-            configuration["hostedZoneId"] = "Z2FDTNDATAQYW2"
-            state["domainNameConfiguration"] = configuration
-        self.resources.append(Declared(typ, args.name, inputs, {}))
-        return resource_id, state
-
-    def call(self, args: Any) -> dict[str, Any]:
-        if args.token == "aws:index/getRegion:getRegion":
-            return {"region": REGION, "name": REGION, "id": REGION}
-        raise AssertionError(f"unexpected provider call {args.token}")
-
-
-class RecordingMonitor(pulumi_mocks.MockMonitor):  # type: ignore[misc]
-    """Keeps each registration's wire inputs and dependencies, which mocks don't see."""
-
-    def __init__(self, mocks: RecordingMocks) -> None:
-        super().__init__(mocks)
-        self.recording = mocks
-
-    def RegisterResource(self, request: Any) -> Any:
-        response = super().RegisterResource(request)
-        if request.type != "pulumi:pulumi:Stack":
-            # Registrations run on worker threads: find this one by type and name.
-            declared = next(
-                r
-                for r in self.recording.resources
-                if r.typ == request.type and r.name == request.name
-            )
-            declared.wire = json_format.MessageToDict(request.object)
-            declared.dependencies = {urn.rsplit("::", 1)[-1] for urn in request.dependencies}
-        return response
-
-
-def deploy(config: dict[str, str], *, secret_keys: tuple[str, ...] = ()) -> Deployment:
-    """Run the program once under mocks with the given `streamer:*`/`aws:*` config."""
-    recording = RecordingMocks()
-    pulumi.runtime.set_mocks(
-        recording,
-        project="streamer",
-        stack="test",
-        preview=False,
-        monitor=RecordingMonitor(recording),
-    )
-    pulumi.runtime.set_all_config(config, list(secret_keys))
-    outputs: dict[str, Any] = {}
-
-    @pulumi.runtime.test  # type: ignore[misc]
-    def program() -> Any:
-        stack = streamer_stack.create_stack(streamer_stack.StackConfig.from_pulumi())
-        stack.export()
-        resolved = pulumi.Output.all(
-            websocket_url=stack.websocket_url,
-            management_endpoint=stack.management_endpoint,
-            **stack.extra_outputs,
-        )
-        return resolved.apply(outputs.update)
-
-    program()
-    return Deployment(recording.resources, outputs)
-
+from deploy_harness import ACCOUNT, REGION, TEST_PUBLIC_KEY, Deployment, deploy
 
 BASE_CONFIG = {
     "aws:region": REGION,
@@ -218,9 +23,9 @@ def deployment() -> Deployment:
     config = {
         **BASE_CONFIG,
         "streamer:domain": "wss://api.example.com",
-        "streamer:certificateArn": _arn("acm", "certificate/abc"),
+        "streamer:certificateArn": f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/abc",
         "streamer:cancelOnDisconnect": "true",
-        "streamer:alarmTopicArn": _arn("sns", "streamer-alarms"),
+        "streamer:alarmTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:streamer-alarms",
     }
     return deploy(config, secret_keys=("streamer:jwtPublicKey",))
 
