@@ -1,0 +1,289 @@
+"""`streamer-emulator` (also `python -m emulator`): run the emulator in the foreground.
+
+Flags fall back to environment variables, then to defaults; the core settings
+(tables, JWT, limits, `STREAMER_APP`, `DYNAMODB_ENDPOINT_URL`) come from the
+environment as in Lambda (DESIGN §7). A start-up failure prints one line and
+exits non-zero; SIGINT/SIGTERM shut down gracefully (a second Ctrl-C quits at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from emulator.server import Emulator, EmulatorConfig
+from streamer.logs import configure_logging
+from streamer.settings import Settings, SettingsError
+
+__all__ = ["main", "parse_config", "run"]
+
+T = TypeVar("T")
+
+_SAMPLE_PAYLOAD = {
+    "start_date": "2026-01-01",
+    "end_date": "2026-03-31",
+    "format": "pdf",
+    "report_type": "quarterly",
+}
+
+
+class _StartupError(Exception):
+    """A start-up failure, printed as one line."""
+
+
+def _env(name: str, parse: Callable[[str], T], default: T) -> T:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return parse(raw)
+    except ValueError:
+        raise _StartupError(f"{name} is malformed: {raw!r}") from None
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(text)
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(text)
+    return value
+
+
+def _arg(parse: Callable[[str], T], what: str) -> Callable[[str], T]:
+    def checked(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+    return checked
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamer-emulator",
+        description=(
+            "API Gateway WebSocket + DynamoDB Streams processing on one machine. "
+            "Core settings (tables, JWT_PUBLIC_KEY, limits) come from the environment."
+        ),
+    )
+    add = parser.add_argument
+    add("--app", help="the app as module:attribute (env STREAMER_APP; streamer.demo:app)")
+    add("--host", help="interface to bind (env EMULATOR_HOST; 127.0.0.1, 0.0.0.0 in Docker)")
+    add("--port", type=_arg(_port, "a port"), help="WebSocket port (env EMULATOR_PORT; 3001)")
+    add(
+        "--http-port",
+        type=_arg(_port, "a port"),
+        help="HTTP port: @connections, /health, console (env EMULATOR_HTTP_PORT; 3002)",
+    )
+    add(
+        "--dynamodb-endpoint",
+        help="DynamoDB endpoint (env DYNAMODB_ENDPOINT_URL); absent: an embedded moto server",
+    )
+    add(
+        "--poll-interval",
+        type=_arg(_positive, "a positive number"),
+        help="seconds between stream polls when idle (env EMULATOR_POLL_INTERVAL; 0.05)",
+    )
+    add(
+        "--batch-size",
+        type=_arg(int, "an integer"),
+        help="stream records per read (env EMULATOR_BATCH_SIZE; 10)",
+    )
+    add(
+        "--idle-timeout",
+        type=_arg(_positive, "a positive number"),
+        help="seconds without traffic before a socket closes (env EMULATOR_IDLE_TIMEOUT; 600)",
+    )
+    add(
+        "--max-connection-duration",
+        type=_arg(_positive, "a positive number"),
+        help="seconds a socket may stay open (env EMULATOR_MAX_CONNECTION_DURATION; 7200)",
+    )
+    add(
+        "--sweep-interval",
+        type=_arg(_positive, "a positive number"),
+        help="seconds between sweeps of expired leases (env EMULATOR_SWEEP_INTERVAL; 10)",
+    )
+    add(
+        "--drain-timeout",
+        type=_arg(float, "a number"),
+        help="seconds running actions may finish at shutdown (env EMULATOR_DRAIN_TIMEOUT; 10)",
+    )
+    add(
+        "--state-dir",
+        type=Path,
+        help="dev keys and stream checkpoints (env EMULATOR_STATE_DIR; .streamer)",
+    )
+    add("--log-level", help="DEBUG, INFO, WARNING, ERROR (env LOG_LEVEL; INFO)")
+    return parser
+
+
+def parse_config(argv: Sequence[str] | None = None) -> EmulatorConfig:
+    """The emulator configuration from flags, then the environment, then defaults.
+
+    Raises:
+        SystemExit: bad flags (argparse prints the usage).
+        SettingsError: a malformed setting (one line naming it).
+    """
+    args = _parser().parse_args(argv)
+    environ = dict(os.environ)
+    if args.app:
+        environ["STREAMER_APP"] = args.app
+    if args.dynamodb_endpoint:
+        environ["DYNAMODB_ENDPOINT_URL"] = args.dynamodb_endpoint
+    if args.log_level:
+        environ["LOG_LEVEL"] = args.log_level
+    settings = Settings.from_env(environ)
+    defaults = EmulatorConfig()
+    try:
+        config = EmulatorConfig(
+            settings=settings,
+            host=args.host or _env("EMULATOR_HOST", str, defaults.host),
+            port=_first(args.port, _env("EMULATOR_PORT", _port, defaults.port)),
+            http_port=_first(args.http_port, _env("EMULATOR_HTTP_PORT", _port, defaults.http_port)),
+            poll_interval_s=_first(
+                args.poll_interval,
+                _env("EMULATOR_POLL_INTERVAL", _positive, defaults.poll_interval_s),
+            ),
+            batch_size=_first(
+                args.batch_size, _env("EMULATOR_BATCH_SIZE", int, defaults.batch_size)
+            ),
+            idle_timeout_s=_first(
+                args.idle_timeout,
+                _env("EMULATOR_IDLE_TIMEOUT", _positive, defaults.idle_timeout_s),
+            ),
+            max_connection_s=_first(
+                args.max_connection_duration,
+                _env("EMULATOR_MAX_CONNECTION_DURATION", _positive, defaults.max_connection_s),
+            ),
+            sweep_interval_s=_first(
+                args.sweep_interval,
+                _env("EMULATOR_SWEEP_INTERVAL", _positive, defaults.sweep_interval_s),
+            ),
+            drain_timeout_s=_first(
+                args.drain_timeout,
+                _env("EMULATOR_DRAIN_TIMEOUT", float, defaults.drain_timeout_s),
+            ),
+            state_dir=args.state_dir or _env("EMULATOR_STATE_DIR", Path, defaults.state_dir),
+        )
+    except _StartupError as exc:
+        raise SettingsError(str(exc)) from None
+    if not 1 <= config.batch_size <= 1000:
+        raise SettingsError(f"batch size must be 1 to 1000, got {config.batch_size}")
+    if config.drain_timeout_s < 0:
+        raise SettingsError(f"drain timeout must be >= 0, got {config.drain_timeout_s}")
+    return config
+
+
+def _first(value: T | None, fallback: T) -> T:
+    return fallback if value is None else value
+
+
+def banner(emulator: Emulator) -> str:
+    """What the CLI prints once the emulator is up: URLs, a dev token, commands to try."""
+    host = emulator.url_host
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host
+    assert emulator.gateway is not None
+    assert emulator.http is not None
+    ws_url = f"ws://{shown}:{emulator.gateway.port}"
+    http_url = f"http://{shown}:{emulator.http.port}"
+    moto = " (embedded moto)" if emulator.is_moto_embedded else ""
+    assert emulator.app is not None
+    lines = [
+        f"Streamer emulator: app {emulator.app.name!r}, "
+        f"actions {', '.join(sorted(emulator.app.actions))}",
+        f"  WebSocket API   {ws_url}   (any stage path, e.g. {ws_url}/prod)",
+        f"  HTTP            {http_url}   (console, /@connections/{{id}}, /health)",
+        f"  DynamoDB        {emulator.dynamodb_endpoint}{moto}",
+    ]
+    if emulator.dev_keys is not None:
+        token = emulator.mint_dev_token()
+        hours = emulator.config.dev_token_ttl_s / 3600
+        payload = json.dumps(_SAMPLE_PAYLOAD, separators=(",", ":"))
+        lines += [
+            "",
+            f"Dev keys in {emulator.dev_keys.directory}/ (no JWT_PUBLIC_KEY set). "
+            f"A token for dev-user in dev-tenant, valid {hours:g} h:",
+            "",
+            token,
+            "",
+            "Try:",
+            f'  wscat -c "{ws_url}?Authorization={token}"',
+            f'  > {{"action":"generate_report","payload":{payload}}}',
+            "",
+            f"  STREAMER_URL={ws_url} STREAMER_TOKEN={token} \\",
+            f"    streamer send generate_report --payload '{payload}'",
+        ]
+    else:
+        lines += ["", "Tokens are checked against JWT_PUBLIC_KEY."]
+    lines += ["", "Ctrl-C stops (running actions get the drain time, then go back to PENDING)."]
+    return "\n".join(lines)
+
+
+async def run(
+    config: EmulatorConfig, *, on_ready: Callable[[Emulator], None] | None = None
+) -> None:
+    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with Emulator(config) as emulator:
+            if on_ready is not None:
+                on_ready(emulator)
+            await stop.wait()
+            # A second Ctrl-C during the drain quits at once.
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+            print("Shutting down…", file=sys.stderr, flush=True)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `streamer-emulator` command; returns the exit status."""
+    try:
+        config = parse_config(argv)
+        configure_logging(config.settings.log_level)
+    except SettingsError as exc:
+        print(f"streamer-emulator: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(run(config, on_ready=lambda emulator: print(banner(emulator), flush=True)))
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"streamer-emulator: cannot start: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except (ValueError, SettingsError, RuntimeError) as exc:
+        print(f"streamer-emulator: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        print(f"streamer-emulator: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

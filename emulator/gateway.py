@@ -1,0 +1,390 @@
+"""The WebSocket side of the emulator: API Gateway's `$connect`, `$default` and
+`$disconnect` over a real websockets server (DESIGN §4, §10).
+
+The handshake runs `ConnectionService.connect` before the upgrade, so a refused
+token answers HTTP 401/403/429 and stores nothing. Each text frame goes to the
+`Router` and its one reply is sent back; frames are handled concurrently, as API
+Gateway invokes one integration per message. Every way a socket ends (client
+close, network drop, idle timeout, maximum lifetime, management-API DELETE,
+shutdown) runs `$disconnect` exactly once.
+
+Binary frames: API Gateway routes only JSON text to actions, so a binary frame
+is answered with a VALIDATION_ERROR saying to send a JSON text frame; the socket
+stays open. A message over the size limit (128 KB by default) closes the socket
+with 1009, as API Gateway does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+
+from streamer.connections import ConnectionService, Handshake
+from streamer.errors import ConnectRefused, ErrorCode, StreamerError
+from streamer.ids import new_connection_id
+from streamer.models import Connection, ConnectionId
+from streamer.ports import Clock
+from streamer.protocol import ServerMessage, encode, error_message
+from streamer.router import Router
+
+__all__ = ["GOING_AWAY_REASON", "Gateway", "LiveSocket", "SocketRegistry"]
+
+log = logging.getLogger("emulator.gateway")
+
+GOING_AWAY_REASON = "Going away"
+"""The close reason API Gateway gives with 1001 (idle, lifetime, shutdown)."""
+
+BINARY_FRAME_MESSAGE = "binary frames are not supported: send one JSON object as a text frame"
+
+
+@dataclass(eq=False, slots=True)
+class LiveSocket:
+    """One open WebSocket and the connection record it was admitted with.
+
+    Args:
+        connection: the record `$connect` stored (kept in memory for the router).
+        websocket: the server-side websockets connection.
+        opened_at: loop time when the handshake was accepted.
+        last_active_at: wall time of the last frame either way (GET @connections).
+    """
+
+    connection: Connection
+    websocket: ServerConnection
+    opened_at: float
+    last_active_at: datetime
+    last_active: float = 0.0
+    """Loop time of the last frame either way; the idle timeout counts from it."""
+    user_agent: str = ""
+    close_reason: str = ""
+    """Why the server closed it (idle timeout, lifetime, deleted, shutdown)."""
+    is_open: bool = False
+    """True from the handler's start until the socket is done."""
+    is_disconnected: bool = False
+    """True once `$disconnect` has been started for it."""
+    _clock: Clock | None = field(default=None, repr=False)
+
+    @property
+    def connection_id(self) -> ConnectionId:
+        """The API Gateway-style id of this socket."""
+        return self.connection.connection_id
+
+    def mark_active(self) -> None:
+        """Traffic happened: the idle timer starts again."""
+        self.last_active = asyncio.get_running_loop().time()
+        if self._clock is not None:
+            self.last_active_at = self._clock.now()
+
+    async def send(self, data: str | bytes) -> None:
+        """Send one frame (text for `str`, binary for `bytes`).
+
+        Raises:
+            websockets.exceptions.ConnectionClosed: the socket is closed.
+        """
+        await self.websocket.send(data)
+        self.mark_active()
+
+
+class SocketRegistry:
+    """The open sockets, by connection id: shared by the gateway (which fills it),
+    the local notifier and the management API (which read it)."""
+
+    def __init__(self) -> None:
+        self._sockets: dict[ConnectionId, LiveSocket] = {}
+
+    def get(self, connection_id: str) -> LiveSocket | None:
+        """The open socket with this id, or None."""
+        return self._sockets.get(ConnectionId(connection_id))
+
+    def add(self, socket: LiveSocket) -> None:
+        """Register an open socket."""
+        self._sockets[socket.connection_id] = socket
+
+    def discard(self, socket: LiveSocket) -> None:
+        """Forget a socket (no error when absent)."""
+        if self._sockets.get(socket.connection_id) is socket:
+            del self._sockets[socket.connection_id]
+
+    def __iter__(self) -> Iterator[LiveSocket]:
+        return iter(list(self._sockets.values()))
+
+    def __len__(self) -> int:
+        return len(self._sockets)
+
+
+class Gateway:
+    """API Gateway's WebSocket side on a local websockets server.
+
+    Args:
+        connections: `$connect` / `$disconnect`.
+        router: `$default`: one frame in, one reply out.
+        registry: where open sockets are kept for the notifier and the HTTP side.
+        clock: wall time for `lastActiveAt`.
+        endpoint: the management-API base URL stored as each connection's
+            `Endpoint` (the stage path of the handshake is appended).
+        health: builds the `/health` body (answered on this port too).
+        idle_timeout_s: close with 1001 after this long without a frame either way
+            (API Gateway: 600).
+        max_lifetime_s: close with 1001 this long after connecting (API Gateway: 7200).
+        max_message_bytes: larger messages close the socket with 1009.
+        max_frames_in_flight: frames of one connection handled at once; reading
+            pauses beyond it.
+        frame_drain_s: after a socket closes, how long its frames still being
+            handled may take before they are cancelled.
+    """
+
+    def __init__(
+        self,
+        *,
+        connections: ConnectionService,
+        router: Router,
+        registry: SocketRegistry,
+        clock: Clock,
+        endpoint: str,
+        health: Callable[[], Mapping[str, Any]],
+        idle_timeout_s: float = 600.0,
+        max_lifetime_s: float = 7200.0,
+        max_message_bytes: int = 128 * 1024,
+        max_frames_in_flight: int = 32,
+        frame_drain_s: float = 30.0,
+    ) -> None:
+        self._connections = connections
+        self._router = router
+        self._registry = registry
+        self._clock = clock
+        self._endpoint = endpoint.rstrip("/")
+        self._health = health
+        self.idle_timeout_s = idle_timeout_s
+        self.max_lifetime_s = max_lifetime_s
+        self._max_message_bytes = max_message_bytes
+        self._max_frames_in_flight = max_frames_in_flight
+        self._frame_drain_s = frame_drain_s
+        self._admitted: dict[ServerConnection, LiveSocket] = {}
+        self._cleanups: set[asyncio.Task[None]] = set()
+        self._server: Server | None = None
+        self.disconnects = 0
+        """How many `$disconnect`s ran (for tests and /health)."""
+
+    def set_endpoint(self, endpoint: str) -> None:
+        """The management-API base URL stored with new connections."""
+        self._endpoint = endpoint.rstrip("/")
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (useful after binding port 0)."""
+        if self._server is None:
+            raise RuntimeError("the gateway is not started")
+        port: int = next(iter(self._server.sockets)).getsockname()[1]
+        return port
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on `host:port` (0 picks a free port).
+
+        Raises:
+            OSError: the address cannot be bound (port in use, bad host).
+        """
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            process_request=self._process_request,
+            max_size=self._max_message_bytes,
+            compression=None,
+            server_header="streamer-emulator",
+            logger=logging.getLogger("emulator.websockets"),
+        )
+
+    async def close(self) -> None:
+        """Stop accepting, close every socket with 1001 and wait until each one's
+        `$disconnect` has run."""
+        if self._server is None:
+            return
+        for socket in self._registry:
+            socket.close_reason = socket.close_reason or "server shutdown"
+        self._server.close(code=CloseCode.GOING_AWAY, reason=GOING_AWAY_REASON)
+        await self._server.wait_closed()
+        while self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
+
+    async def delete(self, connection_id: str) -> bool:
+        """Close one socket (management-API DELETE); False when it is not open."""
+        socket = self._registry.get(connection_id)
+        if socket is None:
+            return False
+        socket.close_reason = socket.close_reason or "deleted through the management API"
+        # The close handshake is awaited elsewhere: the caller answers at once, as
+        # API Gateway does, and `$disconnect` follows from the handler.
+        self._spawn(socket.websocket.close(CloseCode.NORMAL_CLOSURE, "Connection deleted"))
+        return True
+
+    # -- handshake ($connect) ---------------------------------------------------
+
+    async def _process_request(
+        self, websocket: ServerConnection, request: Request
+    ) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path.rstrip("/").endswith("/health") or url.path == "/health":
+            return self._json_response(websocket, http.HTTPStatus.OK, dict(self._health()))
+        if "websocket" not in request.headers.get("Upgrade", "").lower():
+            return websocket.respond(http.HTTPStatus.UPGRADE_REQUIRED, "Upgrade Required\n")
+
+        stage = url.path.rstrip("/")
+        user_agent = request.headers.get("User-Agent", "")
+        handshake = Handshake(
+            connection_id=new_connection_id(),
+            endpoint=f"{self._endpoint}{stage}",
+            query=dict(parse_qsl(url.query, keep_blank_values=True)),
+            headers=dict(request.headers.raw_items()),
+            source_ip=_source_ip(websocket),
+            user_agent=user_agent,
+        )
+        try:
+            connection = await self._connections.connect(handshake)
+        except ConnectRefused as refused:
+            log.info(
+                "connect refused",
+                extra={"connection_id": handshake.connection_id, "status": refused.status_code},
+            )
+            return websocket.respond(refused.status_code, f"{refused.message}\n")
+        except Exception:
+            log.exception("connect failed", extra={"connection_id": handshake.connection_id})
+            return websocket.respond(
+                http.HTTPStatus.INTERNAL_SERVER_ERROR, "Internal server error\n"
+            )
+
+        loop = asyncio.get_running_loop()
+        socket = LiveSocket(
+            connection=connection,
+            websocket=websocket,
+            opened_at=loop.time(),
+            last_active=loop.time(),
+            last_active_at=self._clock.now(),
+            user_agent=user_agent,
+            _clock=self._clock,
+        )
+        self._admitted[websocket] = socket
+        # The upgrade may still fail (client gone, server closing); then the
+        # handler never runs and this is what disconnects the stored record.
+        websocket.connection_lost_waiter.add_done_callback(
+            lambda _: self._on_lost_before_open(websocket)
+        )
+        return None
+
+    def _on_lost_before_open(self, websocket: ServerConnection) -> None:
+        socket = self._admitted.pop(websocket, None)
+        if socket is not None and not socket.is_open:
+            socket.close_reason = socket.close_reason or "handshake did not complete"
+            self._spawn(self._disconnect(socket))
+
+    # -- frames ($default) and close ($disconnect) -----------------------------
+
+    async def _handle(self, websocket: ServerConnection) -> None:
+        socket = self._admitted.pop(websocket, None)
+        if socket is None:  # admitted sockets only ever reach here; be safe anyway
+            await websocket.close(CloseCode.INTERNAL_ERROR, "not admitted")
+            return
+        socket.is_open = True
+        self._registry.add(socket)
+        log.info("connected", extra={"connection_id": socket.connection_id})
+        watchdog = asyncio.create_task(self._watch(socket))
+        in_flight: set[asyncio.Task[None]] = set()
+        slots = asyncio.Semaphore(self._max_frames_in_flight)
+        try:
+            async for frame in websocket:
+                socket.mark_active()
+                await slots.acquire()
+                task = asyncio.create_task(self._answer(socket, frame))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                task.add_done_callback(lambda _: slots.release())
+        except ConnectionClosed:
+            pass
+        finally:
+            watchdog.cancel()
+            self._registry.discard(socket)
+            if in_flight:
+                _, late = await asyncio.wait(in_flight, timeout=self._frame_drain_s)
+                for task in late:
+                    task.cancel()
+            await self._disconnect(socket)
+
+    async def _answer(self, socket: LiveSocket, frame: str | bytes) -> None:
+        reply: ServerMessage
+        if isinstance(frame, bytes):
+            reply = error_message(
+                StreamerError(ErrorCode.VALIDATION_ERROR, BINARY_FRAME_MESSAGE),
+                at=self._clock.now(),
+            )
+        else:
+            reply = await self._router.route(socket.connection, frame)
+        with contextlib.suppress(ConnectionClosed):
+            await socket.send(encode(reply))
+
+    async def _watch(self, socket: LiveSocket) -> None:
+        """Close with 1001 after the idle timeout or the maximum lifetime."""
+        loop = asyncio.get_running_loop()
+        while True:
+            idle_at = socket.last_active + self.idle_timeout_s
+            end_at = socket.opened_at + self.max_lifetime_s
+            wait_s = min(idle_at, end_at) - loop.time()
+            if wait_s <= 0:
+                socket.close_reason = "idle timeout" if idle_at <= end_at else "maximum lifetime"
+                await socket.websocket.close(CloseCode.GOING_AWAY, GOING_AWAY_REASON)
+                return
+            await asyncio.sleep(wait_s)
+
+    async def _disconnect(self, socket: LiveSocket) -> None:
+        if socket.is_disconnected:
+            return
+        socket.is_disconnected = True
+        websocket = socket.websocket
+        reason = socket.close_reason or _close_description(websocket)
+        try:
+            await self._connections.disconnect(socket.connection_id, reason=reason)
+        except Exception:
+            log.exception("disconnect failed", extra={"connection_id": socket.connection_id})
+        self.disconnects += 1
+        log.info(
+            "disconnected",
+            extra={"connection_id": socket.connection_id, "reason": reason},
+        )
+
+    def _spawn(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    @staticmethod
+    def _json_response(
+        websocket: ServerConnection, status: http.HTTPStatus, body: dict[str, Any]
+    ) -> Response:
+        response = websocket.respond(status, json.dumps(body) + "\n")
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+
+def _source_ip(websocket: ServerConnection) -> str:
+    address = websocket.remote_address
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return ""
+
+
+def _close_description(websocket: ServerConnection) -> str:
+    code = websocket.close_code
+    if code is None:
+        return "connection lost"
+    reason = websocket.close_reason or ""
+    return f"closed with {code}" + (f" {reason}" if reason else "")

@@ -1,0 +1,330 @@
+"""The emulator's composition root: adapters and core services wired into one
+process (WebSocket gateway, HTTP side, stream poller, sweeper).
+
+`Emulator(config)` is an async context manager, so the CLI, tests and benchmarks
+all start the same thing; ports may be 0 and the actual URLs are exposed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.aws import get_session
+from adapters.dynamodb import DynamoDBStores, create_tables, open_stores
+from emulator.gateway import Gateway, SocketRegistry
+from emulator.http import HttpSide
+from emulator.notifier import LocalNotifier
+from emulator.streams import StreamPoller
+from streamer.app import Streamer, load_app
+from streamer.auth import TokenVerifier
+from streamer.clock import SystemClock
+from streamer.services import Services, build_services
+from streamer.settings import Settings
+from streamer.tokens import DevKeys, load_or_create_dev_keys, mint_token
+
+__all__ = ["CHECKPOINT_FILE", "Emulator", "EmulatorConfig"]
+
+log = logging.getLogger("emulator")
+
+CHECKPOINT_FILE = "stream-checkpoints.json"
+"""Name of the poller's checkpoint file under the state folder."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorConfig:
+    """How to run the emulator.
+
+    Args:
+        settings: the core settings (tables, JWT, limits); `dynamodb_endpoint_url`
+            None starts an embedded moto server in this process.
+        app: the Streamer app, or an import string; None uses `settings.app`.
+        host: interface both servers bind (`0.0.0.0` inside Docker).
+        port: WebSocket port (0 picks a free one).
+        http_port: HTTP port (management API, health, console; 0 picks one).
+        poll_interval_s: pause of the stream poller after an empty read.
+        batch_size: records per `GetRecords` call.
+        idle_timeout_s: sockets without traffic either way close after it (1001).
+        max_connection_s: sockets close this long after connecting (1001).
+        sweep_interval_s: how often expired leases are swept.
+        drain_timeout_s: at shutdown, how long running actions may go on before
+            they are cancelled and handed back to PENDING.
+        state_dir: dev keys and stream checkpoints (`.streamer/`).
+        create_tables: create missing tables at start.
+        dev_token_ttl_s: lifetime of the printed and console dev tokens.
+        shard_refresh_s: how often the poller looks for new shards.
+    """
+
+    settings: Settings = field(default_factory=Settings)
+    app: Streamer | str | None = None
+    host: str = "127.0.0.1"
+    port: int = 3001
+    http_port: int = 3002
+    poll_interval_s: float = 0.05
+    batch_size: int = 10
+    idle_timeout_s: float = 600.0
+    max_connection_s: float = 7200.0
+    sweep_interval_s: float = 10.0
+    drain_timeout_s: float = 10.0
+    state_dir: Path = Path(".streamer")
+    create_tables: bool = True
+    dev_token_ttl_s: float = 24 * 3600.0
+    shard_refresh_s: float = 5.0
+
+
+class Emulator:
+    """API Gateway WebSocket + the stream-driven processor, on one machine.
+
+    Use as `async with Emulator(config) as emulator:`; the attributes below are
+    set once it has started.
+
+    Args:
+        config: what to run and where.
+    """
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.settings = config.settings
+        self.app: Streamer | None = None
+        self.dev_keys: DevKeys | None = None
+        self.dynamodb_endpoint: str | None = config.settings.dynamodb_endpoint_url
+        self.is_moto_embedded = False
+        self.services: Services | None = None
+        self.stores: DynamoDBStores | None = None
+        self.registry = SocketRegistry()
+        self.gateway: Gateway | None = None
+        self.http: HttpSide | None = None
+        self.poller: StreamPoller | None = None
+        self._stack = AsyncExitStack()
+        self._background: asyncio.Task[None] | None = None
+        self._started_at = 0.0
+
+    # -- URLs --------------------------------------------------------------------
+
+    @property
+    def url_host(self) -> str:
+        """The host to put in URLs (loopback when bound to every interface)."""
+        host = self.config.host
+        return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+    @property
+    def ws_url(self) -> str:
+        """`ws://HOST:PORT` of the WebSocket API."""
+        assert self.gateway is not None, "the emulator is not started"
+        return f"ws://{self.url_host}:{self.gateway.port}"
+
+    @property
+    def http_url(self) -> str:
+        """`http://HOST:PORT` of the HTTP side."""
+        assert self.http is not None, "the emulator is not started"
+        return f"http://{self.url_host}:{self.http.port}"
+
+    def mint_dev_token(self, sub: str = "dev-user", tenant_id: str = "dev-tenant") -> str:
+        """A token signed with the dev keys.
+
+        Raises:
+            RuntimeError: the emulator uses a configured `JWT_PUBLIC_KEY`.
+        """
+        if self.dev_keys is None:
+            raise RuntimeError("no dev keys: JWT_PUBLIC_KEY is configured")
+        return mint_token(
+            self.dev_keys.private_pem,
+            sub=sub,
+            tenant_id=tenant_id,
+            ttl_s=self.config.dev_token_ttl_s,
+            issuer=self.settings.jwt_issuer,
+        )
+
+    def health(self) -> dict[str, Any]:
+        """The `/health` body."""
+        poller = self.poller
+        background = self._background
+        failed = background is not None and background.done()
+        return {
+            "status": "degraded" if failed else "ok",
+            "connections": len(self.registry),
+            "dynamodb_endpoint": self.dynamodb_endpoint,
+            "moto_embedded": self.is_moto_embedded,
+            "poller": {
+                "lag_ms": round(poller.lag_ms, 1) if poller else None,
+                "in_flight": poller.in_flight if poller else 0,
+                "shards": poller.shards if poller else 0,
+                "records_handled": poller.records_handled if poller else 0,
+            },
+            "poller_lag_ms": round(poller.lag_ms, 1) if poller else None,
+            "ws_url": self.ws_url if self.gateway else None,
+            "http_url": self.http_url if self.http else None,
+            "uptime_s": round(time.monotonic() - self._started_at, 1),
+        }
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def __aenter__(self) -> Emulator:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _start(self) -> None:
+        config = self.config
+        self._started_at = time.monotonic()
+        app = config.app if config.app is not None else config.settings.app
+        self.app = load_app(app) if isinstance(app, str) else app
+
+        settings = config.settings
+        if settings.dynamodb_endpoint_url is None:
+            moto = await asyncio.to_thread(_start_moto)
+            self._stack.callback(moto.stop)
+            host, port = moto.get_host_and_port()
+            self.dynamodb_endpoint = f"http://{host}:{port}"
+            self.is_moto_embedded = True
+            settings = dataclasses.replace(settings, dynamodb_endpoint_url=self.dynamodb_endpoint)
+        if settings.jwt_public_key is None:
+            self.dev_keys = load_or_create_dev_keys(config.state_dir)
+            settings = dataclasses.replace(settings, jwt_public_key=self.dev_keys.public_pem)
+        self.settings = settings
+
+        clock = SystemClock()
+        verifier = TokenVerifier(
+            settings.jwt_public_key or "", clock=clock, issuer=settings.jwt_issuer
+        )
+        session = get_session()
+        if config.create_tables:
+            created = await create_tables(settings, session=session)
+            if created:
+                log.info("created tables: %s", ", ".join(created))
+        self.stores = await self._stack.enter_async_context(open_stores(settings, session=session))
+
+        notifier = LocalNotifier(self.registry)
+        self.services = services = build_services(
+            app=self.app,
+            settings=settings,
+            connections=self.stores.connections,
+            requests=self.stores.requests,
+            subscriptions=self.stores.subscriptions,
+            notifier=notifier,
+            clock=clock,
+            verifier=verifier,
+        )
+
+        self.poller = StreamPoller(
+            session=session,
+            settings=settings,
+            processor=services.processor,
+            requests=self.stores.requests,
+            clock=clock,
+            checkpoint_path=config.state_dir / CHECKPOINT_FILE,
+            batch_size=config.batch_size,
+            poll_interval_s=config.poll_interval_s,
+            shard_refresh_s=config.shard_refresh_s,
+        )
+        self._background = asyncio.create_task(self._run_background(), name="emulator-background")
+        self._stack.push_async_callback(self._stop_background)
+        await self._wait_poller_ready()
+
+        gateway = Gateway(
+            connections=services.connections,
+            router=services.router,
+            registry=self.registry,
+            clock=clock,
+            endpoint="",  # replaced below once the HTTP port is known
+            health=self.health,
+            idle_timeout_s=config.idle_timeout_s,
+            max_lifetime_s=config.max_connection_s,
+            max_message_bytes=settings.max_message_bytes,
+        )
+        self.gateway = gateway
+        self.http = HttpSide(
+            registry=self.registry,
+            notifier=notifier,
+            gateway=gateway,
+            app=self.app,
+            async_threshold_s=settings.async_threshold_s,
+            health=self.health,
+            dev_token=self.mint_dev_token if self.dev_keys is not None else None,
+            dev_token_ttl_s=config.dev_token_ttl_s,
+            ws_url=lambda: self.ws_url,
+            max_message_bytes=settings.max_message_bytes,
+        )
+        await self.http.start(config.host, config.http_port)
+        self._stack.push_async_callback(self.http.close)
+        gateway.set_endpoint(self.http_url)
+        await gateway.start(config.host, config.port)
+        self._stack.push_async_callback(gateway.close)
+
+    async def _wait_poller_ready(self) -> None:
+        assert self.poller is not None
+        assert self._background is not None
+        ready = asyncio.ensure_future(self.poller.wait_ready())
+        try:
+            await asyncio.wait([ready, self._background], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if self._background.done():
+            self._background.result()  # raises what stopped it
+            raise RuntimeError("the stream poller stopped during start-up")
+
+    async def _run_background(self) -> None:
+        assert self.poller is not None
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.poller.run(), name="stream-poller")
+            group.create_task(self._sweep_forever(), name="sweeper")
+
+    async def _sweep_forever(self) -> None:
+        assert self.services is not None
+        while True:
+            try:
+                report = await self.services.sweeper.sweep_once()
+                if report.requeued or report.failed:
+                    log.info(
+                        "swept expired leases: %d requeued, %d failed",
+                        report.requeued,
+                        report.failed,
+                    )
+            except Exception:
+                log.exception("sweep failed")
+            await asyncio.sleep(self.config.sweep_interval_s)
+
+    async def _stop_background(self) -> None:
+        """Drain the poller within the drain time, then cancel what is left (its
+        requests go back to PENDING) and the sweeper."""
+        background = self._background
+        if background is None:
+            return
+        if self.poller is not None and not background.done():
+            left = await self.poller.stop(self.config.drain_timeout_s)
+            if left:
+                log.warning("drain time is up: handing %d running request(s) back", left)
+        background.cancel()
+        try:
+            await background
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("a background task had failed")
+
+    async def close(self) -> None:
+        """Graceful shutdown: stop accepting and close sockets with 1001, let
+        running actions finish within the drain time or hand them back, stop the
+        background tasks, the HTTP side, the stores and the embedded moto."""
+        await self._stack.aclose()
+
+
+def _start_moto() -> Any:
+    """An embedded moto server on a free loopback port (in this process)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    return server

@@ -1,0 +1,551 @@
+"""The emulator's stand-in for Lambda's DynamoDB Streams event-source mapping.
+
+Polls every shard of the requests table's stream, hands claimable records to the
+core `Processor`, and keeps a checkpoint per shard in a small JSON file so a
+restart resumes after the last record whose handling finished.
+
+Semantics (as Lambda's mapping, with the differences said):
+- First start on a stream: only records written from now on (`LATEST`). It is
+  done by reading each open shard to its end once and checkpointing there, so
+  a shard that gets no record before a restart still resumes from that point.
+- Later: each shard resumes `AFTER_SEQUENCE_NUMBER` its checkpoint; shards
+  that appear later are read from `TRIM_HORIZON`, a child only once its
+  parent is finished; closed shards are finished and remembered.
+- Records are filtered like the production `FilterCriteria` (claimable PENDING
+  images only). Records of different requests run concurrently; records of one
+  request run in order. A record whose handling raises is retried with backoff
+  (Lambda's default: until it succeeds); the checkpoint only moves past a
+  record once it and every record before it in its shard have finished.
+- `ExpiredIteratorException` (or any failed call) re-acquires an iterator after
+  the last record read; one shard's failures never stop the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from botocore.exceptions import ClientError
+
+from adapters.aws import client_kwargs
+from adapters.streams import parse_stream_record
+from streamer.models import RequestChange, RequestKey, RequestStatus
+from streamer.ports import Clock, RequestStore
+from streamer.processor import Processor
+from streamer.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient
+    from types_aiobotocore_dynamodbstreams.type_defs import ShardTypeDef
+
+__all__ = ["CheckpointFile", "StreamCheckpoint", "StreamPoller"]
+
+log = logging.getLogger("emulator.streams")
+
+_FILE_VERSION = 1
+
+
+@dataclass(slots=True)
+class StreamCheckpoint:
+    """What is known about one stream: per-shard positions and finished shards.
+
+    Args:
+        is_known: False when the stream was never read before (first start).
+        positions: shard id → last finished sequence number, or None for "from
+            the shard's start".
+        finished: shards read to their end.
+    """
+
+    is_known: bool
+    positions: dict[str, str | None] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
+
+
+class CheckpointFile:
+    """Per-shard checkpoints of one stream, kept in a small JSON file.
+
+    Other streams' entries in the same file are preserved. Writes are atomic
+    (temporary file, then rename) and batched: `flush` writes only when
+    something changed.
+
+    Args:
+        path: the JSON file; its folder is created on first write.
+        stream_arn: the stream whose entry this object owns.
+    """
+
+    def __init__(self, path: Path, stream_arn: str) -> None:
+        self.path = path
+        self.stream_arn = stream_arn
+        self._dirty = False
+        self.state = self._read()
+
+    def _read(self) -> StreamCheckpoint:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            entry = data["streams"][self.stream_arn]
+        except FileNotFoundError:
+            return StreamCheckpoint(is_known=False)
+        except (KeyError, TypeError, ValueError):
+            return StreamCheckpoint(is_known=False)
+        positions = {str(k): (None if v is None else str(v)) for k, v in entry["shards"].items()}
+        return StreamCheckpoint(
+            is_known=True, positions=positions, finished={str(s) for s in entry["finished"]}
+        )
+
+    def set_position(self, shard_id: str, sequence_number: str | None) -> None:
+        """Record that `shard_id` is done up to `sequence_number` (None: nothing yet)."""
+        self.state.positions[shard_id] = sequence_number
+        self._dirty = True
+
+    def finish(self, shard_id: str) -> None:
+        """Record that `shard_id` was read to its end and fully handled."""
+        self.state.finished.add(shard_id)
+        self.state.positions.pop(shard_id, None)
+        self._dirty = True
+
+    def flush(self) -> None:
+        """Write the file if anything changed since the last write."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            streams = data.get("streams", {}) if isinstance(data, dict) else {}
+        except (FileNotFoundError, ValueError):
+            streams = {}
+        streams[self.stream_arn] = {
+            "shards": dict(sorted(self.state.positions.items())),
+            "finished": sorted(self.state.finished),
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        temporary.write_text(
+            json.dumps({"version": _FILE_VERSION, "streams": streams}, indent=2) + "\n",
+            encoding="utf-8",
+        )
+        os.replace(temporary, self.path)
+        self.state.is_known = True
+
+
+@dataclass(eq=False, slots=True)
+class _Entry:
+    sequence_number: str
+    is_done: bool = False
+
+
+class _ShardTracker:
+    """Records of one shard in read order; the checkpoint is the last record
+    before which everything has finished."""
+
+    def __init__(self, shard_id: str, checkpoints: CheckpointFile, start: str | None) -> None:
+        self.shard_id = shard_id
+        self.last_read: str | None = start
+        self._checkpoints = checkpoints
+        self._pending: deque[_Entry] = deque()
+        self.drained = asyncio.Event()
+        self.drained.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def add(self, sequence_number: str) -> _Entry:
+        entry = _Entry(sequence_number)
+        self._pending.append(entry)
+        self.last_read = sequence_number
+        self.drained.clear()
+        return entry
+
+    def done(self, entry: _Entry) -> None:
+        entry.is_done = True
+        advanced: str | None = None
+        while self._pending and self._pending[0].is_done:
+            advanced = self._pending.popleft().sequence_number
+        if advanced is not None:
+            self._checkpoints.set_position(self.shard_id, advanced)
+        if not self._pending:
+            self.drained.set()
+
+
+class StreamPoller:
+    """Reads the requests table's stream and feeds the `Processor`.
+
+    Args:
+        session: the aioboto3 session (the emulator's one).
+        settings: table name, region and endpoint.
+        processor: handles each claimable record.
+        requests: the requests store (to hand back requests cut by shutdown).
+        clock: wall time for the lag figure and hand-backs.
+        checkpoint_path: the JSON file of per-shard checkpoints.
+        batch_size: `GetRecords` Limit (Lambda's batch size; default 10).
+        poll_interval_s: pause after an empty read (default 0.05).
+        shard_refresh_s: how often `DescribeStream` looks for new shards.
+        max_in_flight: records read but not finished per shard before reading pauses.
+        retry_base_s, retry_max_s: backoff of failed reads and failed records.
+    """
+
+    def __init__(
+        self,
+        *,
+        session: Any,
+        settings: Settings,
+        processor: Processor,
+        requests: RequestStore,
+        clock: Clock,
+        checkpoint_path: Path,
+        batch_size: int = 10,
+        poll_interval_s: float = 0.05,
+        shard_refresh_s: float = 5.0,
+        max_in_flight: int = 1000,
+        retry_base_s: float = 0.1,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        if not 1 <= batch_size <= 1000:
+            raise ValueError(f"batch size must be 1 to 1000, got {batch_size}")
+        self._session = session
+        self._settings = settings
+        self._processor = processor
+        self._requests = requests
+        self._clock = clock
+        self._checkpoint_path = checkpoint_path
+        self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
+        self._shard_refresh_s = shard_refresh_s
+        self._max_in_flight = max_in_flight
+        self._retry_base_s = retry_base_s
+        self._retry_max_s = retry_max_s
+
+        self._stopping = asyncio.Event()
+        self._refresh = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._trackers: dict[str, _ShardTracker] = {}
+        self._tails: dict[RequestKey, asyncio.Task[None]] = {}
+        self._records_in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._lag_ms: dict[str, float] = {}
+        self._checkpoints: CheckpointFile | None = None
+        self.stream_arn: str | None = None
+        self.records_handled = 0
+        """Records handed to the processor that finished (for /health and tests)."""
+
+    # -- figures -------------------------------------------------------------------
+
+    @property
+    def lag_ms(self) -> float:
+        """Age of the newest record of the last non-empty read, worst shard
+        (Lambda's IteratorAge); 0 when every shard is caught up."""
+        return max(self._lag_ms.values(), default=0.0)
+
+    @property
+    def in_flight(self) -> int:
+        """Records handed to the processor and not finished yet."""
+        return self._records_in_flight
+
+    @property
+    def shards(self) -> int:
+        """Shards being read."""
+        return len(self._trackers)
+
+    async def wait_ready(self) -> None:
+        """Return once every shard has its starting position (from then on, every
+        new record will be read)."""
+        await self._ready.wait()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Poll until `stop` (then return once in-flight records finish) or until
+        cancelled (then cut in-flight records and hand their requests back)."""
+        kwargs = client_kwargs(self._settings)
+        async with (
+            self._session.client("dynamodb", **kwargs) as dynamodb,
+            self._session.client("dynamodbstreams", **kwargs) as streams,
+        ):
+            self.stream_arn = await self._stream_arn(dynamodb)
+            self._checkpoints = CheckpointFile(self._checkpoint_path, self.stream_arn)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    await self._supervise(streams, group)
+            finally:
+                self._checkpoints.flush()
+
+    async def stop(self, drain_timeout_s: float) -> int:
+        """Stop reading and wait up to `drain_timeout_s` for in-flight records.
+
+        Returns:
+            How many records were still running when the time was up; the caller
+            then cancels `run`, which hands their requests back to PENDING.
+        """
+        self._stopping.set()
+        self._refresh.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_timeout_s):
+                await self._idle.wait()
+        return self._records_in_flight
+
+    async def _stream_arn(self, dynamodb: Any) -> str:
+        delay = self._retry_base_s
+        while True:
+            try:
+                described = await dynamodb.describe_table(TableName=self._settings.requests_table)
+                arn = described["Table"].get("LatestStreamArn")
+                if arn:
+                    return str(arn)
+                log.error("the requests table has no stream; enable NEW_AND_OLD_IMAGES")
+            except Exception:
+                log.exception("cannot describe the requests table")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._retry_max_s)
+
+    async def _supervise(self, streams: DynamoDBStreamsClient, group: asyncio.TaskGroup) -> None:
+        assert self._checkpoints is not None
+        checkpoints = self._checkpoints
+        is_first_start = not checkpoints.state.is_known
+        delay = self._retry_base_s
+        while not self._stopping.is_set():
+            self._refresh.clear()
+            try:
+                shards = await self._list_shards(streams)
+            except Exception:
+                log.exception("DescribeStream failed")
+                await self._wait_refresh(delay)
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            delay = self._retry_base_s
+            listed = {shard["ShardId"] for shard in shards}
+            for shard in shards:
+                shard_id = shard["ShardId"]
+                if shard_id in self._trackers or shard_id in checkpoints.state.finished:
+                    continue
+                parent = shard.get("ParentShardId")
+                if parent and parent in listed and parent not in checkpoints.state.finished:
+                    continue  # its parent's records come first
+                start = await self._starting_position(streams, shard, is_first_start)
+                if isinstance(start, _Finished):
+                    checkpoints.finish(shard_id)
+                    continue
+                tracker = _ShardTracker(shard_id, checkpoints, start)
+                self._trackers[shard_id] = tracker
+                group.create_task(self._read_shard(streams, tracker, group))
+            is_first_start = False
+            checkpoints.flush()
+            self._ready.set()
+            await self._wait_refresh(self._shard_refresh_s)
+
+    async def _wait_refresh(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._refresh.wait()
+
+    async def _list_shards(self, streams: DynamoDBStreamsClient) -> list[ShardTypeDef]:
+        assert self.stream_arn is not None
+        shards: list[ShardTypeDef] = []
+        start: str | None = None
+        while True:
+            if start is None:
+                described = await streams.describe_stream(StreamArn=self.stream_arn)
+            else:
+                described = await streams.describe_stream(
+                    StreamArn=self.stream_arn, ExclusiveStartShardId=start
+                )
+            description = described["StreamDescription"]
+            shards.extend(description.get("Shards", []))
+            start = description.get("LastEvaluatedShardId")
+            if not start:
+                return shards
+
+    async def _starting_position(
+        self, streams: DynamoDBStreamsClient, shard: ShardTypeDef, is_first_start: bool
+    ) -> str | _Finished | None:
+        """The sequence number to read after (None: from the shard's start)."""
+        assert self._checkpoints is not None
+        shard_id = shard["ShardId"]
+        positions = self._checkpoints.state.positions
+        if shard_id in positions:
+            return positions[shard_id]
+        if not is_first_start:
+            self._checkpoints.set_position(shard_id, None)
+            return None
+        if shard.get("SequenceNumberRange", {}).get("EndingSequenceNumber"):
+            return _FINISHED  # closed before we ever looked: LATEST skips it
+        last = await self._read_to_end(streams, shard_id)
+        self._checkpoints.set_position(shard_id, last)
+        return last
+
+    async def _read_to_end(self, streams: DynamoDBStreamsClient, shard_id: str) -> str | None:
+        """The last sequence number currently in an open shard (None when empty)."""
+        assert self.stream_arn is not None
+        got = await streams.get_shard_iterator(
+            StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+        )
+        iterator = got.get("ShardIterator")
+        last: str | None = None
+        while iterator:
+            page = await streams.get_records(ShardIterator=iterator, Limit=1000)
+            records = page.get("Records", [])
+            if not records:
+                break
+            last = records[-1]["dynamodb"]["SequenceNumber"]
+            iterator = page.get("NextShardIterator")
+        return last
+
+    # -- one shard -----------------------------------------------------------------
+
+    async def _iterator(self, streams: DynamoDBStreamsClient, tracker: _ShardTracker) -> str | None:
+        assert self.stream_arn is not None
+        if tracker.last_read is None:
+            got = await streams.get_shard_iterator(
+                StreamArn=self.stream_arn,
+                ShardId=tracker.shard_id,
+                ShardIteratorType="TRIM_HORIZON",
+            )
+        else:
+            got = await streams.get_shard_iterator(
+                StreamArn=self.stream_arn,
+                ShardId=tracker.shard_id,
+                ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                SequenceNumber=tracker.last_read,
+            )
+        return got.get("ShardIterator")
+
+    async def _read_shard(
+        self, streams: DynamoDBStreamsClient, tracker: _ShardTracker, group: asyncio.TaskGroup
+    ) -> None:
+        assert self._checkpoints is not None
+        shard_id = tracker.shard_id
+        iterator: str | None = None
+        delay = self._retry_base_s
+        while not self._stopping.is_set():
+            if tracker.in_flight >= self._max_in_flight:
+                await asyncio.sleep(self.poll_interval_s)
+                continue
+            try:
+                if iterator is None:
+                    iterator = await self._iterator(streams, tracker)
+                    if iterator is None:
+                        break  # closed and nothing left after our position
+                page = await streams.get_records(ShardIterator=iterator, Limit=self.batch_size)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code == "ExpiredIteratorException":
+                    log.info("shard iterator expired; re-acquiring", extra={"shard": shard_id})
+                else:
+                    log.warning("GetRecords failed (%s); retrying", code, extra={"shard": shard_id})
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._retry_max_s)
+                iterator = None
+                continue
+            except Exception:
+                log.exception("GetRecords failed; retrying", extra={"shard": shard_id})
+                iterator = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            delay = self._retry_base_s
+            records = page.get("Records", [])
+            for raw in records:
+                self._dispatch(tracker, raw, group)
+            self._checkpoints.flush()
+            # The stubs say it is always there; a closed shard read to its end has none.
+            iterator = cast("dict[str, Any]", page).get("NextShardIterator")
+            if iterator is None:
+                break  # the shard is closed and read to its end
+            if not records:
+                self._lag_ms[shard_id] = 0.0
+                await asyncio.sleep(self.poll_interval_s)
+        else:
+            return  # stopping: the shard stays open in the checkpoint file
+        await tracker.drained.wait()
+        self._checkpoints.finish(shard_id)
+        self._checkpoints.flush()
+        self._trackers.pop(shard_id, None)
+        self._lag_ms.pop(shard_id, None)
+        self._refresh.set()  # its children may start now
+        log.info("shard finished", extra={"shard": shard_id})
+
+    def _dispatch(self, tracker: _ShardTracker, raw: Any, group: asyncio.TaskGroup) -> None:
+        entry = tracker.add(str(raw["dynamodb"]["SequenceNumber"]))
+        try:
+            change = parse_stream_record(raw, table_name=self._settings.requests_table)
+        except ValueError as exc:
+            log.warning("skipping a stream record: %s", exc, extra={"shard": tracker.shard_id})
+            tracker.done(entry)
+            return
+        age_s = (self._clock.now() - change.approximate_created_at).total_seconds()
+        self._lag_ms[tracker.shard_id] = max(0.0, age_s * 1000)
+        if not change.is_claimable:
+            tracker.done(entry)  # what the production FilterCriteria drops
+            return
+        previous = self._tails.get(change.key)
+        self._records_in_flight += 1
+        self._idle.clear()
+        task = group.create_task(self._handle(tracker, entry, change, previous))
+        self._tails[change.key] = task
+        task.add_done_callback(lambda done: self._forget(change.key, done))
+
+    def _forget(self, key: RequestKey, task: asyncio.Task[None]) -> None:
+        if self._tails.get(key) is task:
+            del self._tails[key]
+
+    async def _handle(
+        self,
+        tracker: _ShardTracker,
+        entry: _Entry,
+        change: RequestChange,
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        try:
+            if previous is not None:
+                await asyncio.wait([previous])  # records of one request stay in order
+            delay = self._retry_base_s
+            while True:
+                try:
+                    await self._processor.handle(change)
+                    break
+                except Exception:
+                    log.exception(
+                        "handling a stream record failed; retrying",
+                        extra={"request_id": change.key, "shard": tracker.shard_id},
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._retry_max_s)
+            tracker.done(entry)
+            self.records_handled += 1
+        except asyncio.CancelledError:
+            await self._hand_back(change.key)
+            raise
+        finally:
+            self._records_in_flight -= 1
+            if self._records_in_flight == 0:
+                self._idle.set()
+
+    async def _hand_back(self, key: RequestKey) -> None:
+        """Put a request cut by shutdown back to PENDING, if it was running here.
+
+        The record stays after the checkpoint, so the next start reads it again.
+        """
+        try:
+            async with asyncio.timeout(5.0):
+                request = await self._requests.get(key)
+                if request is not None and request.status is RequestStatus.PROCESSING:
+                    await self._requests.release(
+                        key, attempt=request.attempt, now=self._clock.now()
+                    )
+                    log.info("handed back at shutdown", extra={"request_id": key})
+        except Exception:
+            log.exception("could not hand a request back", extra={"request_id": key})
+
+
+class _Finished:
+    """Marker: a shard to skip (closed before the first start)."""
+
+
+_FINISHED = _Finished()
