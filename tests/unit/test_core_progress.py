@@ -1,0 +1,172 @@
+"""Progress: clamped, never decreasing, throttled with the last update kept,
+persisted at most once per interval, cancellation noticed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from core_harness import Core, make_core
+
+from streamer import RequestCancelled, Streamer
+from streamer.errors import StoreUnavailable
+from streamer.models import AsyncRequest, RequestKey
+from streamer.progress import OwnershipLost, Progress
+
+
+async def claimed_progress(core: Core, rid: str = "r1") -> tuple[Progress, AsyncRequest]:
+    """A request enqueued and claimed, and the Progress the processor would hand out."""
+    conn = await core.connect("c1")
+    reply = await core.send(conn, "job", {}, id=rid)
+    assert reply["type"] == "acknowledgment"
+    claimed = await core.requests.claim(
+        core.key(rid), now=core.clock.now(), lease_until=core.clock.now() + timedelta(hours=1)
+    )
+    assert claimed is not None
+    progress = Progress(
+        request=claimed,
+        requests=core.requests,
+        delivery=core.delivery,
+        clock=core.clock,
+        settings=core.settings,
+    )
+    return progress, claimed
+
+
+def job_app() -> Streamer:
+    app = Streamer()
+
+    @app.action("job", mode="async")
+    async def job(req: Any, progress: Progress) -> None:
+        return None
+
+    return app
+
+
+@pytest.fixture
+def core() -> Core:
+    return make_core(job_app())
+
+
+def updates(core: Core) -> list[tuple[float, str]]:
+    return [(m["percentage"], m["message"]) for m in core.received("c1") if m["type"] == "progress"]
+
+
+async def test_updates_faster_than_the_limit_are_coalesced_and_the_last_is_flushed(
+    core: Core,
+) -> None:
+    progress, _ = await claimed_progress(core)
+    for step in range(1, 11):
+        await progress.report(step * 10, f"step {step}")
+        core.clock.advance(0.01)
+    assert updates(core) == [(10.0, "step 1")]
+    await progress.flush()
+    assert updates(core) == [(10.0, "step 1"), (100.0, "step 10")]
+    await progress.flush()
+    assert len(updates(core)) == 2
+
+
+async def test_at_most_ten_updates_a_second_are_delivered(core: Core) -> None:
+    progress, _ = await claimed_progress(core)
+    for step in range(100):
+        await progress.report(step, "")
+        core.clock.advance(0.02)
+    # 100 reports over 2 s at 50/s: one every 0.1 s gets through.
+    assert len(updates(core)) == 20
+
+
+async def test_throttling_off_delivers_every_update() -> None:
+    core = make_core(job_app(), progress_max_per_s=0)
+    progress, _ = await claimed_progress(core)
+    for step in range(5):
+        await progress.report(step * 10)
+    assert [p for p, _ in updates(core)] == [0.0, 10.0, 20.0, 30.0, 40.0]
+
+
+async def test_percentages_are_clamped_and_never_decrease(core: Core) -> None:
+    progress, _ = await claimed_progress(core)
+    for value, message in [(-5, "a"), (40, "b"), (30, "c"), (250, "d"), (90, "e")]:
+        await progress.report(value, message)
+        core.clock.advance(1)
+    assert updates(core) == [(0.0, "a"), (40.0, "b"), (40.0, "c"), (100.0, "d"), (100.0, "e")]
+
+
+async def test_metadata_travels_with_the_update_and_is_made_json_safe(core: Core) -> None:
+    progress, _ = await claimed_progress(core)
+    await progress.report(30, "querying", items=120, since=timedelta(seconds=3))
+    (message,) = core.received("c1")
+    assert message["metadata"] == {"items": 120, "since": "PT3S"}
+
+
+async def test_the_snapshot_is_persisted_at_most_once_per_interval(core: Core) -> None:
+    progress, _ = await claimed_progress(core)
+    writes: list[float] = []
+    original = core.requests.record_progress
+
+    async def spy(key: RequestKey, **kwargs: Any) -> bool:
+        writes.append(kwargs["percentage"])
+        return await original(key, **kwargs)
+
+    core.requests.record_progress = spy  # type: ignore[method-assign]
+    for step in range(10):
+        await progress.report(step * 10, f"step {step}")
+        core.clock.advance(0.25)
+    # Reports at 0, 0.25 … 2.25 s: written at 0, 1.0 and 2.0 s.
+    assert writes == [0.0, 40.0, 80.0]
+    stored = await core.stored("r1")
+    assert (stored.progress, stored.progress_message) == (80.0, "step 8")
+
+
+async def test_a_cancelled_request_raises_at_the_next_persisting_report(core: Core) -> None:
+    progress, _ = await claimed_progress(core)
+    await progress.report(10)
+    await core.requests.cancel(core.key("r1"), now=core.clock.now(), expires_at=0)
+    core.clock.advance(1)
+    with pytest.raises(RequestCancelled):
+        await progress.report(20)
+
+
+async def test_check_cancelled_always_asks_the_store(core: Core) -> None:
+    progress, _ = await claimed_progress(core)
+    await progress.check_cancelled()
+    await core.requests.cancel(core.key("r1"), now=core.clock.now(), expires_at=0)
+    with pytest.raises(RequestCancelled):
+        await progress.check_cancelled()
+
+
+async def test_a_request_claimed_by_someone_else_raises_ownership_lost(core: Core) -> None:
+    progress, claimed = await claimed_progress(core)
+    await core.requests.release(claimed.key, attempt=1, now=core.clock.now())
+    await core.requests.claim(claimed.key, now=core.clock.now(), lease_until=core.clock.now())
+    with pytest.raises(OwnershipLost):
+        await progress.report(50)
+
+
+async def test_a_store_outage_drops_the_snapshot_and_keeps_delivering(core: Core) -> None:
+    progress, _ = await claimed_progress(core)
+    core.requests.inject_failure("record_progress", StoreUnavailable())
+    await progress.report(10, "still going")
+    assert updates(core) == [(10.0, "still going")]
+    assert (await core.stored("r1")).progress == 0.0
+    core.requests.inject_failure("get", StoreUnavailable())
+    await progress.check_cancelled()
+
+
+async def test_a_reclaimed_request_continues_from_its_stored_percentage(core: Core) -> None:
+    progress, claimed = await claimed_progress(core)
+    await progress.report(60, "most of it")
+    await core.requests.release(claimed.key, attempt=1, now=core.clock.now())
+    again = await core.requests.claim(
+        claimed.key, now=core.clock.now(), lease_until=core.clock.now()
+    )
+    assert again is not None
+    resumed = Progress(
+        request=again,
+        requests=core.requests,
+        delivery=core.delivery,
+        clock=core.clock,
+        settings=core.settings,
+    )
+    await resumed.report(5, "restarted")
+    assert resumed.percentage == 60.0

@@ -1,0 +1,162 @@
+"""The sweeper, the delivery fan-out and the rate limiter."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from core_harness import Core, make_core
+
+from streamer import Streamer
+from streamer.errors import StoreUnavailable
+from streamer.models import ConnectionId, RequestStatus, Subscription
+from streamer.progress import Progress
+from streamer.protocol import Response
+from streamer.ratelimit import RateLimiter
+from streamer.sweeper import EXHAUSTED_MESSAGE, SweepReport
+from streamer.testing import ManualClock
+
+
+def job_app() -> Streamer:
+    app = Streamer()
+
+    @app.action("job", mode="async", max_retries=1, timeout=60)
+    async def job(req: Any, progress: Progress) -> str:
+        return "done"
+
+    return app
+
+
+@pytest.fixture
+def core() -> Core:
+    return make_core(job_app(), lease_grace_s=30)
+
+
+async def claim(core: Core, rid: str = "r1") -> None:
+    now = core.clock.now()
+    lease = now + timedelta(seconds=90)
+    assert await core.requests.claim(core.key(rid), now=now, lease_until=lease) is not None
+
+
+async def test_nothing_to_do_before_a_lease_expires(core: Core) -> None:
+    conn = await core.connect()
+    await core.send(conn, "job", {}, id="r1")
+    await claim(core)
+    core.clock.advance(89)
+    assert await core.sweeper.sweep_once() == SweepReport()
+    assert (await core.stored("r1")).status is RequestStatus.PROCESSING
+
+
+async def test_an_expired_lease_with_attempts_left_goes_back_to_pending(core: Core) -> None:
+    conn = await core.connect()
+    await core.send(conn, "job", {}, id="r1")
+    await claim(core)
+    core.clock.advance(91)
+    assert await core.sweeper.sweep_once() == SweepReport(requeued=1)
+    assert (await core.stored("r1")).status is RequestStatus.PENDING
+    assert await core.process("r1") == "COMPLETED"
+
+
+async def test_an_expired_lease_with_attempts_spent_fails_and_tells_the_followers(
+    core: Core,
+) -> None:
+    conn = await core.connect()
+    await core.send(conn, "job", {}, id="r1")
+    for _ in range(2):  # max_retries=1: two claims in all
+        await claim(core)
+        core.clock.advance(91)
+        report = await core.sweeper.sweep_once()
+    assert report == SweepReport(failed=1)
+    stored = await core.stored("r1")
+    assert stored.status is RequestStatus.FAILED
+    assert stored.error is not None
+    assert (stored.error.code, stored.error.message) == ("PROCESSING_FAILED", EXHAUSTED_MESSAGE)
+    assert stored.expires_at == int((core.clock.now() + timedelta(days=7)).timestamp())
+    (message,) = core.received("c1")
+    assert (message["request_id"], message["error"]["code"]) == ("r1", "PROCESSING_FAILED")
+
+
+async def test_one_failing_item_does_not_stop_the_sweep(core: Core) -> None:
+    conn = await core.connect()
+    for rid in ("r1", "r2"):
+        await core.send(conn, "job", {}, id=rid)
+        await claim(core, rid)
+    core.clock.advance(91)
+    core.requests.inject_failure("requeue_expired", StoreUnavailable())
+    assert await core.sweeper.sweep_once() == SweepReport(requeued=1)
+
+
+# -- delivery ---------------------------------------------------------------------------
+
+
+async def test_delivery_reaches_origin_and_subscribers_once_each(core: Core) -> None:
+    conn = await core.connect("c1")
+    await core.send(conn, "job", {}, id="r1")
+    for cid in ("c1", "c2", "c3"):
+        await core.subscriptions.add(
+            Subscription(
+                key=core.key("r1"),
+                connection_id=ConnectionId(cid),
+                created_at=core.clock.now(),
+                expires_at=0,
+            )
+        )
+    message = Response(timestamp=core.clock.now(), request_id="r1")
+    delivered = await core.delivery.to_request(await core.stored("r1"), message)
+    assert delivered == 3
+    assert sorted(core.notifier.attempts) == ["c1", "c2", "c3"]
+
+
+async def test_a_failing_connection_is_skipped_and_the_rest_still_receive(core: Core) -> None:
+    conn = await core.connect("c1")
+    await core.send(conn, "job", {}, id="r1")
+    await core.subscriptions.add(
+        Subscription(
+            key=core.key("r1"),
+            connection_id=ConnectionId("c2"),
+            created_at=core.clock.now(),
+            expires_at=0,
+        )
+    )
+    core.notifier.fail_sends(RuntimeError("throttled"), connection_id=ConnectionId("c1"))
+    message = Response(timestamp=core.clock.now(), request_id="r1")
+    assert await core.delivery.to_request(await core.stored("r1"), message) == 1
+    assert core.notifier.types(ConnectionId("c2")) == ["response"]
+    assert await core.connections.get(ConnectionId("c1")) is not None
+
+
+async def test_subscribers_unreadable_still_reaches_the_origin(core: Core) -> None:
+    conn = await core.connect("c1")
+    await core.send(conn, "job", {}, id="r1")
+    core.subscriptions.inject_failure("list_for_request", StoreUnavailable())
+    message = Response(timestamp=core.clock.now(), request_id="r1")
+    assert await core.delivery.to_request(await core.stored("r1"), message) == 1
+
+
+# -- rate limiter --------------------------------------------------------------------------
+
+
+def test_rate_limiter_allows_a_burst_then_refills_continuously() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(per_minute=60, clock=clock)
+    cid = ConnectionId("c1")
+    assert all(limiter.allow(cid) for _ in range(60))
+    assert not limiter.allow(cid)
+    clock.advance(1)
+    assert limiter.allow(cid)
+    assert not limiter.allow(cid)
+
+
+def test_rate_limit_of_zero_is_off() -> None:
+    limiter = RateLimiter(per_minute=0, clock=ManualClock())
+    assert all(limiter.allow(ConnectionId("c1")) for _ in range(1000))
+
+
+def test_forgetting_a_connection_resets_its_bucket() -> None:
+    limiter = RateLimiter(per_minute=1, clock=ManualClock())
+    cid = ConnectionId("c1")
+    assert limiter.allow(cid)
+    assert not limiter.allow(cid)
+    limiter.forget(cid)
+    assert limiter.allow(cid)
