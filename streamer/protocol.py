@@ -131,7 +131,14 @@ def encode(message: ServerMessage) -> str:
     body = message.model_dump(mode="json")
     if isinstance(message, ErrorMessage) and message.request_id is None:
         del body["request_id"]
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates (a client's "\ud800" escape, echoed back) cannot be sent
+        # as UTF-8; escaped as JSON they can, and mean the same.
+        text = json.dumps(body, separators=(",", ":"))
+    return text
 
 
 def decode_server_message(frame: str | bytes) -> ServerMessage:
