@@ -171,7 +171,13 @@ class Router:
             raise StreamerError(
                 ErrorCode.VALIDATION_ERROR,
                 "payload.request_id must be a non-empty string",
-                [{"loc": ["request_id"], "msg": "a non-empty string is required"}],
+                [
+                    {
+                        "type": "string_type",
+                        "loc": ["request_id"],
+                        "msg": "a non-empty string is required",
+                    }
+                ],
             )
         key = request_key(connection.tenant_id, connection.user_id, target)
         now = self._clock.now()
