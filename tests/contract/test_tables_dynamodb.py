@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aioboto3
+import boto3
 import pytest
 
 from adapters.aws import client_kwargs
 from adapters.dynamodb import create_tables, delete_tables, list_tables
+from streamer import cli
 from streamer.settings import Settings
 
 
@@ -153,3 +155,33 @@ async def test_delete_tables_removes_them_and_is_idempotent(fresh_settings: Sett
     assert len(deleted) == 3
     assert again == []
     assert set((await list_tables(fresh_settings)).values()) == {"MISSING"}
+
+
+def test_streamer_tables_create_twice_on_a_fresh_server_yields_the_schema(
+    fresh_settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The `streamer tables create --endpoint-url URL` command, run twice, exits 0 both times."""
+    monkeypatch.setenv("CONNECTIONS_TABLE", fresh_settings.connections_table)
+    monkeypatch.setenv("REQUESTS_TABLE", fresh_settings.requests_table)
+    monkeypatch.setenv("SUBSCRIPTIONS_TABLE", fresh_settings.subscriptions_table)
+    argv = ["tables", "create", "--endpoint-url", str(fresh_settings.dynamodb_endpoint_url)]
+
+    first = cli.main(argv)
+    first_output = capsys.readouterr().out
+    second = cli.main(argv)
+    second_output = capsys.readouterr().out
+
+    assert (first, second) == (0, 0)
+    assert first_output.count("created") == 3
+    assert second_output.count("exists") == 3
+    client = boto3.client("dynamodb", **client_kwargs(fresh_settings))
+    requests = client.describe_table(TableName=fresh_settings.requests_table)["Table"]
+    assert {index["IndexName"] for index in requests["GlobalSecondaryIndexes"]} == {
+        "ConnectionIndex",
+        "StatusIndex",
+        "UserIndex",
+    }
+    assert requests["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+    for name in (fresh_settings.connections_table, fresh_settings.subscriptions_table):
+        ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "TTL"}
