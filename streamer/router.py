@@ -109,7 +109,8 @@ class Router:
         try:
             reply = await self._dispatch(connection, message, reply_id)
         except StreamerError as exc:
-            reply = self._error(reply_id, exc.code, exc.message, exc.details)
+            details = to_jsonable_python(exc.details, fallback=str)
+            reply = self._error(reply_id, exc.code, exc.message, details)
         except Exception:
             logger.exception(
                 "routing failed",

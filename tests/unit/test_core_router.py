@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import date
 from typing import Any
 
 import pytest
@@ -60,6 +61,10 @@ def build_app() -> Streamer:
     @app.action("own_code")
     async def own_code(req: Request[dict[str, Any]]) -> None:
         raise StreamerError("NOT_FOUND", "no such invoice", {"invoice": 7})
+
+    @app.action("odd_details")
+    async def odd_details(req: Request[dict[str, Any]]) -> None:
+        raise StreamerError("VALIDATION_ERROR", "bad day", {"day": date(2026, 1, 4), "x": object})
 
     @app.action("crash")
     async def crash(req: Request[dict[str, Any]]) -> None:
@@ -235,6 +240,13 @@ async def test_streamer_error_from_an_action_keeps_its_code(core: Core) -> None:
         "message": "no such invoice",
         "details": {"invoice": 7},
     }
+
+
+async def test_error_details_are_made_json_safe(core: Core) -> None:
+    conn = await core.connect()
+    reply = await core.send(conn, "odd_details", {})
+    assert reply["error"]["details"]["day"] == "2026-01-04"
+    assert isinstance(reply["error"]["details"]["x"], str)
 
 
 async def test_unexpected_exception_is_internal_error_and_logged_without_leaking(
