@@ -1,0 +1,217 @@
+"""Builds the deployable Lambda zip: the project and its dependencies for the runtime.
+
+Dependencies come from manylinux wheels for the target Python and architecture
+(`pip install --platform ... --only-binary=:all:`), pinned to the versions this
+environment was tested with. Lambda's runtime ships its own boto3/botocore, but
+aiobotocore pins an exact botocore, so the pinned one is bundled, with its data
+trimmed to the services Streamer calls. No tests, caches, `__pycache__` or
+`emulator/` go in. Entries are sorted and timestamped alike, so a rebuild of
+the same inputs gives the same zip.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+__all__ = [
+    "BOTOCORE_SERVICES",
+    "BUNDLE_NAME",
+    "RUNTIME_REQUIREMENTS",
+    "build_bundle",
+    "pip_install_command",
+    "requirement_pins",
+]
+
+BUNDLE_NAME: Final = "streamer-lambda.zip"
+RUNTIME_REQUIREMENTS: Final = ("aioboto3", "PyJWT", "cryptography", "pydantic")
+"""The project's runtime dependencies (pyproject `dependencies`; pinned by a test),
+less `websockets`, which only the client SDK and the emulator use."""
+_PINNED_TRANSITIVES: Final = ("aiobotocore", "botocore", "boto3")
+"""Pinned too, so the bundle runs the AWS stack the tests ran."""
+
+BOTOCORE_SERVICES: Final = frozenset(
+    {"dynamodb", "dynamodbstreams", "apigatewaymanagementapi", "sts"}
+)
+"""The services whose botocore models are kept; every other model is dropped."""
+_BOTOCORE_DATA_FILES: Final = frozenset(
+    {"endpoints.json", "partitions.json", "sdk-default-configuration.json", "_retry.json"}
+)
+_BOTO3_RESOURCES: Final = frozenset({"dynamodb"})
+_PROJECT_PACKAGES: Final = ("streamer", "adapters")
+_ARCHES: Final = {"x86_64": "x86_64", "arm64": "aarch64"}
+_SKIPPED_DIRS: Final = frozenset({"__pycache__", "tests", "test"})
+_SKIPPED_TOP_LEVEL: Final = frozenset({"bin"})
+"""Console scripts pip writes next to the packages."""
+_SKIPPED_SUFFIXES: Final = (".pyc", ".pyo", ".pyi", ".c", ".pyx", ".pxd")
+"""Caches, type stubs and extension sources: nothing the runtime reads."""
+_ZIP_TIME: Final = (1980, 1, 1, 0, 0, 0)
+MAX_BUNDLE_BYTES: Final = 10 * 1024 * 1024
+
+
+def _platforms(arch: str, python_version: str) -> list[str]:
+    try:
+        machine = _ARCHES[arch]
+    except KeyError:
+        raise ValueError(f"arch must be one of {', '.join(_ARCHES)}, got {arch!r}") from None
+    platforms = [f"manylinux2014_{machine}"]
+    major, minor = _version_tuple(python_version)
+    if (major, minor) >= (3, 12):
+        # python3.12+ runtimes run on Amazon Linux 2023 (glibc 2.34).
+        platforms += [f"manylinux_2_28_{machine}", f"manylinux_2_34_{machine}"]
+    return platforms
+
+
+def _version_tuple(python_version: str) -> tuple[int, int]:
+    parts = python_version.split(".")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"python version must look like 3.12, got {python_version!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def requirement_pins() -> list[str]:
+    """The requirements to install: each pinned to the version installed here, if any."""
+    pins = []
+    for name in (*RUNTIME_REQUIREMENTS, *_PINNED_TRANSITIVES):
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def pip_install_command(target: Path, *, arch: str, python_version: str) -> list[str]:
+    """The `pip install` that fetches the runtime's wheels into `target`."""
+    command = [sys.executable, "-m", "pip", "install", "--target", str(target)]
+    for platform in _platforms(arch, python_version):
+        command += ["--platform", platform]
+    command += [
+        "--implementation",
+        "cp",
+        "--python-version",
+        python_version,
+        "--only-binary=:all:",
+        "--no-compile",
+        "--disable-pip-version-check",
+        "--quiet",
+        *requirement_pins(),
+    ]
+    return command
+
+
+def _is_kept(relative: Path) -> bool:
+    """Whether a file under the dependencies' directory goes into the zip."""
+    parts = relative.parts
+    if parts[0] in _SKIPPED_TOP_LEVEL:
+        return False
+    if any(part in _SKIPPED_DIRS for part in parts[:-1]) or relative.suffix in _SKIPPED_SUFFIXES:
+        return False
+    if parts[:2] == ("botocore", "data") and len(parts) > 2:
+        if len(parts) == 3:
+            return parts[2] in _BOTOCORE_DATA_FILES
+        return parts[2] in BOTOCORE_SERVICES and not parts[-1].startswith("examples-")
+    if parts[:2] == ("boto3", "data") and len(parts) > 2:
+        return parts[2] in _BOTO3_RESOURCES
+    return parts[:2] != ("boto3", "examples")
+
+
+def _strip_tool() -> list[str] | None:
+    """A `strip` able to handle both architectures' ELF files, if there is one."""
+    for tool in ("llvm-strip", "strip"):
+        found = shutil.which(tool)
+        if found is not None:
+            return [found, "--strip-unneeded"]
+    return None
+
+
+def _strip_shared_objects(root: Path) -> int:
+    """Drop symbol tables and debug info from extension modules (wheels often ship
+    them unstripped, several times the code's size); returns the bytes saved.
+    Best effort: a file the tool cannot handle is kept as it is."""
+    tool = _strip_tool()
+    if tool is None:
+        return 0
+    saved = 0
+    for path in sorted(root.rglob("*.so")):
+        before = path.stat().st_size
+        done = subprocess.run([*tool, str(path)], capture_output=True, check=False)
+        if done.returncode == 0:
+            saved += before - path.stat().st_size
+    return saved
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for directory, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_DIRS)
+        for filename in sorted(filenames):
+            yield Path(directory, filename)
+
+
+def _project_root() -> Path:
+    import adapters
+
+    return Path(adapters.__file__).resolve().parent.parent
+
+
+def _add(archive: zipfile.ZipFile, path: Path, name: str) -> None:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    mode = 0o755 if os.access(path, os.X_OK) and path.suffix == ".so" else 0o644
+    info.external_attr = (0o100000 | mode) << 16
+    archive.writestr(info, path.read_bytes(), compresslevel=9)
+
+
+def build_bundle(output_dir: Path, *, arch: str = "x86_64", python_version: str = "3.12") -> Path:
+    """Build `streamer-lambda.zip` in `output_dir` and return its path.
+
+    Args:
+        output_dir: where the zip goes (created if missing).
+        arch: the Lambda architecture, `x86_64` or `arm64`.
+        python_version: the Lambda runtime's Python, e.g. `3.12`.
+
+    Raises:
+        ValueError: an unknown architecture or a malformed version.
+        RuntimeError: pip could not fetch a wheel for the target.
+    """
+    _platforms(arch, python_version)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    bundle = output_dir / BUNDLE_NAME
+    project = _project_root()
+    with tempfile.TemporaryDirectory(prefix="streamer-bundle-") as scratch:
+        target = Path(scratch, "deps")
+        command = pip_install_command(target, arch=arch, python_version=python_version)
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            detail = (done.stderr or done.stdout).strip().splitlines()
+            raise RuntimeError(
+                "pip could not install the runtime's wheels: " + (detail[-1] if detail else "")
+            )
+        stripped = _strip_shared_objects(target)
+        partial = bundle.with_suffix(".zip.partial")
+        with zipfile.ZipFile(partial, "w") as archive:
+            for package in _PROJECT_PACKAGES:
+                for path in _walk(project / package):
+                    if path.suffix not in _SKIPPED_SUFFIXES:
+                        _add(archive, path, path.relative_to(project).as_posix())
+            for path in _walk(target):
+                relative = path.relative_to(target)
+                if relative.parts[0] in _PROJECT_PACKAGES or not _is_kept(relative):
+                    continue
+                _add(archive, path, relative.as_posix())
+        shutil.move(partial, bundle)
+    size = bundle.stat().st_size
+    print(
+        f"{bundle}: {size / (1024 * 1024):.1f} MB ({size:,} bytes), "
+        f"python{python_version} {arch}, {stripped / (1024 * 1024):.1f} MB of symbols stripped",
+        file=sys.stderr,
+    )
+    return bundle
