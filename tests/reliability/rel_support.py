@@ -1,0 +1,343 @@
+"""Shared pieces of the reliability suite: the core wired on fakes, fault-injecting
+wrappers around the ports, hypothesis strategies for hostile frames, and scale knobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import strategies as st
+
+from streamer.app import Streamer
+from streamer.delivery import Delivery
+from streamer.errors import ErrorCode, StoreUnavailable, StreamerError
+from streamer.models import (
+    Connection,
+    ConnectionId,
+    ConnectionMetadata,
+    RequestKey,
+    TenantId,
+    UserId,
+    request_key,
+)
+from streamer.ports import RequestStore
+from streamer.processor import Processor
+from streamer.protocol import ServerMessage, encode
+from streamer.ratelimit import RateLimiter
+from streamer.router import Router
+from streamer.settings import Settings
+from streamer.sweeper import Sweeper
+from streamer.testing import (
+    InMemoryConnectionStore,
+    InMemoryRequestStore,
+    InMemorySubscriptionStore,
+    ManualClock,
+    RecordingNotifier,
+)
+
+SOAK = os.environ.get("STREAMER_SOAK") == "1"
+"""`make soak`: full-size load and more hypothesis examples."""
+
+CORE_EXAMPLES = 200
+"""Hypothesis examples for core-level properties (CI-friendly)."""
+SOCKET_EXAMPLES = 60
+"""Hypothesis examples over a real socket (each one is a network round trip)."""
+
+KNOWN_CODES = frozenset(code.value for code in ErrorCode)
+REPLY_TYPES = frozenset({"response", "acknowledgment", "error"})
+
+
+# -- the core on fakes -------------------------------------------------------------
+
+
+@dataclass
+class CoreRig:
+    """Every core service over one set of fakes; `requests` may be a wrapper."""
+
+    app: Streamer
+    settings: Settings = field(default_factory=Settings)
+    clock: ManualClock = field(default_factory=ManualClock)
+    connections: InMemoryConnectionStore = field(default_factory=InMemoryConnectionStore)
+    store: InMemoryRequestStore = field(default_factory=InMemoryRequestStore)
+    subscriptions: InMemorySubscriptionStore = field(default_factory=InMemorySubscriptionStore)
+    notifier: Any = field(default_factory=RecordingNotifier)
+    requests: RequestStore | None = None
+    """What the services see; defaults to `store` (pass a fault wrapper around it)."""
+
+    def __post_init__(self) -> None:
+        if self.requests is None:
+            self.requests = self.store
+        self.delivery = Delivery(
+            notifier=self.notifier, connections=self.connections, subscriptions=self.subscriptions
+        )
+        self.router = Router(
+            app=self.app,
+            requests=self.requests,
+            subscriptions=self.subscriptions,
+            delivery=self.delivery,
+            limiter=RateLimiter(per_minute=self.settings.rate_limit_per_minute, clock=self.clock),
+            clock=self.clock,
+            settings=self.settings,
+        )
+        self.processor = self.new_processor()
+        self.sweeper = Sweeper(
+            requests=self.requests, delivery=self.delivery, clock=self.clock, settings=self.settings
+        )
+
+    def new_processor(self) -> Processor:
+        """A fresh processor on the same ports (a new Lambda container, say)."""
+        assert self.requests is not None
+        return Processor(
+            app=self.app,
+            requests=self.requests,
+            delivery=self.delivery,
+            clock=self.clock,
+            settings=self.settings,
+            rng=random.Random(7),
+        )
+
+    async def connect(
+        self, connection_id: str = "c1", *, user: str = "u1", tenant: str = "t1"
+    ) -> Connection:
+        now = self.clock.now()
+        connection = Connection(
+            connection_id=ConnectionId(connection_id),
+            user_id=UserId(user),
+            tenant_id=TenantId(tenant),
+            endpoint="http://127.0.0.1:3002",
+            connected_at=now,
+            last_ping=now,
+            expires_at=int((now + timedelta(hours=24)).timestamp()),
+            metadata=ConnectionMetadata(),
+        )
+        await self.connections.put(connection)
+        return connection
+
+    async def send(
+        self, connection: Connection, action: str, payload: dict[str, Any], *, id: str
+    ) -> dict[str, Any]:
+        frame = json.dumps({"id": id, "action": action, "payload": payload})
+        return wire(await self.router.route(connection, frame))
+
+    def key(self, request_id: str, *, user: str = "u1", tenant: str = "t1") -> RequestKey:
+        return request_key(tenant, user, request_id)
+
+    def received(self, connection_id: str = "c1") -> list[dict[str, Any]]:
+        return [wire(m) for m in self.notifier.messages(ConnectionId(connection_id))]
+
+
+def make_rig(app: Streamer, **settings: Any) -> CoreRig:
+    return CoreRig(app=app, settings=replace(Settings(), **settings))
+
+
+def wire(message: ServerMessage) -> dict[str, Any]:
+    """A server message as the client receives it (must be sendable as UTF-8)."""
+    text = encode(message)
+    text.encode("utf-8")  # a frame that cannot be sent is as bad as no reply
+    decoded: dict[str, Any] = json.loads(text)
+    return decoded
+
+
+# -- fault injection ---------------------------------------------------------------
+
+
+class ThrottledRequestStore:
+    """A `RequestStore` wrapper that throttles writes like DynamoDB under load.
+
+    Args:
+        inner: the real (fake) store.
+        progress_failure_rate: fraction of `record_progress` calls that raise
+            `StoreUnavailable` (seeded, so a run is repeatable).
+        complete_failures: how many first `complete` calls raise.
+        seed: the random seed.
+    """
+
+    def __init__(
+        self,
+        inner: InMemoryRequestStore,
+        *,
+        progress_failure_rate: float = 0.0,
+        complete_failures: int = 0,
+        seed: int = 11,
+    ) -> None:
+        self._inner = inner
+        self._rate = progress_failure_rate
+        self._complete_failures_left = complete_failures
+        self._rng = random.Random(seed)
+        self.calls: Counter[str] = Counter()
+        self.throttled: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if not callable(attribute):
+            return attribute
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            if self._should_throttle(name):
+                self.throttled[name] += 1
+                raise StoreUnavailable("ProvisionedThroughputExceededException")
+            return await attribute(*args, **kwargs)
+
+        return call
+
+    def _should_throttle(self, name: str) -> bool:
+        if name == "record_progress":
+            return self._rng.random() < self._rate
+        if name == "complete" and self._complete_failures_left > 0:
+            self._complete_failures_left -= 1
+            return True
+        return False
+
+
+class FlakyNotifier(RecordingNotifier):
+    """A `RecordingNotifier` whose sends to chosen connections fail `times` times
+    with a given error, then go through; every attempt is counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._flaky: dict[ConnectionId, tuple[BaseException, int]] = {}
+        self.failed: Counter[ConnectionId] = Counter()
+
+    def fail_next(self, connection_id: str, error: BaseException, *, times: int) -> None:
+        self._flaky[ConnectionId(connection_id)] = (error, times)
+
+    async def send(self, connection_id: ConnectionId, message: ServerMessage) -> None:
+        flaky = self._flaky.get(connection_id)
+        if flaky is not None and flaky[1] > 0:
+            error, left = flaky
+            self._flaky[connection_id] = (error, left - 1)
+            self.attempts.append(connection_id)
+            self.failed[connection_id] += 1
+            raise error
+        await super().send(connection_id, message)
+
+
+def throttling_error() -> StreamerError:
+    """What the management-API adapter raises for a 429 after its retries."""
+    return StreamerError(ErrorCode.RATE_LIMITED, "LimitExceededException")
+
+
+def server_error() -> StreamerError:
+    """What the management-API adapter raises for a 5xx after its retries."""
+    return StreamerError(ErrorCode.INTERNAL_ERROR, "InternalServerErrorException")
+
+
+# -- hostile frames ------------------------------------------------------------------
+
+ACTIONS = [
+    "ping",
+    "status",
+    "subscribe",
+    "cancel",
+    "echo",
+    "echo_async",
+    "validate_example",
+    "delay",
+    "generate_report",
+    "process_data",
+    "bulk_operation",
+    "no_such_action",
+    "",
+    " ",
+    "Echo",
+    "echo\x00",
+]
+
+# Text that includes lone surrogates and every plane.
+any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=40)
+big_text = st.builds(lambda ch, n: ch * n, st.characters(codec=None), st.integers(120, 140_000))
+huge_int = st.integers(min_value=-(10**40), max_value=10**40) | st.sampled_from(
+    [2**63, -(2**63) - 1, 10**300, 2**1024]
+)
+scalar = (
+    st.none()
+    | st.booleans()
+    | huge_int
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | any_text
+)
+json_value = st.recursive(
+    scalar,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(any_text, children, max_size=4)
+    ),
+    max_leaves=20,
+)
+wrong_typed = json_value | big_text
+
+
+@st.composite
+def message_objects(draw: st.DrawFn) -> dict[str, Any]:
+    """A JSON object shaped like a client message, with any field wrong."""
+    body: dict[str, Any] = {}
+    if draw(st.booleans()):
+        body["id"] = draw(any_text | wrong_typed | st.sampled_from(["r-1", "x" * 129, "x" * 128]))
+    if draw(st.integers(0, 9)) > 0:
+        body["action"] = draw(st.sampled_from(ACTIONS) | wrong_typed)
+    if draw(st.booleans()):
+        body["payload"] = draw(
+            st.dictionaries(
+                st.sampled_from(
+                    ["request_id", "seconds", "name", "email", "items", "start_date", "x"]
+                )
+                | any_text,
+                json_value | big_text,
+                max_size=5,
+            )
+            | wrong_typed
+        )
+    if draw(st.booleans()):
+        body["metadata"] = draw(wrong_typed)
+    return body
+
+
+def _render(body: Any, how: str) -> str:
+    if how == "compact":
+        return json.dumps(body, separators=(",", ":"))
+    return json.dumps(body, ensure_ascii=False)
+
+
+json_objects_text = st.builds(_render, message_objects(), st.sampled_from(["compact", "unicode"]))
+
+special_frames = st.sampled_from(
+    [
+        "",
+        "null",
+        "[]",
+        "1",
+        '"action"',
+        "{",
+        '{"action": NaN}',
+        '{"action": "echo", "payload": {"x": NaN}}',
+        '{"action": "echo", "payload": {"x": Infinity}}',
+        '{"action": "echo", "payload": {"x": -Infinity}}',
+        '{"action": "echo", "payload": {"x": 1e999}}',
+        '{"action": "echo", "payload": {"x": ' + "9" * 5000 + "}}",
+        '{"action": "echo", "payload": {"x": "\\ud800"}}',
+        '{"action": "echo", "id": "\\udfff", "payload": {}}',
+        '{"action": "echo_async", "id": "ok", "payload": {"\\ud83d": "\\ude00x"}}',
+        '{"action": "echo", "action": 5}',
+        '{"action": "echo", "payload": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        "[" * 200_000,
+        '{"a":' * 50_000 + "1" + "}" * 50_000,
+        '{"action": "echo", "payload": {"x": "' + "y" * (130 * 1024) + '"}}',
+        '{"action": "' + "a" * 5000 + '"}',
+        '{"id": "' + "i" * 129 + '", "action": "ping"}',
+        '{"action": "status", "payload": {"request_id": "' + "r" * 100_000 + '"}}',
+        "\ufeff{}",
+        '{"action": "ping"}\x00',
+    ]
+)
+
+text_frames = json_objects_text | special_frames | any_text
+byte_frames = st.binary(max_size=300) | json_objects_text.map(
+    lambda t: t.encode("utf-8", "surrogatepass")
+)
+frames = text_frames | byte_frames
