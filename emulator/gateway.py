@@ -21,6 +21,7 @@ import contextlib
 import http
 import json
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -176,6 +177,8 @@ class Gateway:
         self._server: Server | None = None
         self.disconnects = 0
         """How many `$disconnect`s ran (for tests and /health)."""
+        self._recently_disconnected: deque[ConnectionId] = deque(maxlen=10_000)
+        self._disconnect_waiters: dict[ConnectionId, asyncio.Future[None]] = {}
 
     def set_endpoint(self, endpoint: str) -> None:
         """The management-API base URL stored with new connections."""
@@ -217,6 +220,18 @@ class Gateway:
         await self._server.wait_closed()
         while self._cleanups:
             await asyncio.gather(*self._cleanups, return_exceptions=True)
+
+    async def wait_disconnected(self, connection_id: str) -> None:
+        """Return once `$disconnect` of this connection has finished (at once if it
+        finished recently)."""
+        cid = ConnectionId(connection_id)
+        if cid in self._recently_disconnected:
+            return
+        waiter = self._disconnect_waiters.get(cid)
+        if waiter is None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._disconnect_waiters[cid] = waiter
+        await asyncio.shield(waiter)
 
     async def delete(self, connection_id: str) -> bool:
         """Close one socket (management-API DELETE); False when it is not open."""
@@ -356,6 +371,10 @@ class Gateway:
         except Exception:
             log.exception("disconnect failed", extra={"connection_id": socket.connection_id})
         self.disconnects += 1
+        self._recently_disconnected.append(socket.connection_id)
+        waiter = self._disconnect_waiters.pop(socket.connection_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         log.info(
             "disconnected",
             extra={"connection_id": socket.connection_id, "reason": reason},

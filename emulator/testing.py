@@ -1,0 +1,108 @@
+"""Helpers to drive an in-process emulator from tests: a harness with its URLs,
+token minting and connecting, and message helpers that wait with a timeout
+(never a sleep)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from emulator.server import Emulator
+from streamer.tokens import mint_token
+
+__all__ = [
+    "MESSAGE_TIMEOUT_S",
+    "EmulatorHarness",
+    "is_final_for",
+    "recv_json",
+    "recv_until",
+    "request",
+    "send_json",
+]
+
+MESSAGE_TIMEOUT_S = 15.0
+"""How long a helper waits for one expected message before failing."""
+
+
+@dataclass
+class EmulatorHarness:
+    """A running emulator and ways to talk to it (what the `emulator` fixture yields).
+
+    Args:
+        emulator: the running `Emulator`.
+        private_pem: signs test tokens (its public key is the emulator's JWT key).
+    """
+
+    emulator: Emulator
+    private_pem: str
+
+    @property
+    def ws_url(self) -> str:
+        """`ws://127.0.0.1:PORT` of the WebSocket API."""
+        return self.emulator.ws_url
+
+    @property
+    def http_url(self) -> str:
+        """`http://127.0.0.1:PORT` of the HTTP side."""
+        return self.emulator.http_url
+
+    def mint_token(self, sub: str = "user-1", tenant: str = "tenant-1", **claims: Any) -> str:
+        """A valid token for `sub` in `tenant` (extra claims override)."""
+        return mint_token(
+            self.private_pem, sub=sub, tenant_id=tenant, ttl_s=600, extra_claims=claims or None
+        )
+
+    @contextlib.asynccontextmanager
+    async def connect(
+        self, sub: str = "user-1", tenant: str = "tenant-1", *, path: str = ""
+    ) -> AsyncIterator[ClientConnection]:
+        """A WebSocket connected with a fresh token for `sub` in `tenant`, closed
+        when the block ends."""
+        url = f"{self.ws_url}{path}?Authorization={self.mint_token(sub, tenant)}"
+        async with connect(url, open_timeout=MESSAGE_TIMEOUT_S, max_size=None) as ws:
+            yield ws
+
+
+async def recv_json(ws: ClientConnection, timeout_s: float = MESSAGE_TIMEOUT_S) -> dict[str, Any]:
+    """The next message, decoded; fails after `timeout_s`."""
+    async with asyncio.timeout(timeout_s):
+        frame = await ws.recv()
+    message: dict[str, Any] = json.loads(frame)
+    return message
+
+
+async def send_json(ws: ClientConnection, body: dict[str, Any]) -> None:
+    """Send one JSON text frame."""
+    await ws.send(json.dumps(body))
+
+
+async def request(ws: ClientConnection, body: dict[str, Any]) -> dict[str, Any]:
+    """Send a frame and return the next message (for built-ins and sync actions)."""
+    await send_json(ws, body)
+    return await recv_json(ws)
+
+
+async def recv_until(
+    ws: ClientConnection,
+    is_last: Callable[[dict[str, Any]], bool],
+    timeout_s: float = MESSAGE_TIMEOUT_S,
+) -> list[dict[str, Any]]:
+    """Every message up to and including the first for which `is_last` is true."""
+    received: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout_s):
+        while True:
+            message = json.loads(await ws.recv())
+            received.append(message)
+            if is_last(message):
+                return received
+
+
+def is_final_for(request_id: str) -> Callable[[dict[str, Any]], bool]:
+    """True for the `complete` or `error` message of one request."""
+    return lambda m: m.get("request_id") == request_id and m["type"] in ("complete", "error")

@@ -1,0 +1,212 @@
+"""The emulator's WebSocket side over real sockets: handshake refusals, routing,
+limits and the connection lifecycle (DESIGN §4, §10)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING
+
+import aiohttp
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from streamer.models import TenantId, UserId
+
+if TYPE_CHECKING:
+    from conftest import EmulatorFactory
+
+from emulator.testing import EmulatorHarness, recv_json, request, send_json
+
+
+async def _refusal_status(url: str) -> int:
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, open_timeout=10):
+            pass
+    return refused.value.response.status_code
+
+
+async def _stored_for(harness: EmulatorHarness, user: str, tenant: str) -> int:
+    stores = harness.emulator.stores
+    assert stores is not None
+    by_user = await stores.connections.list_by_user(UserId(user))
+    by_tenant = await stores.connections.list_by_tenant(TenantId(tenant))
+    return len(by_user) + len(by_tenant)
+
+
+async def test_handshake_without_a_token_is_refused_with_401(emulator: EmulatorHarness) -> None:
+    assert await _refusal_status(emulator.ws_url) == 401
+
+
+async def test_handshake_with_a_bad_token_is_refused_with_401_and_stores_nothing(
+    emulator: EmulatorHarness,
+) -> None:
+    forged = emulator.mint_token("mallory", "tenant-1")[:-4] + "AAAA"
+    assert await _refusal_status(f"{emulator.ws_url}?Authorization={forged}") == 401
+    expired = emulator.mint_token("mallory", "tenant-1", exp=1)
+    assert await _refusal_status(f"{emulator.ws_url}?Authorization={expired}") == 401
+    assert await _stored_for(emulator, "mallory", "tenant-1") == 0
+
+
+@pytest.mark.emulator(settings={"allowed_tenants": frozenset({"tenant-1"})})
+async def test_handshake_for_a_disallowed_tenant_is_refused_with_403(
+    emulator: EmulatorHarness,
+) -> None:
+    token = emulator.mint_token("eve", "tenant-2")
+    assert await _refusal_status(f"{emulator.ws_url}?Authorization={token}") == 403
+    assert await _stored_for(emulator, "eve", "tenant-2") == 0
+
+
+@pytest.mark.emulator(settings={"max_connections_per_user": 2})
+async def test_handshake_past_the_per_user_limit_is_refused_with_429(
+    emulator: EmulatorHarness,
+) -> None:
+    async with emulator.connect("busy"), emulator.connect("busy"):
+        token = emulator.mint_token("busy")
+        assert await _refusal_status(f"{emulator.ws_url}?Authorization={token}") == 429
+        assert await _stored_for(emulator, "busy", "tenant-1") == 4  # the two open, twice
+
+
+async def test_a_bearer_header_and_a_stage_path_are_accepted(emulator: EmulatorHarness) -> None:
+    headers = {"Authorization": f"Bearer {emulator.mint_token()}"}
+    async with connect(f"{emulator.ws_url}/prod", additional_headers=headers) as ws:
+        reply = await request(ws, {"action": "ping"})
+    assert reply["type"] == "response"
+    assert reply["data"]["pong"] is True
+    stored = await emulator.emulator.stores.connections.get(reply["data"]["connection_id"])  # type: ignore[union-attr]
+    assert stored is None or stored.endpoint.endswith("/prod")
+
+
+async def test_a_sync_action_is_answered_on_the_same_socket(emulator: EmulatorHarness) -> None:
+    async with emulator.connect() as ws:
+        reply = await request(ws, {"id": "e1", "action": "echo", "payload": {"hello": "world"}})
+    assert reply["type"] == "response"
+    assert reply["request_id"] == "e1"
+    assert reply["success"] is True
+    assert reply["data"] == {"echo": {"hello": "world"}}
+    assert reply["timestamp"].endswith("Z")
+
+
+async def test_a_binary_frame_gets_a_clear_error_and_the_socket_stays_open(
+    emulator: EmulatorHarness,
+) -> None:
+    async with emulator.connect() as ws:
+        await ws.send(b'{"action": "ping"}')
+        error = await recv_json(ws)
+        pong = await request(ws, {"action": "ping"})
+    assert error["type"] == "error"
+    assert error["error"]["code"] == "VALIDATION_ERROR"
+    assert "text frame" in error["error"]["message"]
+    assert pong["type"] == "response"
+
+
+async def test_a_message_over_128_kb_closes_the_socket_with_1009(
+    emulator: EmulatorHarness,
+) -> None:
+    async with emulator.connect() as ws:
+        ping = await request(ws, {"action": "ping"})
+        await ws.send("x" * (128 * 1024 + 1))
+        with pytest.raises(ConnectionClosed):
+            await recv_json(ws)
+        assert ws.close_code == 1009
+    await emulator.emulator.gateway.wait_disconnected(ping["data"]["connection_id"])  # type: ignore[union-attr]
+
+
+@pytest.mark.emulator(settings={"rate_limit_per_minute": 5})
+async def test_messages_past_the_rate_limit_answer_rate_limited(
+    emulator: EmulatorHarness,
+) -> None:
+    async with emulator.connect() as ws:
+        replies = [await request(ws, {"action": "ping"}) for _ in range(6)]
+    kinds = [r["type"] for r in replies]
+    assert kinds[:5] == ["response"] * 5
+    assert replies[5]["type"] == "error"
+    assert replies[5]["error"]["code"] == "RATE_LIMITED"
+
+
+@pytest.mark.emulator(idle_timeout_s=0.3)
+async def test_an_idle_socket_is_closed_with_1001_and_disconnected(
+    emulator: EmulatorHarness,
+) -> None:
+    async with emulator.connect() as ws:
+        ping = await request(ws, {"action": "ping"})
+        connection_id = ping["data"]["connection_id"]
+        async with asyncio.timeout(10):
+            await ws.wait_closed()
+        assert ws.close_code == 1001
+        assert ws.close_reason == "Going away"
+    gateway = emulator.emulator.gateway
+    assert gateway is not None
+    await asyncio.wait_for(gateway.wait_disconnected(connection_id), 10)
+    assert await emulator.emulator.stores.connections.get(connection_id) is None  # type: ignore[union-attr]
+
+
+@pytest.mark.emulator(max_connection_s=0.5, idle_timeout_s=60)
+async def test_a_socket_is_closed_at_its_maximum_lifetime_even_when_busy(
+    emulator: EmulatorHarness,
+) -> None:
+    async def ping_until_closed() -> None:
+        async with asyncio.timeout(10):
+            while True:
+                await request(ws, {"action": "ping"})
+
+    async with emulator.connect() as ws:
+        with pytest.raises(ConnectionClosed):
+            await ping_until_closed()
+        assert ws.close_code == 1001
+
+
+async def test_client_close_runs_disconnect_exactly_once(emulator: EmulatorHarness) -> None:
+    gateway = emulator.emulator.gateway
+    assert gateway is not None
+    async with emulator.connect() as ws:
+        connection_id = (await request(ws, {"action": "ping"}))["data"]["connection_id"]
+    await asyncio.wait_for(gateway.wait_disconnected(connection_id), 10)
+    assert gateway.disconnects == 1
+    assert await emulator.emulator.stores.connections.get(connection_id) is None  # type: ignore[union-attr]
+
+
+async def test_a_dropped_tcp_connection_runs_disconnect(emulator: EmulatorHarness) -> None:
+    gateway = emulator.emulator.gateway
+    assert gateway is not None
+    async with emulator.connect() as ws:
+        connection_id = (await request(ws, {"action": "ping"}))["data"]["connection_id"]
+        ws.transport.abort()
+    await asyncio.wait_for(gateway.wait_disconnected(connection_id), 10)
+    assert await emulator.emulator.stores.connections.get(connection_id) is None  # type: ignore[union-attr]
+
+
+async def test_health_is_answered_on_the_websocket_port(emulator: EmulatorHarness) -> None:
+    http_url = emulator.ws_url.replace("ws://", "http://")
+    async with aiohttp.ClientSession() as session, session.get(f"{http_url}/health") as resp:
+        assert resp.status == 200
+        body = json.loads(await resp.text())
+    assert body["status"] == "ok"
+    assert body["ws_url"] == emulator.ws_url
+
+
+async def test_shutdown_closes_sockets_with_1001_and_disconnects_them(
+    emulator_factory: EmulatorFactory,
+) -> None:
+    async with emulator_factory() as harness:
+        ws = await connect(f"{harness.ws_url}?Authorization={harness.mint_token()}")
+        await request(ws, {"action": "ping"})
+    # The block has exited: the emulator is shut down, its $disconnects done.
+    async with asyncio.timeout(10):
+        await ws.wait_closed()
+    assert ws.close_code == 1001
+    assert ws.close_reason == "Going away"
+    gateway = harness.emulator.gateway
+    assert gateway is not None
+    assert gateway.disconnects == 1
+
+
+async def test_frames_after_connect_reach_the_router_with_the_stored_identity(
+    emulator: EmulatorHarness,
+) -> None:
+    async with emulator.connect("alice", "acme") as ws:
+        await send_json(ws, {"id": "who", "action": "count", "payload": {"steps": 1}})
+        ack = await recv_json(ws)
+    assert ack["type"] == "acknowledgment"
+    assert ack["request_id"] == "who"
