@@ -881,13 +881,22 @@ def _dashboard(
             "Average",
         ),
         widget(
-            "Streamer",
+            "Streamer requests",
             [
-                ["Streamer", "ActiveConnections", {"stat": "Maximum"}],
                 ["Streamer", "RequestsQueued", {"stat": "Sum"}],
                 ["Streamer", "RequestsCompleted", {"stat": "Sum"}],
                 ["Streamer", "RequestsFailed", {"stat": "Sum"}],
                 ["Streamer", "ProcessingLatency", {"stat": "p99"}],
+            ],
+            "Sum",
+        ),
+        widget(
+            "Streamer connections",
+            [
+                ["Streamer", "ActiveConnections", {"stat": "Maximum"}],
+                ["Streamer", "ConnectionEstablished", {"stat": "Sum"}],
+                ["Streamer", "ConnectionClosed", {"stat": "Sum"}],
+                ["Streamer", "AuthenticationFailed", {"stat": "Sum"}],
             ],
             "Sum",
         ),

@@ -7,14 +7,7 @@ import pytest
 pytest.importorskip("pulumi")
 pytest.importorskip("pulumi_aws")
 
-from deploy_harness import ACCOUNT, REGION, TEST_PUBLIC_KEY, Deployment, deploy
-
-BASE_CONFIG = {
-    "aws:region": REGION,
-    "streamer:environment": "prod",
-    "streamer:jwtPublicKey": TEST_PUBLIC_KEY,
-    "streamer:bundlePath": "does-not-exist/streamer-lambda.zip",
-}
+from deploy_harness import ACCOUNT, BASE_CONFIG, REGION, Deployment, deploy
 
 
 @pytest.fixture(scope="session")

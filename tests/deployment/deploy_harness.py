@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import importlib
 import json
+import runpy
 import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pulumi
-from google.protobuf import json_format
+from google.protobuf import json_format  # type: ignore[import-untyped]
 from pulumi.runtime import mocks as pulumi_mocks
 
 # pulumi_aws warns at import time about resources it renamed (none of which the
@@ -35,10 +37,24 @@ with warnings.catch_warnings():
         # Modules load lazily: touching an attribute runs the import for real.
         hasattr(importlib.import_module(f"pulumi_aws.{_service}"), "load")
 
+__all__ = [
+    "ACCOUNT",
+    "API_ID",
+    "BASE_CONFIG",
+    "REGION",
+    "SECRET_KEY",
+    "SECRET_SIG",
+    "TEST_PUBLIC_KEY",
+    "Declared",
+    "Deployment",
+    "deploy",
+    "streamer_stack",
+]
+
 PROGRAM_DIR = Path(__file__).resolve().parents[2] / "deployment" / "pulumi"
 sys.path.insert(0, str(PROGRAM_DIR))
 
-import streamer_stack  # noqa: E402  (found through PROGRAM_DIR)
+import streamer_stack  # noqa: E402  (importable once PROGRAM_DIR is on the path)
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
@@ -48,6 +64,15 @@ SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 """Pulumi's wire marker of a secret value: `{SECRET_KEY: SECRET_SIG, "value": ...}`."""
 
 TEST_PUBLIC_KEY = "-----BEGIN PUBLIC KEY-----\nTESTKEY\n-----END PUBLIC KEY-----\n"
+
+
+BASE_CONFIG = {
+    "aws:region": REGION,
+    "streamer:environment": "prod",
+    "streamer:jwtPublicKey": TEST_PUBLIC_KEY,
+    "streamer:bundlePath": "does-not-exist/streamer-lambda.zip",
+}
+"""The required settings only."""
 
 
 @dataclass
@@ -64,7 +89,8 @@ class Declared:
 
     def policy(self) -> dict[str, Any]:
         """The JSON policy document of an `iam.RolePolicy`."""
-        return json.loads(self.inputs["policy"])
+        document: dict[str, Any] = json.loads(self.inputs["policy"])
+        return document
 
 
 @dataclass
@@ -73,6 +99,7 @@ class Deployment:
 
     resources: list[Declared]
     outputs: dict[str, Any]
+    """The stack outputs `__main__` exported, resolved."""
 
     def all(self, typ: str) -> list[Declared]:
         """Every resource of one Pulumi type token."""
@@ -105,7 +132,7 @@ def _arn(service: str, resource: str) -> str:
     return f"arn:aws:{service}:{REGION}:{ACCOUNT}:{resource}"
 
 
-class RecordingMocks(pulumi.runtime.Mocks):  # type: ignore[misc]
+class RecordingMocks(pulumi.runtime.Mocks):
     """Answers registrations with AWS-shaped ids/ARNs and records the inputs."""
 
     def __init__(self) -> None:
@@ -157,13 +184,13 @@ class RecordingMocks(pulumi.runtime.Mocks):  # type: ignore[misc]
         self.resources.append(Declared(typ, args.name, _reveal(inputs), {}))
         return resource_id, state
 
-    def call(self, args: Any) -> dict[str, Any]:
+    def call(self, args: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         if args.token == "aws:index/getRegion:getRegion":
-            return {"region": REGION, "name": REGION, "id": REGION}
+            return {"region": REGION, "name": REGION, "id": REGION}, []
         raise AssertionError(f"unexpected provider call {args.token}")
 
 
-class RecordingMonitor(pulumi_mocks.MockMonitor):  # type: ignore[misc]
+class RecordingMonitor(pulumi_mocks.MockMonitor):
     """Keeps each registration's wire inputs and dependencies, which mocks don't see."""
 
     def __init__(self, mocks: RecordingMocks) -> None:
@@ -171,7 +198,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):  # type: ignore[misc]
         self.recording = mocks
 
     def RegisterResource(self, request: Any) -> Any:
-        response = super().RegisterResource(request)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
             # Registrations run on worker threads: find this one by type and name.
             declared = next(
@@ -195,18 +222,18 @@ def deploy(config: dict[str, str], *, secret_keys: tuple[str, ...] = ()) -> Depl
         monitor=RecordingMonitor(recording),
     )
     pulumi.runtime.set_all_config(config, list(secret_keys))
+    exported: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
 
-    @pulumi.runtime.test  # type: ignore[misc]
+    def export(name: str, value: Any) -> None:
+        exported[name] = value
+
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def program() -> Any:
-        stack = streamer_stack.create_stack(streamer_stack.StackConfig.from_pulumi())
-        stack.export()
-        resolved = pulumi.Output.all(
-            websocket_url=stack.websocket_url,
-            management_endpoint=stack.management_endpoint,
-            **stack.extra_outputs,
-        )
-        return resolved.apply(outputs.update)
+        # The real entry point, as `pulumi up` runs it; its exports are collected.
+        with mock.patch.object(pulumi, "export", export):
+            runpy.run_path(str(PROGRAM_DIR / "__main__.py"), run_name="__main__")
+        return pulumi.Output.all(**exported).apply(outputs.update)
 
     program()
     return Deployment(recording.resources, outputs)

@@ -1,0 +1,72 @@
+"""Stack configuration: the custom domain's forms, required settings, exported outputs."""
+
+from __future__ import annotations
+
+import pytest
+from deploy_harness import ACCOUNT, API_ID, BASE_CONFIG, REGION, Deployment, deploy, streamer_stack
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "wss://api.example.com",
+        "api.example.com",
+        "wss://api.example.com/",
+        " https://api.example.com/x ",
+    ],
+)
+def test_domain_is_reduced_to_its_host(domain: str) -> None:
+    assert streamer_stack.domain_host(domain) == "api.example.com"
+
+
+def test_a_domain_without_a_certificate_is_refused() -> None:
+    with pytest.raises(ValueError, match="certificateArn"):
+        streamer_stack.StackConfig(
+            environment="prod", jwt_public_key="k", domain="wss://api.example.com"
+        )
+
+
+def test_defaults_follow_the_guide() -> None:
+    config = streamer_stack.StackConfig(environment="prod", jwt_public_key="k")
+    assert config.stage == "prod"
+    assert config.bundle_path == "../../dist/streamer-lambda.zip"
+    assert config.app == "streamer.demo:app"
+    assert (config.log_level, config.connection_ttl_hours) == ("INFO", 24)
+    assert (config.request_ttl_days, config.max_connections_per_user) == (7, 10)
+
+
+def test_stack_exports_endpoints_tables_and_queue(minimal_deployment: Deployment) -> None:
+    base = f"{API_ID}.execute-api.{REGION}.amazonaws.com/prod"
+    assert minimal_deployment.outputs == {
+        "websocket_url": f"wss://{base}",
+        "management_endpoint": f"https://{base}",
+        "execute_api_url": f"wss://{base}",
+        "connections_table": "streamer-connections-prod",
+        "requests_table": "streamer-requests-prod",
+        "subscriptions_table": "streamer-subscriptions-prod",
+        "dlq_url": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/streamer-processor-dlq-prod",
+        "api_id": API_ID,
+        "dashboard": "streamer-prod",
+    }
+
+
+def test_stack_with_a_domain_exports_where_to_point_its_dns(deployment: Deployment) -> None:
+    assert deployment.outputs["websocket_url"] == "wss://api.example.com/prod"
+    assert deployment.outputs["domain_target"] == f"d-abc123.execute-api.{REGION}.amazonaws.com"
+    assert deployment.outputs["domain_hosted_zone_id"] == "Z2FDTNDATAQYW2"
+
+
+@pytest.fixture(scope="module")
+def existing_logging_role() -> Deployment:
+    return deploy(
+        {**BASE_CONFIG, "streamer:manageApiGatewayAccount": "false"},
+        secret_keys=("streamer:jwtPublicKey",),
+    )
+
+
+def test_an_account_with_its_own_api_gateway_logging_role_keeps_it(
+    existing_logging_role: Deployment,
+) -> None:
+    assert not existing_logging_role.all("aws:apigateway/account:Account")
+    stage = existing_logging_role.one("aws:apigatewayv2/stage:Stage", "websocket-stage")
+    assert "accessLogSettings" in stage.inputs
