@@ -7,9 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from streamer.auth import AuthError, TokenVerifier, token_from_request
-from streamer.errors import ConnectRefused
+from streamer.delivery import Delivery
+from streamer.errors import ConnectRefused, ErrorCode
 from streamer.models import Connection, ConnectionId, ConnectionMetadata, Identity
 from streamer.ports import Clock, ConnectionStore, RequestStore, SubscriptionStore
+from streamer.protocol import ErrorBody, ErrorMessage
+from streamer.ratelimit import RateLimiter
 from streamer.settings import Settings
 
 __all__ = ["ConnectionService", "Handshake"]
@@ -41,6 +44,9 @@ class ConnectionService:
         clock: time source for ConnectedAt and TTL.
         settings: TTL hours, max connections per user, allowed tenants,
             cancel-on-disconnect.
+        delivery: tells the followers of requests cancelled on disconnect
+            (optional; without it the cancellation is only stored).
+        limiter: the router's rate limiter, whose bucket is dropped on disconnect.
     """
 
     def __init__(
@@ -52,6 +58,8 @@ class ConnectionService:
         verifier: TokenVerifier,
         clock: Clock,
         settings: Settings,
+        delivery: Delivery | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._connections = connections
         self._requests = requests
@@ -59,6 +67,8 @@ class ConnectionService:
         self._verifier = verifier
         self._clock = clock
         self._settings = settings
+        self._delivery = delivery
+        self._limiter = limiter
 
     async def connect(self, handshake: Handshake) -> Connection:
         """Authenticate and store the connection record.
@@ -129,6 +139,8 @@ class ConnectionService:
         """Delete the record and its subscriptions; cancel its running requests
         when CANCEL_ON_DISCONNECT is set. Idempotent."""
         removed = await self._connections.delete(connection_id)
+        if self._limiter is not None:
+            self._limiter.forget(connection_id)
         unsubscribed = await self._subscriptions.remove_for_connection(connection_id)
         cancelled = 0
         if self._settings.cancel_on_disconnect:
@@ -152,8 +164,16 @@ class ConnectionService:
         for request in await self._requests.list_by_connection(connection_id):
             if request.status.is_terminal:
                 continue
-            if await self._requests.cancel(request.key, now=now, expires_at=expires_at):
+            updated = await self._requests.cancel(request.key, now=now, expires_at=expires_at)
+            if updated is not None:
                 cancelled += 1
+                if self._delivery is not None:
+                    notice = ErrorMessage(
+                        timestamp=now,
+                        request_id=updated.request_id,
+                        error=ErrorBody(code=ErrorCode.CANCELLED, message="request was cancelled"),
+                    )
+                    await self._delivery.to_request(updated, notice)
                 logger.info(
                     "request cancelled on disconnect",
                     extra={

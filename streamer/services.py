@@ -42,6 +42,7 @@ def build_services(
 ) -> Services:
     """Build every service from the ports a runtime chose."""
     delivery = Delivery(notifier=notifier, connections=connections, subscriptions=subscriptions)
+    limiter = RateLimiter(per_minute=settings.rate_limit_per_minute, clock=clock)
     return Services(
         connections=ConnectionService(
             connections=connections,
@@ -50,13 +51,15 @@ def build_services(
             verifier=verifier,
             clock=clock,
             settings=settings,
+            delivery=delivery,
+            limiter=limiter,
         ),
         router=Router(
             app=app,
             requests=requests,
             subscriptions=subscriptions,
             delivery=delivery,
-            limiter=RateLimiter(per_minute=settings.rate_limit_per_minute, clock=clock),
+            limiter=limiter,
             clock=clock,
             settings=settings,
         ),

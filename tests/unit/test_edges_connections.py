@@ -10,6 +10,7 @@ import pytest
 
 from streamer.auth import TokenVerifier
 from streamer.connections import ConnectionService, Handshake
+from streamer.delivery import Delivery
 from streamer.errors import ConnectRefused
 from streamer.models import (
     AsyncRequest,
@@ -27,6 +28,7 @@ from streamer.testing import (
     InMemoryRequestStore,
     InMemorySubscriptionStore,
     ManualClock,
+    RecordingNotifier,
 )
 from streamer.tokens import generate_rsa_key_pair, mint_token
 
@@ -47,6 +49,7 @@ class World:
         self.connections = InMemoryConnectionStore()
         self.requests = InMemoryRequestStore()
         self.subscriptions = InMemorySubscriptionStore()
+        self.notifier = RecordingNotifier()
         self.settings = Settings(**settings)
         self.service = ConnectionService(
             connections=self.connections,
@@ -55,6 +58,11 @@ class World:
             verifier=TokenVerifier(keys[1], clock=self.clock),
             clock=self.clock,
             settings=self.settings,
+            delivery=Delivery(
+                notifier=self.notifier,
+                connections=self.connections,
+                subscriptions=self.subscriptions,
+            ),
         )
 
     def token(self, sub: str = "user-1", tenant_id: str = "tenant-1", **kwargs: Any) -> str:
@@ -234,6 +242,29 @@ async def test_cancel_on_disconnect_cancels_only_unfinished_requests(keys: KeyPa
     await world.service.disconnect(ConnectionId("c1"))
     statuses = {r.request_id: r.status for r in world.requests.items.values()}
     assert statuses == {"pending": RequestStatus.CANCELLED, "other-conn": RequestStatus.PENDING}
+
+
+async def test_cancel_on_disconnect_tells_subscribers_on_other_connections(
+    keys: KeyPair,
+) -> None:
+    world = World(keys, cancel_on_disconnect=True)
+    await world.service.connect(world.handshake("c1", token=world.token()))
+    await world.service.connect(world.handshake("c2", token=world.token()))
+    await world.requests.enqueue(_request(world, "r1", "c1", RequestStatus.PENDING))
+    key = request_key("tenant-1", "user-1", "r1")
+    await world.subscriptions.add(
+        Subscription(
+            key=key,
+            connection_id=ConnectionId("c2"),
+            created_at=world.clock.now(),
+            expires_at=0,
+        )
+    )
+    await world.service.disconnect(ConnectionId("c1"))
+    (notice,) = world.notifier.messages(ConnectionId("c2"))
+    assert notice.type == "error"
+    assert notice.request_id == "r1"
+    assert notice.error.code == "CANCELLED"
 
 
 async def test_cancel_on_disconnect_keeps_finished_requests(keys: KeyPair) -> None:
