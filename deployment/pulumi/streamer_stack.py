@@ -721,10 +721,18 @@ def _apigateway_account() -> aws.apigateway.Account:
     role = aws.iam.Role(
         "apigateway-cloudwatch-role",
         assume_role_policy=_assume_role_policy("apigateway.amazonaws.com"),
-        managed_policy_arns=[APIGATEWAY_CLOUDWATCH_POLICY],
         description="Lets API Gateway write access logs to CloudWatch",
     )
-    return aws.apigateway.Account("apigateway-account", cloudwatch_role_arn=role.arn)
+    attachment = aws.iam.RolePolicyAttachment(
+        "apigateway-cloudwatch-logs",
+        role=role.name,
+        policy_arn=APIGATEWAY_CLOUDWATCH_POLICY,
+    )
+    return aws.apigateway.Account(
+        "apigateway-account",
+        cloudwatch_role_arn=role.arn,
+        opts=pulumi.ResourceOptions(depends_on=[attachment]),
+    )
 
 
 def _custom_domain(

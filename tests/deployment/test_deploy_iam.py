@@ -87,6 +87,8 @@ def test_function_has_its_own_role_assumed_only_by_lambda(deployment: Deployment
     ]
     assert deployment.one(POLICY, f"{key}-policy").inputs["role"] == f"{key}-role"
     assert "managedPolicyArns" not in role.inputs
+    attached = deployment.all("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    assert not [a for a in attached if a.inputs["role"] == f"{key}-role"]
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -185,8 +187,11 @@ def test_api_gateway_logging_role_is_assumed_only_by_api_gateway(deployment: Dep
     role = deployment.one(ROLE, "apigateway-cloudwatch-role").inputs
     trust = json.loads(role["assumeRolePolicy"])
     assert [s["Principal"] for s in trust["Statement"]] == [{"Service": "apigateway.amazonaws.com"}]
-    assert role["managedPolicyArns"] == [
-        "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
-    ]
-    account = deployment.one("aws:apigateway/account:Account", "apigateway-account").inputs
-    assert account["cloudwatchRoleArn"].endswith(":role/apigateway-cloudwatch-role")
+    (attachment,) = deployment.all("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    assert attachment.inputs == {
+        "role": "apigateway-cloudwatch-role",
+        "policyArn": "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
+    }
+    account = deployment.one("aws:apigateway/account:Account", "apigateway-account")
+    assert account.inputs["cloudwatchRoleArn"].endswith(":role/apigateway-cloudwatch-role")
+    assert "apigateway-cloudwatch-logs" in account.dependencies
