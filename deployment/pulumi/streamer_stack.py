@@ -229,6 +229,9 @@ class StackConfig:
         log_level, connection_ttl_hours, request_ttl_days, max_connections_per_user,
         jwt_issuer, allowed_tenants, cancel_on_disconnect: function settings (DESIGN §7).
         throttle_burst_limit, throttle_rate_limit: default route throttling.
+        processor_parallelization: concurrent batches per stream shard (1-10). The
+            processor runs a batch's records one after another, so this is what
+            lets a long action not hold up the requests queued behind it.
         manage_api_gateway_account: set the region's API Gateway CloudWatch role
             (access logging needs it; turn off when the account already has one).
         alarm_topic_arn: optional SNS topic every alarm notifies.
@@ -251,10 +254,13 @@ class StackConfig:
     cancel_on_disconnect: bool = False
     throttle_burst_limit: int = 1000
     throttle_rate_limit: float = 500.0
+    processor_parallelization: int = 10
     manage_api_gateway_account: bool = True
     alarm_topic_arn: str | None = None
 
     def __post_init__(self) -> None:
+        if not 1 <= self.processor_parallelization <= 10:
+            raise ValueError("streamer:processorParallelization must be between 1 and 10")
         if self.domain and not self.certificate_arn:
             raise ValueError("streamer:certificateArn is required when streamer:domain is set")
 
@@ -285,6 +291,9 @@ class StackConfig:
             cancel_on_disconnect=_bool(config, "cancelOnDisconnect", False),
             throttle_burst_limit=_int(config, "throttleBurstLimit", defaults.throttle_burst_limit),
             throttle_rate_limit=_float(config, "throttleRateLimit", defaults.throttle_rate_limit),
+            processor_parallelization=_int(
+                config, "processorParallelization", defaults.processor_parallelization
+            ),
             manage_api_gateway_account=_bool(config, "manageApiGatewayAccount", True),
             alarm_topic_arn=config.get("alarmTopicArn") or None,
         )
@@ -413,6 +422,7 @@ def create_stack(config: StackConfig) -> StreamerStack:
         event_source_arn=tables["requests"].stream_arn,
         starting_position="LATEST",
         batch_size=STREAM_BATCH_SIZE,
+        parallelization_factor=config.processor_parallelization,
         filter_criteria=aws.lambda_.EventSourceMappingFilterCriteriaArgs(
             filters=[
                 aws.lambda_.EventSourceMappingFilterCriteriaFilterArgs(

@@ -26,6 +26,14 @@ def test_a_domain_without_a_certificate_is_refused() -> None:
         )
 
 
+@pytest.mark.parametrize("factor", [0, 11])
+def test_parallelization_outside_what_lambda_allows_is_refused(factor: int) -> None:
+    with pytest.raises(ValueError, match="processorParallelization"):
+        streamer_stack.StackConfig(
+            environment="prod", jwt_public_key="k", processor_parallelization=factor
+        )
+
+
 def test_defaults_follow_the_guide() -> None:
     config = streamer_stack.StackConfig(environment="prod", jwt_public_key="k")
     assert config.stage == "prod"

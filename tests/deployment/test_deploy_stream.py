@@ -29,6 +29,11 @@ def test_processor_reads_the_requests_stream_from_latest_in_batches_of_ten(
     assert mapping["batchSize"] == 10
 
 
+def test_long_actions_do_not_hold_up_the_rest_of_their_shard(mapping: dict[str, Any]) -> None:
+    """Records of a batch run one after another: ten batches per shard run at once."""
+    assert mapping["parallelizationFactor"] == 10
+
+
 def test_only_claimable_pending_images_invoke_the_processor(mapping: dict[str, Any]) -> None:
     (only,) = mapping["filterCriteria"]["filters"]
     assert json.loads(only["pattern"]) == {
