@@ -146,17 +146,16 @@ def emulator_factory(
         *, settings: dict[str, Any] | None = None, **overrides: Any
     ) -> AsyncIterator[EmulatorHarness]:
         core = dataclasses.replace(dynamodb_settings, jwt_public_key=public_pem, **(settings or {}))
-        config = EmulatorConfig(
-            settings=core,
-            app=test_app,
-            port=0,
-            http_port=0,
-            state_dir=tmp_path / "state",
-            poll_interval_s=0.02,
-            drain_timeout_s=2.0,
-            create_tables=False,
-            **overrides,
-        )
+        defaults: dict[str, Any] = {
+            "app": test_app,
+            "port": 0,
+            "http_port": 0,
+            "state_dir": tmp_path / "state",
+            "poll_interval_s": 0.02,
+            "drain_timeout_s": 2.0,
+            "create_tables": False,
+        }
+        config = EmulatorConfig(settings=core, **(defaults | overrides))
         async with Emulator(config) as emulator:
             yield EmulatorHarness(emulator=emulator, private_pem=private_pem)
 
