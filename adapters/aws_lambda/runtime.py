@@ -233,23 +233,29 @@ _aws_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-class _InvocationFilter(logging.Filter):
-    """Stamps every log line with the Lambda request id of the invocation."""
+def _stamp_request_id(
+    factory: Callable[..., logging.LogRecord],
+) -> Callable[..., logging.LogRecord]:
+    """A log record factory that adds the invocation's Lambda request id to every
+    record made while it runs, whatever logger or handler is involved."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "aws_request_id", None) is None:
-            record.aws_request_id = _aws_request_id.get()
-        return True
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        request_id = _aws_request_id.get()
+        if request_id is not None:
+            record.aws_request_id = request_id
+        return record
 
-
-_FILTER: Final = _InvocationFilter()
+    make._streamer_stamp = True  # type: ignore[attr-defined]
+    make.__wrapped__ = factory  # type: ignore[attr-defined]
+    return make
 
 
 def _configure_logging(level: str) -> None:
     configure_logging(level)
-    for handler in logging.getLogger().handlers:
-        if getattr(handler, "_streamer_json", False) and _FILTER not in handler.filters:
-            handler.addFilter(_FILTER)
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "_streamer_stamp", False):
+        logging.setLogRecordFactory(_stamp_request_id(factory))
 
 
 def get_runner() -> asyncio.Runner:
@@ -376,7 +382,8 @@ def invoke(
 
 
 def reset_for_tests() -> None:
-    """Close the runtime's clients and the loop, so the next call is a cold start."""
+    """Close the runtime's clients and the loop, and take back the logging set-up,
+    so the next call is a cold start."""
     global _runner, _runtime
     if _runner is not None:
         if _runtime is not None:
@@ -384,3 +391,13 @@ def reset_for_tests() -> None:
         _runner.close()
     _runner = None
     _runtime = None
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_streamer_json", False)]:
+        # Bound to the stream of the moment (a test's captured stderr): the next
+        # cold start installs a fresh one.
+        if type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
+    factory = logging.getLogRecordFactory()
+    while getattr(factory, "_streamer_stamp", False):
+        factory = factory.__wrapped__  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
