@@ -195,7 +195,7 @@ class Lambda:
 
     def stream_record(self, request_id: str, sequence_number: str) -> dict[str, Any]:
         """The INSERT record the stream delivers for a stored request, in Lambda's shape."""
-        record = copy.deepcopy(_load("dynamodb_stream.json")["Records"][0])
+        record: dict[str, Any] = copy.deepcopy(_load("dynamodb_stream.json")["Records"][0])
         item = self.request_item(request_id)
         record["dynamodb"]["Keys"] = {"RequestID": item["RequestID"]}
         record["dynamodb"]["NewImage"] = item

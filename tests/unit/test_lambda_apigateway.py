@@ -8,6 +8,7 @@ import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -32,13 +33,11 @@ CID = ConnectionId("WyHPAfymhcwCENw+/x0=")
 
 
 def _client_error(code: str, status: int) -> ClientError:
-    return ClientError(
-        {
-            "Error": {"Code": code, "Message": "x"},
-            "ResponseMetadata": {"HTTPStatusCode": status},
-        },
-        "PostToConnection",
-    )
+    response: Any = {
+        "Error": {"Code": code, "Message": "x"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, "PostToConnection")
 
 
 _EXPECTED_ERROR = {
