@@ -8,9 +8,9 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from moto.server import ThreadedMotoServer
 
 from adapters.dynamodb import DynamoDBStores, create_tables, delete_tables, open_stores
+from adapters.moto_server import LocalMotoServer
 from streamer.settings import Settings
 
 _DUMMY_AWS_ENV = {
@@ -34,14 +34,18 @@ def _dummy_aws_credentials() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def moto_endpoint(_dummy_aws_credentials: None) -> Iterator[str]:
-    """URL of one moto server on a free loopback port, shared by the whole session."""
+    """URL of one moto server on a free loopback port, shared by the whole session.
+
+    A `LocalMotoServer`: moto's threaded server, but applying one call at a time,
+    so conditional writes are atomic as on DynamoDB (`ThreadedMotoServer` lets
+    two concurrent claims of one item both succeed).
+    """
     # werkzeug would log every request moto serves.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = LocalMotoServer()
     server.start()
-    host, port = server.get_host_and_port()
     try:
-        yield f"http://{host}:{port}"
+        yield server.endpoint
     finally:
         server.stop()
 

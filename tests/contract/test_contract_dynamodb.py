@@ -3,6 +3,7 @@ error translation, retries, client settings and value conversion."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
@@ -426,3 +427,27 @@ def test_times_are_fixed_width_utc_strings_that_sort_as_times() -> None:
     assert format_time(early) == "2026-01-01T00:00:00.000005Z"
     assert format_time(early) < format_time(late)
     assert parse_time(format_time(early)) == early
+
+
+async def test_concurrent_claims_on_the_local_moto_server_have_one_winner_each(
+    dynamodb_stores: DynamoDBStores,
+) -> None:
+    """The shared server applies calls one at a time, so conditional writes are atomic
+    (moto's stock threaded server lets two concurrent claims both win)."""
+    keys = []
+    for i in range(20):
+        request = replace(a_request(), key=request_key("acme", "alice", f"r{i}"))
+        await dynamodb_stores.requests.enqueue(request)
+        keys.append(request.key)
+
+    results = await asyncio.gather(
+        *(
+            dynamodb_stores.requests.claim(key, now=T0, lease_until=T0)
+            for key in keys
+            for _ in range(4)
+        )
+    )
+
+    winners = [result for result in results if result is not None]
+    assert sorted(w.key for w in winners) == sorted(keys)
+    assert {w.attempt for w in winners} == {1}
