@@ -63,9 +63,14 @@ class LocalMotoServer:
     @property
     def endpoint(self) -> str:
         """`http://HOST:PORT` of the running server."""
+        host, port = self.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        """The bound address (the same call as on moto's `ThreadedMotoServer`)."""
         if self._server is None:
             raise RuntimeError("LocalMotoServer is not started")
-        return f"http://{self._host}:{self._server.server_port}"
+        return self._host, self._server.server_port
 
     def stop(self) -> None:
         """Stop serving and join the thread (idempotent)."""
