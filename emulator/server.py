@@ -59,6 +59,8 @@ class EmulatorConfig:
         create_tables: create missing tables at start.
         dev_token_ttl_s: lifetime of the printed and console dev tokens.
         shard_refresh_s: how often the poller looks for new shards.
+        process_stream: run the stream poller (the processor); off, requests stay
+            PENDING for another processor (the Lambda one in the parity test).
     """
 
     settings: Settings = field(default_factory=Settings)
@@ -76,6 +78,7 @@ class EmulatorConfig:
     create_tables: bool = True
     dev_token_ttl_s: float = 24 * 3600.0
     shard_refresh_s: float = 5.0
+    process_stream: bool = True
 
 
 class Emulator:
@@ -218,20 +221,22 @@ class Emulator:
             verifier=verifier,
         )
 
-        self.poller = StreamPoller(
-            session=session,
-            settings=settings,
-            processor=services.processor,
-            requests=self.stores.requests,
-            clock=clock,
-            checkpoint_path=config.state_dir / CHECKPOINT_FILE,
-            batch_size=config.batch_size,
-            poll_interval_s=config.poll_interval_s,
-            shard_refresh_s=config.shard_refresh_s,
-        )
+        if config.process_stream:
+            self.poller = StreamPoller(
+                session=session,
+                settings=settings,
+                processor=services.processor,
+                requests=self.stores.requests,
+                clock=clock,
+                checkpoint_path=config.state_dir / CHECKPOINT_FILE,
+                batch_size=config.batch_size,
+                poll_interval_s=config.poll_interval_s,
+                shard_refresh_s=config.shard_refresh_s,
+            )
         self._background = asyncio.create_task(self._run_background(), name="emulator-background")
         self._stack.push_async_callback(self._stop_background)
-        await self._wait_poller_ready()
+        if self.poller is not None:
+            await self._wait_poller_ready()
 
         gateway = Gateway(
             connections=services.connections,
@@ -276,9 +281,9 @@ class Emulator:
             raise RuntimeError("the stream poller stopped during start-up")
 
     async def _run_background(self) -> None:
-        assert self.poller is not None
         async with asyncio.TaskGroup() as group:
-            group.create_task(self.poller.run(), name="stream-poller")
+            if self.poller is not None:
+                group.create_task(self.poller.run(), name="stream-poller")
             group.create_task(self._sweep_forever(), name="sweeper")
 
     async def _sweep_forever(self) -> None:
@@ -323,8 +328,9 @@ class Emulator:
 
 def _start_moto() -> Any:
     """An embedded moto server on a free loopback port (in this process)."""
-    from moto.server import ThreadedMotoServer
+    # Not ThreadedMotoServer: it lets two concurrent conditional writes both win.
+    from adapters.moto_server import LocalMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = LocalMotoServer()
     server.start()
     return server
