@@ -139,6 +139,10 @@ async def create_tables(settings: Settings, *, session: Any | None = None) -> li
 
     Returns:
         The names of the tables that were created by this call.
+
+    Raises:
+        botocore.exceptions.ClientError, BotoCoreError: as botocore raises them;
+            these are admin calls whose caller (the CLI) reports them as they are.
     """
     created: list[str] = []
     async with _client(settings, session) as client:
@@ -161,12 +165,16 @@ async def _enable_ttl(client: DynamoDBClient, name: str) -> None:
     current = described.get("TimeToLiveDescription", {})
     if current.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
         return
-    with contextlib.suppress(ClientError):
-        # A concurrent run may have enabled it since we looked.
+    try:
         await client.update_time_to_live(
             TableName=name,
             TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
         )
+    except ClientError as exc:
+        # A concurrent run may have enabled it since we looked; anything else is real.
+        message = str(exc.response.get("Error", {}).get("Message", "")).lower()
+        if not (_error_code(exc) == "ValidationException" and "already enabled" in message):
+            raise
 
 
 async def delete_tables(settings: Settings, *, session: Any | None = None) -> list[str]:
@@ -226,9 +234,13 @@ ERROR_CODES: dict[str, type[StreamerError]] = {
 """Every AWS error code `map_client_errors` knows → the typed error it becomes.
 
 `ValidationException` about an item's size also becomes `ItemTooLarge`; any other
-code becomes `StoreUnavailable`. `ConditionalCheckFailedException` never gets
-here: the stores turn it into their False/None result.
+code becomes `StoreUnavailable`. `ConditionalCheckFailedException` becomes the
+private `_ConditionFailed`, which the stores turn into their False/None result.
 """
+
+
+class _ConditionFailed(Exception):
+    """A conditional write's condition did not hold: a lost race, not an error."""
 
 
 def _error_code(exc: ClientError) -> str:
@@ -252,11 +264,14 @@ def map_client_errors() -> Iterator[None]:
         ItemTooLarge: the item would exceed 400 KB.
         StoreUnavailable: throttling, 5xx, connection errors (after the client's
             retries) and every other refusal; the message names the AWS code only.
+        _ConditionFailed: a conditional write lost (the stores' own business).
     """
     try:
         yield
     except ClientError as exc:
         code = _error_code(exc)
+        if code == "ConditionalCheckFailedException":
+            raise _ConditionFailed() from exc
         if _is_size_error(exc):
             raise ItemTooLarge() from exc
         error_type = ERROR_CODES.get(code, StoreUnavailable)
@@ -266,10 +281,6 @@ def map_client_errors() -> Iterator[None]:
     except BotoCoreError as exc:
         # Endpoint/connection errors, read/connect timeouts, closed connections.
         raise StoreUnavailable(f"state store unreachable ({type(exc).__name__})") from exc
-
-
-def _is_condition_failure(exc: ClientError) -> bool:
-    return _error_code(exc) == "ConditionalCheckFailedException"
 
 
 # --- values ----------------------------------------------------------------------------
@@ -499,10 +510,8 @@ class DynamoDBConnectionStore:
                     ConditionExpression="attribute_exists(ConnectionID)",
                     ExpressionAttributeValues={":at": {"S": format_time(at)}},
                 )
-        except StoreUnavailable as exc:
-            if _caused_by_condition(exc):
-                return False
-            raise
+        except _ConditionFailed:
+            return False
         return True
 
     async def list_by_user(self, user_id: UserId) -> list[Connection]:
@@ -523,11 +532,6 @@ class DynamoDBConnectionStore:
             ExpressionAttributeValues={":v": {"S": value}},
         )
         return [_connection_from_item(item) for item in items]
-
-
-def _caused_by_condition(exc: BaseException) -> bool:
-    cause = exc.__cause__
-    return isinstance(cause, ClientError) and _is_condition_failure(cause)
 
 
 def _error_value(error: RequestError) -> dict[str, Any]:
@@ -678,9 +682,8 @@ class DynamoDBRequestStore:
                         ConditionExpression="attribute_not_exists(RequestID)",
                     )
                 return EnqueueResult(created=True, request=request)
-            except StoreUnavailable as exc:
-                if not _caused_by_condition(exc):
-                    raise
+            except _ConditionFailed:
+                pass
             stored = await self.get(request.key)
             if stored is not None:
                 return EnqueueResult(created=False, request=stored)
@@ -710,10 +713,8 @@ class DynamoDBRequestStore:
                     ExpressionAttributeValues=values,
                     ReturnValues="ALL_NEW",
                 )
-        except StoreUnavailable as exc:
-            if _caused_by_condition(exc):
-                return None
-            raise
+        except _ConditionFailed:
+            return None
         return _request_from_item(response["Attributes"])
 
     async def _ensure_fits(self, key: RequestKey, new_attributes: Mapping[str, Any]) -> None:
