@@ -12,14 +12,21 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from bench.config import FULL, QUICK, Bench
 from bench.machine import describe_machine
 from bench.metrics import Results
 from bench.plot import plot_scaling
-from bench.procs import CACHE_DIR, REPO, raise_fd_limit, start_echo_server
+from bench.procs import (
+    CACHE_DIR,
+    REPO,
+    ServerProcess,
+    raise_fd_limit,
+    start_echo_server,
+    start_moto,
+)
 from bench.report import write_performance_doc
 from bench.scenarios import async_latency, connections, lambda_cold, lambda_zip, progress, sync_rtt
 
@@ -27,9 +34,12 @@ RESULTS_DIR = REPO / "bench" / "results"
 SCENARIOS = ("sync", "async", "progress", "connections", "cold", "zip")
 
 
-def _step(results: Results, name: str, work: Callable[[], None]) -> None:
+def _step(
+    results: Results, name: str, work: Callable[[], None], watch: Sequence[ServerProcess] = ()
+) -> None:
     started = time.monotonic()
     print(f"» {name}", flush=True)
+    cpu_before = [proc.cpu_seconds() for proc in watch]
     try:
         work()
     except Exception as exc:
@@ -38,22 +48,38 @@ def _step(results: Results, name: str, work: Callable[[], None]) -> None:
         print(f"  {name} FAILED after {time.monotonic() - started:.1f} s", flush=True)
     else:
         print(f"  {name} done in {time.monotonic() - started:.1f} s", flush=True)
+    for proc, (main_before, total_before) in zip(watch, cpu_before, strict=True):
+        main_after, total_after = proc.cpu_seconds()
+        print(
+            f"    {proc.name} CPU: {total_after - total_before:.1f} s "
+            f"({main_after - main_before:.1f} s on the event-loop thread)",
+            flush=True,
+        )
 
 
 def _server_scenarios(bench: Bench, chosen: set[str]) -> None:
     results = bench.results
     if chosen & {"sync", "async", "progress"}:
         with start_echo_server() as raw, bench.start_emulator("emulator") as emulator:
+            watch = (emulator, raw)
             if "sync" in chosen:
-                _step(results, "sync", lambda: sync_rtt.run(bench, raw, emulator))
+                _step(results, "sync", lambda: sync_rtt.run(bench, raw, emulator), watch)
             if "async" in chosen:
-                _step(results, "async", lambda: async_latency.run(bench, emulator))
+                _step(results, "async", lambda: async_latency.run(bench, emulator), watch)
             if "progress" in chosen:
-                _step(results, "progress", lambda: progress.run(bench, emulator))
+                _step(results, "progress", lambda: progress.run(bench, emulator), watch)
     if "connections" in chosen:
-        # A fresh emulator: its memory growth is then only the idle connections'.
-        with bench.start_emulator("emulator-idle") as emulator:
-            _step(results, "connections", lambda: connections.run(bench, emulator))
+        # A fresh emulator on a standalone moto: the emulator's memory growth is
+        # then only the idle connections', the database's is measured apart.
+        with start_moto() as moto:
+            args = ("--dynamodb-endpoint", moto.http_url or "")
+            with bench.start_emulator("emulator-idle", args) as emulator:
+                _step(
+                    results,
+                    "connections",
+                    lambda: connections.run(bench, emulator, moto),
+                    (emulator, moto),
+                )
 
 
 def main(argv: list[str] | None = None) -> int:

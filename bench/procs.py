@@ -33,6 +33,7 @@ __all__ = [
     "raise_fd_limit",
     "start_echo_server",
     "start_emulator",
+    "start_moto",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,6 +108,28 @@ class ServerProcess:
             except psutil.NoSuchProcess:
                 continue
         return total
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU time so far: (the main thread, the whole process with its children).
+
+        The main thread runs the event loop; the rest is other threads (an
+        embedded moto server, worker threads) and child processes.
+        """
+        if self._process is None:
+            self._process = psutil.Process(self.popen.pid)
+        main = next(
+            (t.user_time + t.system_time for t in self._process.threads() if t.id == self.pid),
+            0.0,
+        )
+        times = self._process.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in self._process.children(recursive=True):
+            try:
+                child_times = child.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += child_times.user + child_times.system
+        return main, total
 
     def health(self) -> dict[str, Any]:
         """The emulator's `GET /health` body."""
@@ -193,6 +216,16 @@ def start_echo_server(*, timeout_s: float = 20.0) -> ServerProcess:
     argv = [sys.executable, "-m", "bench.echo_server", "--port", str(port)]
     popen, log_path = _spawn("raw-echo", argv, python_env())
     proc = ServerProcess("raw-echo", popen, f"ws://{HOST}:{port}/", log_path)
+    _wait_until(lambda: _accepts_tcp(port), proc, timeout_s)
+    return proc
+
+
+def start_moto(*, timeout_s: float = 30.0) -> ServerProcess:
+    """A standalone moto server (`python -m moto.server`), as docker-compose runs it."""
+    port = free_port()
+    argv = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
+    popen, log_path = _spawn("moto", argv, python_env())
+    proc = ServerProcess("moto", popen, "", log_path, http_url=f"http://{HOST}:{port}")
     _wait_until(lambda: _accepts_tcp(port), proc, timeout_s)
     return proc
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import Bench
-from bench.metrics import median, percentile
+from bench.metrics import MetricSpec, median, percentile
 from bench.procs import CACHE_DIR, REPO, ServerProcess, python_env
 from bench.scenarios.sync_rtt import ECHO_FRAME
 from bench.wsclient import open_ws, rtt_round_us
@@ -64,7 +64,10 @@ def _health_connections(emulator: ServerProcess) -> int | None:
     return value if isinstance(value, int) else None
 
 
-async def _measure(bench: Bench, emulator: ServerProcess) -> None:
+MOTO_RSS = MetricSpec("moto_rss_per_connection_kb", "KB", note="database, not the emulator")
+
+
+async def _measure(bench: Bench, emulator: ServerProcess, database: ServerProcess | None) -> None:
     sizes = bench.sizes
     target = max(sizes.idle_levels)
     tokens_file = CACHE_DIR / "holder-tokens.json"
@@ -77,6 +80,7 @@ async def _measure(bench: Bench, emulator: ServerProcess) -> None:
     async with open_ws(emulator.ws_url, bench.token("rtt-idle")) as ws:
         await rtt_round_us(ws, ECHO_FRAME, 0, sizes.rtt_warmup)
         rss_before = emulator.rss_bytes()
+        db_before = database.rss_bytes() if database is not None else 0
         holder = await HolderProcess.start(emulator.ws_url, tokens_file, sizes.connect_concurrency)
         try:
             for level in sorted(sizes.idle_levels):
@@ -99,9 +103,10 @@ async def _measure(bench: Bench, emulator: ServerProcess) -> None:
                 ]
                 points[level] = median(p50s)
             rss_after = emulator.rss_bytes()
+            db_after = database.rss_bytes() if database is not None else 0
             held = int((await holder.command("status", timeout_s=60))["held"])
             seen = _health_connections(emulator)
-            if seen is not None:
+            if seen:
                 # The emulator's own count, less the measuring connection.
                 held = min(held, seen - 1)
         finally:
@@ -110,6 +115,10 @@ async def _measure(bench: Bench, emulator: ServerProcess) -> None:
     results.record("connections_held", held)
     results.record("rss_per_connection_kb", (rss_after - rss_before) / max(held, 1) / 1024)
     results.record("connect_rate_per_s", opened_total / connect_s if connect_s else 0.0)
+    if database is not None:
+        results.record(
+            "moto_rss_per_connection_kb", (db_after - db_before) / max(held, 1) / 1024, MOTO_RSS
+        )
     results.record_curve(
         "sync_rtt_vs_idle_connections",
         x_label="idle",
@@ -119,7 +128,11 @@ async def _measure(bench: Bench, emulator: ServerProcess) -> None:
     )
 
 
-def run(bench: Bench, emulator: ServerProcess) -> None:
+def run(bench: Bench, emulator: ServerProcess, database: ServerProcess | None = None) -> None:
     """Record `connections_held`, `rss_per_connection_kb`, `connect_rate_per_s` and the
-    sync round trip against idle connections held."""
-    asyncio.run(_measure(bench, emulator))
+    sync round trip against idle connections held.
+
+    With `database` (a standalone moto the emulator uses), the emulator's memory
+    is its own, and the database's growth is recorded apart.
+    """
+    asyncio.run(_measure(bench, emulator, database))
