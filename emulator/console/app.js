@@ -539,7 +539,14 @@
           row.append(cell);
         }
         row.querySelector("td").className = "mono";
-        if (c.id && c.id === state.connectionId) row.classList.add("mine");
+        if (c.id && c.id === state.connectionId) {
+          row.classList.add("mine");
+          const mark = document.createElement("span");
+          mark.className = "sr-only";
+          mark.textContent = " (this console)";
+          row.querySelector("td").append(mark);
+          row.title = "This console's connection";
+        }
         return row;
       });
       if (!rows.length) {

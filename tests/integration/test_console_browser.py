@@ -1,0 +1,116 @@
+"""The emulator's browser console in headless Chromium (Playwright, Debian's chromium):
+connect with the pre-filled dev token, send `generate_report`, watch it finish."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from emulator.server import Emulator, EmulatorConfig
+from streamer.settings import Settings
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+WAIT_MS = 20_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason="no chromium binary (apt-get install chromium; .ci/run installs it)",
+    ),
+]
+
+
+@pytest.fixture
+async def dev_emulator(dynamodb_settings: Settings, tmp_path: Path) -> AsyncIterator[Emulator]:
+    """The demo app with dev keys, as `make run` starts it (so /api/dev-token answers)."""
+    config = EmulatorConfig(
+        settings=dataclasses.replace(dynamodb_settings, jwt_public_key=None),
+        app="streamer.demo:app",
+        port=0,
+        http_port=0,
+        state_dir=tmp_path / ".streamer",
+        poll_interval_s=0.02,
+        drain_timeout_s=2.0,
+        create_tables=False,
+    )
+    async with Emulator(config) as emulator:
+        yield emulator
+
+
+async def test_console_sends_generate_report_and_shows_it_finish(
+    dev_emulator: Emulator,
+) -> None:
+    from playwright.async_api import async_playwright
+
+    errors: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(WAIT_MS)
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            await page.goto(f"{dev_emulator.http_url}/")
+            await page.wait_for_selector("body[data-ready=true]")
+            assert await page.input_value("#ws-url") == dev_emulator.ws_url
+            assert (await page.input_value("#token")).count(".") == 2
+
+            await page.click("#connect")
+            await page.wait_for_selector("#connection-state.pill-open")
+            await page.wait_for_selector("#connections td:has-text('dev-user')")
+
+            await page.select_option("#action", "generate_report")
+            template = json.loads(await page.input_value("#payload"))
+            assert template["start_date"] <= template["end_date"]
+            assert template["format"] == "pdf"
+            await page.click("#send")
+
+            request = page.locator("[data-request-id]").first
+            await page.wait_for_selector("[data-request-id][data-status=running]")
+            await page.wait_for_selector("[data-request-id][data-status=completed]")
+            assert await request.locator("progress").evaluate("bar => bar.value") == 100
+            assert await request.locator(".percent").inner_text() == "100%"
+            result = json.loads(await request.locator(".outcome").inner_text())
+            assert result["format"] == "pdf"
+            assert result["url"].endswith(".pdf")
+
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "console.png"), full_page=True)
+        finally:
+            await browser.close()
+    assert errors == []
+
+
+async def test_console_shows_a_server_error_with_its_code(dev_emulator: Emulator) -> None:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = await browser.new_page()
+            page.set_default_timeout(WAIT_MS)
+            await page.goto(f"{dev_emulator.http_url}/")
+            await page.wait_for_selector("body[data-ready=true]")
+            await page.click("#connect")
+            await page.wait_for_selector("#connection-state.pill-open")
+            await page.select_option("#action", "validate_example")
+            await page.fill("#payload", '{"name": "a"}')
+            await page.click("#send")
+
+            await page.wait_for_selector("[data-request-id][data-status=failed]")
+            outcome = await page.locator("[data-request-id] .outcome").inner_text()
+            assert outcome.startswith("VALIDATION_ERROR: ")
+        finally:
+            await browser.close()
