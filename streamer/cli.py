@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 __all__ = [
     "EXIT_CONNECTION",
@@ -292,7 +292,7 @@ def _default_token(args: argparse.Namespace) -> str:
         except (OSError, ValueError) as exc:
             raise CliError(f"dev keys: {exc}") from None
         return mint_token(keys.private_pem, sub=args.sub, tenant_id=args.tenant)
-    token = _emulator_dev_token(args.url)
+    token = _emulator_dev_token(args.url, sub=args.sub, tenant=args.tenant)
     if token is None:
         raise CliError(
             f"no token: pass --token, set STREAMER_TOKEN, or run the emulator here "
@@ -301,13 +301,14 @@ def _default_token(args: argparse.Namespace) -> str:
     return token
 
 
-def _emulator_dev_token(ws_url: str) -> str | None:
+def _emulator_dev_token(ws_url: str, *, sub: str, tenant: str) -> str | None:
     """Ask a local emulator's HTTP side for a dev token; None when it has none."""
     parts = urlsplit(ws_url)
     if parts.scheme != "ws" or not parts.hostname:
         return None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    url = urlunsplit(("http", f"{host}:{EMULATOR_HTTP_PORT}", "/api/dev-token", "", ""))
+    query = urlencode({"sub": sub, "tenant": tenant})
+    url = urlunsplit(("http", f"{host}:{EMULATOR_HTTP_PORT}", "/api/dev-token", query, ""))
     try:
         with urllib.request.urlopen(url, timeout=3) as response:
             body = response.read().decode("utf-8")
@@ -446,6 +447,8 @@ class _ProgressBar:
         self._stream = stream
         self._is_tty = stream.isatty()
         self._drawn = False
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        self._glyphs = ("█", "░") if encoding == "utf8" else ("#", ".")
 
     def update(self, update: Any) -> None:
         """Draw a `ProgressUpdate`."""
@@ -458,7 +461,8 @@ class _ProgressBar:
         columns = shutil.get_terminal_size((80, 24)).columns
         width = max(10, min(40, columns // 3))
         filled = round(width * percentage / 100)
-        line = f"[{'#' * filled}{'.' * (width - filled)}] {percentage:5.1f}%  {message}"
+        full, empty = self._glyphs
+        line = f"{full * filled}{empty * (width - filled)} {percentage:5.1f}%  {message}"
         self._stream.write("\r\x1b[2K" + line[: columns - 1])
         self._stream.flush()
         self._drawn = True
