@@ -280,7 +280,10 @@ class HttpSide:
     def _static(self, path: str) -> web.StreamResponse:
         root = self._config.console_dir.resolve()
         relative = path.lstrip("/") or "index.html"
-        target = (root / relative).resolve()
+        try:
+            target = (root / relative).resolve()
+        except ValueError:  # an embedded NUL (`/%00`) is no file name
+            return _error(404, "NotFoundException", "not found")
         if not target.is_relative_to(root):
             return _error(404, "NotFoundException", "not found")
         if target.is_dir():
