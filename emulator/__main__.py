@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -225,13 +226,23 @@ def banner(emulator: Emulator) -> str:
             f'  wscat -c "{ws_url}?Authorization={token}"',
             f'  > {{"action":"generate_report","payload":{payload}}}',
             "",
-            f"  STREAMER_URL={ws_url} STREAMER_TOKEN={token} \\",
-            f"    streamer send generate_report --payload '{payload}'",
+            f"  streamer send generate_report{_send_options(emulator, ws_url)} "
+            f"--payload '{payload}'",
         ]
     else:
         lines += ["", "Tokens are checked against JWT_PUBLIC_KEY."]
     lines += ["", "Ctrl-C stops (running actions get the drain time, then go back to PENDING)."]
     return "\n".join(lines)
+
+
+def _send_options(emulator: Emulator, ws_url: str) -> str:
+    """What `streamer send` needs beyond its defaults (ws://localhost:3001, .streamer/)."""
+    options = ""
+    if ws_url != "ws://localhost:3001":
+        options += f" --url {ws_url}"
+    if emulator.dev_keys is not None and emulator.dev_keys.directory != Path(".streamer"):
+        options += f" --keys-dir {emulator.dev_keys.directory}"
+    return options
 
 
 async def run(
@@ -262,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = parse_config(argv)
         configure_logging(config.settings.log_level)
+        if config.settings.log_level != "DEBUG":
+            # One line per socket close and per moto call drowns what matters.
+            logging.getLogger("emulator.websockets").setLevel(logging.WARNING)
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)
     except SettingsError as exc:
         print(f"streamer-emulator: {exc}", file=sys.stderr)
         return 2

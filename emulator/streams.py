@@ -120,6 +120,10 @@ class CheckpointFile:
             streams = data.get("streams", {}) if isinstance(data, dict) else {}
         except (FileNotFoundError, ValueError):
             streams = {}
+        # A recreated table (an embedded moto starts empty) has a new stream:
+        # the old stream's entry can never be used again.
+        table_prefix = self.stream_arn.split("/stream/")[0] + "/stream/"
+        streams = {arn: entry for arn, entry in streams.items() if not arn.startswith(table_prefix)}
         streams[self.stream_arn] = {
             "shards": dict(sorted(self.state.positions.items())),
             "finished": sorted(self.state.finished),

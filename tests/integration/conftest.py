@@ -145,7 +145,8 @@ def emulator_factory(
     async def start(
         *, settings: dict[str, Any] | None = None, **overrides: Any
     ) -> AsyncIterator[EmulatorHarness]:
-        core = dataclasses.replace(dynamodb_settings, jwt_public_key=public_pem, **(settings or {}))
+        changes = {"jwt_public_key": public_pem} | (settings or {})
+        core = dataclasses.replace(dynamodb_settings, **changes)
         defaults: dict[str, Any] = {
             "app": test_app,
             "port": 0,
