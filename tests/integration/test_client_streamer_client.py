@@ -268,3 +268,37 @@ async def test_requests_after_close_fail_with_a_connection_error(
         pass
     with pytest.raises(StreamerConnectionError):
         await client.request("echo", {})
+
+
+async def test_an_oversized_payload_is_refused_before_it_is_sent(
+    emulator: EmulatorHarness,
+) -> None:
+    """API Gateway would close the socket (1009); the client refuses it locally."""
+    async with _client(emulator) as client:
+        with pytest.raises(StreamerError) as raised:
+            await client.request("echo", {"blob": "x" * 200_000})
+        assert raised.value.code is ErrorCode.PAYLOAD_TOO_LARGE
+        assert await client.request("echo", {}, timeout=WAIT_S) == {"echo": {}}
+        assert client.reconnects == 0
+
+
+async def test_a_refused_reconnect_fails_the_waiting_requests(
+    emulator: EmulatorHarness, steering: Steering
+) -> None:
+    tokens = iter([emulator.mint_token(), "revoked"])
+    first_progress = asyncio.Event()
+    client = StreamerClient(emulator.ws_url, token=lambda: next(tokens), backoff_initial_s=0.01)
+    async with client:
+        connection_id = await client.ping()
+        pending = asyncio.create_task(
+            client.request("wait_gate", {"gate": "r"}, on_progress=lambda _: first_progress.set())
+        )
+        async with asyncio.timeout(WAIT_S):
+            await first_progress.wait()
+        await _drop_from_the_server(emulator, connection_id)
+
+        with pytest.raises(StreamerConnectionError) as raised:
+            await pending
+        steering.gate("r").set()
+        assert raised.value.status_code == 401
+        assert client.state is ConnectionState.CLOSED
