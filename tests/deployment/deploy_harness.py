@@ -7,6 +7,7 @@ fully resolved inputs (and dependencies) for the tests to read.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import runpy
@@ -212,7 +213,21 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
 
 def deploy(config: dict[str, str], *, secret_keys: tuple[str, ...] = ()) -> Deployment:
-    """Run the program once under mocks with the given `streamer:*`/`aws:*` config."""
+    """Run the program once under mocks with the given `streamer:*`/`aws:*` config.
+
+    Pulumi's runtime drives its own event loop on this thread; it gets a fresh one,
+    closed afterwards, so async tests before and after never share loop state.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return _run_program(config, secret_keys)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def _run_program(config: dict[str, str], secret_keys: tuple[str, ...]) -> Deployment:
     recording = RecordingMocks()
     pulumi.runtime.set_mocks(
         recording,
