@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
+from typing import TYPE_CHECKING
+
 import pytest
 
-pytest.importorskip("pulumi")
-pytest.importorskip("pulumi_aws")
+if TYPE_CHECKING:
+    from deploy_harness import Deployment
 
-from deploy_harness import ACCOUNT, BASE_CONFIG, REGION, Deployment, deploy
+if importlib.util.find_spec("pulumi_aws") is None:
+    # Without the `deploy` extra there is no program to test.
+    collect_ignore_glob = ["test_deploy_*.py"]
 
 
 @pytest.fixture(scope="session")
 def deployment() -> Deployment:
     """The program as the guide configures it: custom domain, cancel on disconnect."""
+    from deploy_harness import ACCOUNT, BASE_CONFIG, REGION, deploy
+
     config = {
         **BASE_CONFIG,
         "streamer:domain": "wss://api.example.com",
@@ -26,4 +33,6 @@ def deployment() -> Deployment:
 @pytest.fixture(scope="session")
 def minimal_deployment() -> Deployment:
     """The program with only the required settings."""
+    from deploy_harness import BASE_CONFIG, deploy
+
     return deploy(BASE_CONFIG, secret_keys=("streamer:jwtPublicKey",))
