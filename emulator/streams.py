@@ -258,6 +258,13 @@ class StreamPoller:
         """Shards being read."""
         return len(self._trackers)
 
+    def checkpoints(self) -> dict[str, str | None]:
+        """Shard id → the sequence number everything up to which has finished
+        (None: nothing yet); what a restart would resume after."""
+        if self._checkpoints is None:
+            return {}
+        return dict(self._checkpoints.state.positions)
+
     async def wait_ready(self) -> None:
         """Return once every shard has its starting position (from then on, every
         new record will be read)."""

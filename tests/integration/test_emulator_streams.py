@@ -1,0 +1,258 @@
+"""The stream poller on moto's DynamoDB Streams, like Lambda's event-source mapping:
+order per request, concurrency across requests, checkpoints that only move past
+finished records, retries, iterator expiry and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from adapters.aws import get_session
+from adapters.dynamodb import DynamoDBStores, open_stores
+from emulator.streams import StreamPoller
+from streamer.clock import SystemClock
+from streamer.models import (
+    AsyncRequest,
+    ConnectionId,
+    RequestChange,
+    RequestId,
+    RequestKey,
+    RequestStatus,
+    TenantId,
+    UserId,
+    request_key,
+)
+from streamer.processor import Outcome
+from streamer.settings import Settings
+
+WAIT_S = 15.0
+
+
+class ScriptedProcessor:
+    """Stands in for the core `Processor`: records what it is handed, can hold a
+    request at a gate, and can fail a request's first attempts."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[RequestKey, str]] = []
+        self.finished: list[tuple[RequestKey, str]] = []
+        self.gates: dict[RequestKey, asyncio.Event] = {}
+        self.failures: dict[RequestKey, int] = {}
+        self._changed = asyncio.Condition()
+
+    async def handle(self, change: RequestChange, *, deadline: datetime | None = None) -> Outcome:
+        async with self._changed:
+            self.started.append((change.key, change.sequence_number))
+            self._changed.notify_all()
+        if self.failures.get(change.key, 0) > 0:
+            self.failures[change.key] -= 1
+            raise RuntimeError("store unavailable")
+        gate = self.gates.get(change.key)
+        if gate is not None:
+            await gate.wait()
+        async with self._changed:
+            self.finished.append((change.key, change.sequence_number))
+            self._changed.notify_all()
+        return Outcome.COMPLETED
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        async with asyncio.timeout(WAIT_S), self._changed:
+            await self._changed.wait_for(predicate)
+
+    def finished_keys(self) -> list[RequestKey]:
+        return [key for key, _ in self.finished]
+
+    def started_keys(self) -> list[RequestKey]:
+        return [key for key, _ in self.started]
+
+
+def _pending(name: str) -> AsyncRequest:
+    now = datetime.now(UTC)
+    return AsyncRequest(
+        key=request_key("t", "u", name),
+        request_id=RequestId(name),
+        connection_id=ConnectionId("c"),
+        user_id=UserId("u"),
+        tenant_id=TenantId("t"),
+        action="count",
+        payload={},
+        status=RequestStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def _requeue(stores: DynamoDBStores, key: RequestKey) -> None:
+    """PENDING → PROCESSING → PENDING: a second claimable record for the same request."""
+    now = datetime.now(UTC)
+    claimed = await stores.requests.claim(key, now=now, lease_until=now + timedelta(minutes=5))
+    assert claimed is not None
+    assert await stores.requests.release(key, attempt=claimed.attempt, now=now)
+
+
+class ExpiringSession:
+    """The real aioboto3 session, except that chosen `GetRecords` calls fail with
+    `ExpiredIteratorException` or a 500 first."""
+
+    def __init__(self, failures: list[str]) -> None:
+        self._session = get_session()
+        self.failures = failures
+        self.get_records_calls = 0
+
+    @contextlib.asynccontextmanager
+    async def _wrapped(self, service: str, **kwargs: Any) -> AsyncIterator[Any]:
+        async with self._session.client(service, **kwargs) as client:
+            yield _FailingStreams(client, self) if service == "dynamodbstreams" else client
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        return self._wrapped(service, **kwargs)
+
+
+class _FailingStreams:
+    def __init__(self, client: Any, owner: ExpiringSession) -> None:
+        self._client = client
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def get_records(self, **kwargs: Any) -> Any:
+        self._owner.get_records_calls += 1
+        if self._owner.failures:
+            code = self._owner.failures.pop(0)
+            status = 400 if code == "ExpiredIteratorException" else 500
+            raise ClientError(
+                {
+                    "Error": {"Code": code, "Message": code},
+                    "ResponseMetadata": {"HTTPStatusCode": status},
+                },
+                "GetRecords",
+            )
+        return await self._client.get_records(**kwargs)
+
+
+@contextlib.asynccontextmanager
+async def running_poller(
+    settings: Settings,
+    stores: DynamoDBStores,
+    processor: ScriptedProcessor,
+    checkpoint_path: Path,
+    session: Any = None,
+) -> AsyncIterator[StreamPoller]:
+    poller = StreamPoller(
+        session=session or get_session(),
+        settings=settings,
+        processor=processor,  # type: ignore[arg-type]
+        requests=stores.requests,
+        clock=SystemClock(),
+        checkpoint_path=checkpoint_path,
+        poll_interval_s=0.01,
+        retry_base_s=0.01,
+        retry_max_s=0.05,
+    )
+    task = asyncio.create_task(poller.run())
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await poller.wait_ready()
+        yield poller
+    finally:
+        await poller.stop(drain_timeout_s=0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def stores(dynamodb_settings: Settings) -> AsyncIterator[DynamoDBStores]:
+    async with open_stores(dynamodb_settings) as opened:
+        yield opened
+
+
+async def test_records_written_before_the_first_start_are_skipped_like_latest(
+    dynamodb_settings: Settings, stores: DynamoDBStores, tmp_path: Path
+) -> None:
+    processor = ScriptedProcessor()
+    await stores.requests.enqueue(_pending("old"))
+    async with running_poller(dynamodb_settings, stores, processor, tmp_path / "cp.json"):
+        await stores.requests.enqueue(_pending("new"))
+        await processor.wait_for(lambda: len(processor.finished) == 1)
+    assert processor.started_keys() == [request_key("t", "u", "new")]
+
+
+async def test_one_request_runs_in_order_while_others_run_concurrently(
+    dynamodb_settings: Settings, stores: DynamoDBStores, tmp_path: Path
+) -> None:
+    processor = ScriptedProcessor()
+    slow, fast = request_key("t", "u", "slow"), request_key("t", "u", "fast")
+    processor.gates[slow] = asyncio.Event()
+    async with running_poller(dynamodb_settings, stores, processor, tmp_path / "cp.json") as p:
+        await stores.requests.enqueue(_pending("slow"))
+        await _requeue(stores, slow)
+        await stores.requests.enqueue(_pending("fast"))
+        await processor.wait_for(lambda: fast in processor.finished_keys())
+        # `slow`'s second record waits behind its first, which holds the checkpoint.
+        assert processor.started_keys().count(slow) == 1
+        (shard_position,) = p.checkpoints().values()
+        assert shard_position is None
+        processor.gates[slow].set()
+        await processor.wait_for(lambda: processor.finished_keys().count(slow) == 2)
+        await processor.wait_for(lambda: p.in_flight == 0)
+        (shard_position,) = p.checkpoints().values()
+    last = max(seq for _, seq in processor.finished)
+    assert shard_position == last
+
+
+async def test_a_failed_record_is_retried_until_it_succeeds(
+    dynamodb_settings: Settings, stores: DynamoDBStores, tmp_path: Path
+) -> None:
+    processor = ScriptedProcessor()
+    flaky = request_key("t", "u", "flaky")
+    processor.failures[flaky] = 2
+    async with running_poller(dynamodb_settings, stores, processor, tmp_path / "cp.json") as p:
+        await stores.requests.enqueue(_pending("flaky"))
+        await processor.wait_for(lambda: flaky in processor.finished_keys())
+        await processor.wait_for(lambda: p.in_flight == 0)
+    assert processor.started_keys() == [flaky] * 3
+
+
+async def test_an_expired_iterator_or_a_failed_read_is_survived(
+    dynamodb_settings: Settings, stores: DynamoDBStores, tmp_path: Path
+) -> None:
+    processor = ScriptedProcessor()
+    session = ExpiringSession([])
+    async with running_poller(
+        dynamodb_settings, stores, processor, tmp_path / "cp.json", session=session
+    ):
+        await stores.requests.enqueue(_pending("one"))
+        await processor.wait_for(lambda: len(processor.finished) == 1)
+        session.failures.extend(["ExpiredIteratorException", "InternalServerError"])
+        await stores.requests.enqueue(_pending("two"))
+        await processor.wait_for(lambda: len(processor.finished) == 2)
+    assert not session.failures
+    assert processor.started_keys() == [request_key("t", "u", "one"), request_key("t", "u", "two")]
+
+
+async def test_a_restart_resumes_after_the_last_finished_record(
+    dynamodb_settings: Settings, stores: DynamoDBStores, tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "cp.json"
+    first = ScriptedProcessor()
+    held = request_key("t", "u", "held")
+    first.gates[held] = asyncio.Event()  # never opened: cut by the shutdown
+    async with running_poller(dynamodb_settings, stores, first, checkpoint):
+        await stores.requests.enqueue(_pending("done"))
+        await first.wait_for(lambda: len(first.finished) == 1)
+        await stores.requests.enqueue(_pending("held"))
+        await first.wait_for(lambda: held in first.started_keys())
+    await stores.requests.enqueue(_pending("meanwhile"))
+
+    second = ScriptedProcessor()
+    async with running_poller(dynamodb_settings, stores, second, checkpoint):
+        await second.wait_for(lambda: len(second.finished) == 2)
+    assert second.started_keys() == [held, request_key("t", "u", "meanwhile")]
