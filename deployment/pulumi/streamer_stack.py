@@ -9,6 +9,7 @@ tests can inspect them under Pulumi's mocks.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "StackConfig",
     "StreamerStack",
     "TableAccess",
+    "check_bundle",
     "create_stack",
     "domain_host",
 ]
@@ -202,6 +204,19 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
 _ROUTE_FUNCTIONS = {"$connect": "connect", "$disconnect": "disconnect", "$default": "router"}
 
 
+def check_bundle(path: str) -> None:
+    """Fail before any resource is planned when the Lambda bundle is missing.
+
+    Raises:
+        FileNotFoundError: naming the path and the command that makes it.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"no Lambda bundle at {path}: run `streamer lambda build` in the repository "
+            "root, or point streamer:bundlePath at the zip"
+        )
+
+
 def domain_host(domain: str) -> str:
     """The host of `streamer:domain`: `wss://api.example.com/` → `api.example.com`."""
     host = domain.strip()
@@ -355,6 +370,7 @@ class StreamerStack:
 
 def create_stack(config: StackConfig) -> StreamerStack:
     """Declare every resource of the deployment guide for `config.environment`."""
+    check_bundle(config.bundle_path)
     env = config.environment
     region = aws.get_region_output().region
     tables = _tables(env)

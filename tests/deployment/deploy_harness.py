@@ -12,7 +12,9 @@ import importlib
 import json
 import runpy
 import sys
+import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +73,6 @@ BASE_CONFIG = {
     "aws:region": REGION,
     "streamer:environment": "prod",
     "streamer:jwtPublicKey": TEST_PUBLIC_KEY,
-    "streamer:bundlePath": "does-not-exist/streamer-lambda.zip",
 }
 """The required settings only."""
 
@@ -221,7 +222,12 @@ def deploy(config: dict[str, str], *, secret_keys: tuple[str, ...] = ()) -> Depl
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return _run_program(config, secret_keys)
+        with tempfile.TemporaryDirectory() as directory:
+            # The mocks never read the bundle; the program only checks it is there.
+            bundle = Path(directory) / "streamer-lambda.zip"
+            with zipfile.ZipFile(bundle, "w"):
+                pass
+            return _run_program({"streamer:bundlePath": str(bundle), **config}, secret_keys)
     finally:
         asyncio.set_event_loop(None)
         loop.close()

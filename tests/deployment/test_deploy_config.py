@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from deploy_harness import ACCOUNT, API_ID, BASE_CONFIG, REGION, Deployment, deploy, streamer_stack
 
@@ -17,6 +19,11 @@ from deploy_harness import ACCOUNT, API_ID, BASE_CONFIG, REGION, Deployment, dep
 )
 def test_domain_is_reduced_to_its_host(domain: str) -> None:
     assert streamer_stack.domain_host(domain) == "api.example.com"
+
+
+def test_a_missing_bundle_names_the_command_that_builds_it(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="streamer lambda build"):
+        streamer_stack.check_bundle(str(tmp_path / "streamer-lambda.zip"))
 
 
 def test_a_domain_without_a_certificate_is_refused() -> None:
