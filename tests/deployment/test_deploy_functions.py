@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import pytest
-from deploy_harness import SECRET_KEY, SECRET_SIG, TEST_PUBLIC_KEY, Deployment
+from deploy_harness import SECRET_KEY, SECRET_SIG, TEST_PUBLIC_KEY, Deployment, streamer_stack
+
+from adapters.aws_lambda.bundle import BUNDLE_NAME
 
 FUNCTION = "aws:lambda/function:Function"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
@@ -107,3 +110,14 @@ def test_each_function_has_its_own_log_group_kept_30_days_made_first(
     assert log_group["retentionInDays"] == 30
     function = deployment.one(FUNCTION, f"{key}-function")
     assert {f"{key}-logs", f"{key}-policy"} <= function.dependencies
+
+
+@pytest.mark.parametrize("spec", streamer_stack.FUNCTIONS, ids=lambda spec: spec.key)
+def test_handler_names_a_function_the_bundle_contains(spec: streamer_stack.FunctionSpec) -> None:
+    module_name, _, attribute = spec.handler.rpartition(".")
+    assert callable(getattr(importlib.import_module(module_name), attribute))
+
+
+def test_default_bundle_path_is_where_streamer_lambda_build_writes() -> None:
+    config = streamer_stack.StackConfig(environment="prod", jwt_public_key="k")
+    assert config.bundle_path == f"../../dist/{BUNDLE_NAME}"
