@@ -59,6 +59,8 @@ sys.path.insert(0, str(PROGRAM_DIR))
 
 import streamer_stack  # noqa: E402  (importable once PROGRAM_DIR is on the path)
 
+from streamer.tokens import generate_rsa_key_pair  # noqa: E402
+
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
 API_ID = "a1b2c3d4e5"
@@ -66,7 +68,8 @@ SECRET_KEY = "4dabf18193072939515e22adb298388d"
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 """Pulumi's wire marker of a secret value: `{SECRET_KEY: SECRET_SIG, "value": ...}`."""
 
-TEST_PUBLIC_KEY = "-----BEGIN PUBLIC KEY-----\nTESTKEY\n-----END PUBLIC KEY-----\n"
+_, TEST_PUBLIC_KEY = generate_rsa_key_pair()
+"""A real key, so the functions' own start-up checks can read it."""
 
 
 BASE_CONFIG = {

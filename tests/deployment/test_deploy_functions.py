@@ -6,9 +6,18 @@ import importlib
 from typing import Any
 
 import pytest
-from deploy_harness import SECRET_KEY, SECRET_SIG, TEST_PUBLIC_KEY, Deployment, streamer_stack
+from deploy_harness import (
+    REGION,
+    SECRET_KEY,
+    SECRET_SIG,
+    TEST_PUBLIC_KEY,
+    Deployment,
+    streamer_stack,
+)
 
 from adapters.aws_lambda.bundle import BUNDLE_NAME
+from adapters.aws_lambda.runtime import REQUIRED_SETTINGS
+from streamer.settings import Settings
 
 FUNCTION = "aws:lambda/function:Function"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
@@ -121,3 +130,19 @@ def test_handler_names_a_function_the_bundle_contains(spec: streamer_stack.Funct
 def test_default_bundle_path_is_where_streamer_lambda_build_writes() -> None:
     config = streamer_stack.StackConfig(environment="prod", jwt_public_key="k")
     assert config.bundle_path == f"../../dist/{BUNDLE_NAME}"
+
+
+@pytest.mark.parametrize(("key", "required"), REQUIRED_SETTINGS.items())
+def test_function_environment_passes_the_functions_own_start_up_checks(
+    deployment: Deployment, key: str, required: tuple[str, ...]
+) -> None:
+    """What a cold start validates: required names present, every value well-formed."""
+    environment = {**_variables(deployment, key), "AWS_REGION": REGION}
+    settings = Settings.from_env(environment, required=required)
+    assert settings.requests_table == "streamer-requests-prod"
+
+
+def test_every_variable_set_is_one_streamer_reads(deployment: Deployment) -> None:
+    known = {doc.env for doc in Settings.describe()}
+    for key in KEYS:
+        assert set(_variables(deployment, key)) <= known, key
