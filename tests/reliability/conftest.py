@@ -136,14 +136,16 @@ def start_emulator(
     dynamodb_settings: Settings, rel_keys: tuple[str, str], tmp_path: Path, runs: Runs
 ) -> EmulatorStarter:
     """`async with start_emulator(settings={...}, **config) as harness:` starts the
-    emulator on free ports over this test's tables."""
+    emulator on free ports over this test's tables (or over `base` settings)."""
     private_pem, public_pem = rel_keys
 
     @contextlib.asynccontextmanager
     async def start(
-        *, settings: dict[str, Any] | None = None, **overrides: Any
+        *, settings: dict[str, Any] | None = None, base: Settings | None = None, **overrides: Any
     ) -> AsyncIterator[EmulatorHarness]:
-        core = dataclasses.replace(dynamodb_settings, jwt_public_key=public_pem, **(settings or {}))
+        core = dataclasses.replace(
+            base or dynamodb_settings, jwt_public_key=public_pem, **(settings or {})
+        )
         fields: dict[str, Any] = {
             "settings": core,
             "app": rel_app,

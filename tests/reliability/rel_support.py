@@ -4,6 +4,7 @@ wrappers around the ports, hypothesis strategies for hostile frames, and scale k
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -341,3 +342,61 @@ byte_frames = st.binary(max_size=300) | json_objects_text.map(
     lambda t: t.encode("utf-8", "surrogatepass")
 )
 frames = text_frames | byte_frames
+
+
+# -- a client that keeps every message ----------------------------------------------------
+
+
+class Inbox:
+    """Keeps every message a socket receives, so a test can wait for a reply by id
+    while pushes (progress, outcomes) of other requests keep arriving.
+
+    Args:
+        ws: an open client connection.
+    """
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.messages: list[dict[str, Any]] = []
+        self._taken: set[int] = set()
+
+    async def send(self, body: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(body))
+
+    async def ask(self, body: dict[str, Any], timeout_s: float = 30.0) -> dict[str, Any]:
+        """Send a frame with an `id`; its reply (`response`, `acknowledgment` or `error`)."""
+        await self.send(body)
+        return await self.take(
+            lambda m: (
+                m.get("request_id") == body["id"]
+                and m["type"] in ("response", "acknowledgment", "error")
+            ),
+            timeout_s,
+        )
+
+    async def final(self, request_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+        """The `complete` or `error` push of one request."""
+        return await self.take(
+            lambda m: m.get("request_id") == request_id and m["type"] in ("complete", "error"),
+            timeout_s,
+        )
+
+    async def take(self, predicate: Any, timeout_s: float = 30.0) -> dict[str, Any]:
+        """The first message not taken yet that matches, waiting for more if needed."""
+        async with asyncio.timeout(timeout_s):
+            index = 0
+            while True:
+                while index < len(self.messages):
+                    if index not in self._taken and predicate(self.messages[index]):
+                        self._taken.add(index)
+                        return self.messages[index]
+                    index += 1
+                self.messages.append(json.loads(await self.ws.recv()))
+
+    def of(self, request_id: str, *types: str) -> list[dict[str, Any]]:
+        """Every message received so far about one request (of some types)."""
+        return [
+            m
+            for m in self.messages
+            if m.get("request_id") == request_id and (not types or m["type"] in types)
+        ]
