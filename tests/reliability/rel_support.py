@@ -5,10 +5,13 @@ wrappers around the ports, hypothesis strategies for hostile frames, and scale k
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -400,3 +403,39 @@ class Inbox:
             for m in self.messages
             if m.get("request_id") == request_id and (not types or m["type"] in types)
         ]
+
+
+# -- waiting on log records ------------------------------------------------------------
+
+
+class LogEvents(logging.Handler):
+    """Sets an asyncio event when a record whose message starts with a prefix is logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.events: dict[str, asyncio.Event] = {}
+
+    def on(self, prefix: str) -> asyncio.Event:
+        return self.events.setdefault(prefix, asyncio.Event())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        for prefix, event in self.events.items():
+            if message.startswith(prefix):
+                event.set()
+
+
+@contextlib.contextmanager
+def log_events() -> Iterator[LogEvents]:
+    handler = LogEvents()
+    watched = [logging.getLogger(name) for name in ("streamer", "emulator")]
+    saved = [logger.level for logger in watched]
+    for logger in watched:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        for logger, level in zip(watched, saved, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import logging
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from conftest import EmulatorStarter, Runs
-from rel_support import Inbox
+from rel_support import Inbox, log_events
 
 import adapters.aws
 from adapters.dynamodb import create_tables
@@ -100,39 +99,6 @@ def quick_aws_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(adapters.aws, "client_config", shrunk)
 
 
-class _LogEvents(logging.Handler):
-    """Sets an asyncio event when a record whose message starts with a prefix is logged."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.events: dict[str, asyncio.Event] = {}
-
-    def on(self, prefix: str) -> asyncio.Event:
-        return self.events.setdefault(prefix, asyncio.Event())
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        for prefix, event in self.events.items():
-            if message.startswith(prefix):
-                event.set()
-
-
-@contextlib.contextmanager
-def _log_events() -> Iterator[_LogEvents]:
-    handler = _LogEvents()
-    watched = [logging.getLogger(name) for name in ("streamer", "emulator")]
-    saved = [logger.level for logger in watched]
-    for logger in watched:
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        for logger, level in zip(watched, saved, strict=True):
-            logger.removeHandler(handler)
-            logger.setLevel(level)
-
-
 @pytest.fixture
 async def proxy(dynamodb_settings: Settings) -> AsyncIterator[CuttableProxy]:
     assert dynamodb_settings.dynamodb_endpoint_url is not None
@@ -151,7 +117,7 @@ async def test_the_emulator_rides_out_a_dynamodb_outage_and_recovers_by_itself(
     quick_aws_retries: None,
 ) -> None:
     base = dataclasses.replace(dynamodb_settings, dynamodb_endpoint_url=proxy.url)
-    with _log_events() as logs:
+    with log_events() as logs:
         async with (
             start_emulator(base=base, settings={"lease_grace_s": LEASE_GRACE_S}) as harness,
             harness.connect("alice") as ws,
