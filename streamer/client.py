@@ -779,7 +779,7 @@ def _frame(
 
 
 def _progress_of(request_id: str, snapshot: RequestSnapshot) -> ProgressUpdate:
-    details = snapshot.raw.get("progress_details") or snapshot.raw.get("metadata")
+    details = snapshot.raw.get("details")
     return ProgressUpdate(
         timestamp=datetime.now(UTC),
         request_id=request_id,
