@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from websockets.asyncio.client import ClientConnection
+
 from adapters.dynamodb import open_stores
 from emulator.server import CHECKPOINT_FILE, Emulator, EmulatorConfig
 from emulator.testing import (
@@ -34,6 +36,27 @@ from streamer.settings import Settings
 
 if TYPE_CHECKING:
     from conftest import EmulatorFactory, Steering
+
+
+async def subscribe_until_final(ws: ClientConnection, request_id: str) -> list[dict[str, Any]]:
+    """Subscribe to a request and read until its end is known: the snapshot is
+    terminal or its `complete`/`error` arrived (which may come before the
+    subscribe's own answer)."""
+    subscribe_id = f"subscribe-{request_id}"
+    await send_json(
+        ws, {"id": subscribe_id, "action": "subscribe", "payload": {"request_id": request_id}}
+    )
+    answered = ended = False
+
+    def known(message: dict[str, Any]) -> bool:
+        nonlocal answered, ended
+        if message.get("request_id") == subscribe_id:
+            answered = True
+            ended = ended or message["data"]["status"] in ("COMPLETED", "FAILED", "CANCELLED")
+        ended = ended or is_final_for(request_id)(message)
+        return answered and ended
+
+    return await recv_until(ws, known)
 
 
 async def test_an_async_request_is_acknowledged_then_progresses_then_completes(
@@ -206,11 +229,7 @@ async def test_a_restart_resumes_from_the_checkpoint_and_processes_what_was_queu
         assert (await stores.requests.enqueue(queued)).created
 
     async with emulator_factory() as second, second.connect() as ws:
-        snapshot = await request(
-            ws, {"action": "subscribe", "payload": {"request_id": "meanwhile"}}
-        )
-        if snapshot["data"]["status"] != "COMPLETED":
-            await recv_until(ws, is_final_for("meanwhile"))
+        await subscribe_until_final(ws, "meanwhile")
         status = await request(ws, {"action": "status", "payload": {"request_id": "meanwhile"}})
         before = await request(ws, {"action": "status", "payload": {"request_id": "before"}})
     assert status["data"]["status"] == "COMPLETED"
@@ -231,9 +250,7 @@ async def test_shutdown_hands_a_running_request_back_and_the_next_start_finishes
 
     steering.gate("cut").set()
     async with emulator_factory() as second, second.connect() as ws:
-        snapshot = await request(ws, {"action": "subscribe", "payload": {"request_id": "cut"}})
-        if snapshot["data"]["status"] != "COMPLETED":
-            await recv_until(ws, is_final_for("cut"))
+        await subscribe_until_final(ws, "cut")
         status = await request(ws, {"action": "status", "payload": {"request_id": "cut"}})
     assert status["data"]["status"] == "COMPLETED"
     assert steering.runs["cut"] == 2
