@@ -175,6 +175,7 @@ class Gateway:
         self._admitted: dict[ServerConnection, LiveSocket] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
         self._server: Server | None = None
+        self._port: int | None = None
         self.disconnects = 0
         """How many `$disconnect`s ran (for tests and /health)."""
         self._recently_disconnected: deque[ConnectionId] = deque(maxlen=10_000)
@@ -186,11 +187,10 @@ class Gateway:
 
     @property
     def port(self) -> int:
-        """The port the server listens on (useful after binding port 0)."""
-        if self._server is None:
+        """The port the server listens on (the actual one after binding port 0)."""
+        if self._port is None:
             raise RuntimeError("the gateway is not started")
-        port: int = next(iter(self._server.sockets)).getsockname()[1]
-        return port
+        return self._port
 
     async def start(self, host: str, port: int) -> None:
         """Listen on `host:port` (0 picks a free port).
@@ -208,6 +208,7 @@ class Gateway:
             server_header="streamer-emulator",
             logger=logging.getLogger("emulator.websockets"),
         )
+        self._port = int(next(iter(self._server.sockets)).getsockname()[1])
 
     async def close(self) -> None:
         """Stop accepting, close every socket with 1001 and wait until each one's

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import pytest
 import yaml
 from websockets.asyncio.client import connect
@@ -113,7 +114,18 @@ async def test_without_a_jwt_key_dev_keys_are_made_and_the_banner_token_connects
         assert "streamer send generate_report" in text
         async with connect(f"{harness.ws_url}?Authorization={token}") as ws:
             pong = await request(ws, {"action": "ping"})
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{harness.http_url}/api/dev-token", params={"sub": "ada"}) as resp,
+        ):
+            assert resp.status == 200
+            console = await resp.json()
+        async with connect(f"{harness.ws_url}?Authorization={console['token']}") as ws:
+            console_pong = await request(ws, {"action": "ping"})
     assert pong["type"] == "response"
+    assert console["sub"] == "ada"
+    assert console["ws_url"] == harness.ws_url
+    assert console_pong["type"] == "response"
 
 
 # -- Docker --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -212,19 +212,7 @@ async def test_a_restart_resumes_from_the_checkpoint_and_processes_what_was_queu
 
     # Queued while no emulator runs: only the stream remembers it.
     now = datetime.now(UTC)
-    queued = AsyncRequest(
-        key=request_key("tenant-1", "user-1", "meanwhile"),
-        request_id=RequestId("meanwhile"),
-        connection_id=new_connection_id(),
-        user_id=UserId("user-1"),
-        tenant_id=TenantId("tenant-1"),
-        action="count",
-        payload={"steps": 1},
-        status=RequestStatus.PENDING,
-        created_at=now,
-        updated_at=now,
-        timeout_s=60,
-    )
+    queued = _queued("meanwhile", now)
     async with open_stores(dynamodb_settings) as stores:
         assert (await stores.requests.enqueue(queued)).created
 
@@ -289,3 +277,41 @@ async def test_the_emulator_runs_on_an_embedded_moto_server_with_dev_keys(
     assert ack["type"] == "acknowledgment"
     assert rest[-1]["type"] == "complete"
     assert rest[-1]["result"] == {"n": 2}
+
+
+async def test_the_sweeper_requeues_a_request_whose_processor_died_and_it_completes(
+    emulator_factory: EmulatorFactory, dynamodb_settings: Settings
+) -> None:
+    async with emulator_factory():
+        pass  # a first run leaves a checkpoint, so the next one reads what follows
+
+    # A processor claimed it and died: PROCESSING with a lease already past.
+    now = datetime.now(UTC)
+    orphan = _queued("orphan", now)
+    async with open_stores(dynamodb_settings) as stores:
+        await stores.requests.enqueue(orphan)
+        claimed = await stores.requests.claim(
+            orphan.key, now=now, lease_until=now - timedelta(seconds=1)
+        )
+    assert claimed is not None
+
+    async with emulator_factory(sweep_interval_s=0.05) as harness, harness.connect() as ws:
+        await subscribe_until_final(ws, "orphan")
+        status = await request(ws, {"action": "status", "payload": {"request_id": "orphan"}})
+    assert status["data"]["status"] == "COMPLETED"
+
+
+def _queued(request_id: str, now: datetime) -> AsyncRequest:
+    return AsyncRequest(
+        key=request_key("tenant-1", "user-1", request_id),
+        request_id=RequestId(request_id),
+        connection_id=new_connection_id(),
+        user_id=UserId("user-1"),
+        tenant_id=TenantId("tenant-1"),
+        action="count",
+        payload={"steps": 1},
+        status=RequestStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+        timeout_s=60,
+    )
