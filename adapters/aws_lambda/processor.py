@@ -1,22 +1,24 @@
 """DynamoDB Streams entrypoint: claim and run the queued requests of a batch.
 
-Returns a partial batch response, `{"batchItemFailures": [{"itemIdentifier":
-<SequenceNumber>}, ...]}`. At the first record that fails (unparseable, or a
-store error escaping the processor) that record and every later one are
-reported and nothing after it is started: the lowest reported sequence number
-becomes the checkpoint, so records already done are not replayed and the
-failed one is retried first. Records that are not a claimable PENDING image are
-skipped; a replayed record whose request was already claimed is skipped too
-(the claim is a conditional write), so a replayed batch does nothing twice.
+The records of a batch are independent requests, so they run concurrently (up
+to `MAX_CONCURRENT_RECORDS`): one long action does not hold up the others, as
+it would one at a time. The function returns a partial batch response,
+`{"batchItemFailures": [{"itemIdentifier": <SequenceNumber>}, ...]}`: the first
+record that failed (unparseable, a store error escaping the processor, or not
+started for lack of time) is reported with every later one, so the lowest
+reported sequence number becomes the checkpoint and nothing before it is
+replayed. A later record that did complete is replayed harmlessly: records that
+are not a claimable PENDING image are skipped, and so is a request already
+claimed (the claim is a conditional write), so a replayed batch does nothing twice.
 
 Each action is bounded by the invocation's remaining time less a margin: a
-request still running then is handed back to PENDING (that write is itself a
-claimable stream record, so the request is picked up again), and records not
-yet started are reported for retry.
+request still running then is handed back to PENDING. That write is itself a
+claimable stream record, so the handed-back record is not reported.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -29,13 +31,15 @@ from adapters.aws_lambda.runtime import LambdaContext, Runtime, invoke
 from adapters.streams import parse_stream_record
 from streamer.processor import Outcome
 
-__all__ = ["DEADLINE_MARGIN", "handler"]
+__all__ = ["DEADLINE_MARGIN", "MAX_CONCURRENT_RECORDS", "handler"]
 
 logger = logging.getLogger("streamer.lambda.processor")
 
 DEADLINE_MARGIN: Final = timedelta(seconds=3)
 """Time kept back from the invocation's remaining time to hand work back and
 return the batch response before Lambda stops the function."""
+MAX_CONCURRENT_RECORDS: Final = 10
+"""Records of one batch run at once (the mapping's batch size is 10)."""
 
 
 def handler(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str, Any]:
@@ -46,28 +50,27 @@ def handler(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str
 async def process(
     runtime: Runtime, raw: Mapping[str, Any], context: LambdaContext | None
 ) -> dict[str, Any]:
-    """Handle one batch in order; report the failed tail."""
+    """Handle one batch; report the tail from the first record that must come again."""
     batch = StreamBatch.parse(raw)
     deadline = runtime.deadline(context, margin=DEADLINE_MARGIN)
     metrics = runtime.metrics(context)
-    failed: tuple[StreamRecord, ...] = ()
-    for index, record in enumerate(batch.records):
-        if runtime.clock.now() >= deadline:
-            logger.warning(
-                "no time left, records handed back to the stream",
-                extra={"count": len(batch.records) - index},
-            )
-            failed = batch.records[index:]
-            break
-        outcome = await _handle(runtime, record, deadline, metrics)
-        if outcome is None:
-            failed = batch.records[index:]
-            break
-        if outcome is Outcome.HANDED_BACK:
-            # The hand-back wrote PENDING, a new claimable record: only the
-            # records after this one still need the stream to deliver them again.
-            failed = batch.records[index + 1 :]
-            break
+    slots = asyncio.Semaphore(MAX_CONCURRENT_RECORDS)
+
+    async def settle(record: StreamRecord) -> bool:
+        """True when the stream need not deliver the record again."""
+        async with slots:
+            if runtime.clock.now() >= deadline:
+                return False
+            return await _handle(runtime, record, deadline, metrics) is not None
+
+    settled = await asyncio.gather(*(settle(record) for record in batch.records))
+    first = next((i for i, ok in enumerate(settled) if not ok), len(settled))
+    failed = batch.records[first:]
+    if failed:
+        logger.warning(
+            f"records from {failed[0].sequence_number} on go back to the stream",
+            extra={"count": len(failed)},
+        )
     metrics.flush()
     return {"batchItemFailures": [{"itemIdentifier": r.sequence_number} for r in failed]}
 
