@@ -47,7 +47,8 @@ STREAM_MAX_RETRY_ATTEMPTS = 5
 STREAM_MAX_RECORD_AGE_S = 3600
 DLQ_RETENTION_S = 14 * 24 * 3600
 SWEEP_SCHEDULE = "rate(1 minute)"
-MANAGE_CONNECTIONS_METHODS = ("POST", "GET", "DELETE")
+MANAGE_CONNECTIONS_METHODS = ("POST",)
+"""The functions only post to connections (never GET or DELETE one)."""
 STREAM_READ_ACTIONS = (
     "dynamodb:DescribeStream",
     "dynamodb:GetRecords",
@@ -103,8 +104,8 @@ class FunctionSpec:
         handler: the handler inside the bundle.
         timeout_s, memory_mb: sizing.
         tables: least-privilege table access.
-        manages_connections: may call the `@connections` management API.
-        needs_endpoint: gets `WEBSOCKET_ENDPOINT`.
+        posts: delivers messages: gets `WEBSOCKET_ENDPOINT` and may call the
+            `@connections` management API of the stage.
         disconnects: runs `ConnectionService.disconnect` (so honours
             `CANCEL_ON_DISCONNECT`).
     """
@@ -114,8 +115,7 @@ class FunctionSpec:
     timeout_s: int
     memory_mb: int
     tables: tuple[TableAccess, ...]
-    manages_connections: bool = False
-    needs_endpoint: bool = False
+    posts: bool = False
     disconnects: bool = False
 
 
@@ -125,16 +125,19 @@ _DISCONNECT_ACCESS = (
     TableAccess("connections", ("dynamodb:DeleteItem",)),
     TableAccess("subscriptions", ("dynamodb:DeleteItem",), ("ConnectionIndex",)),
 )
-# With CANCEL_ON_DISCONNECT, a disconnect also cancels the connection's requests.
-_CANCEL_ON_DISCONNECT_ACCESS = (
-    TableAccess("requests", ("dynamodb:UpdateItem",), ("ConnectionIndex",)),
-)
 # Delivery reads a request's followers and cleans up after a gone connection.
 _DELIVERY_ACCESS = (
     TableAccess("connections", ("dynamodb:DeleteItem",)),
     TableAccess("subscriptions", ("dynamodb:Query", "dynamodb:DeleteItem"), ("ConnectionIndex",)),
 )
-# The `ActiveConnections` metric counts the connections table (`Scan`, `Select=COUNT`).
+# With CANCEL_ON_DISCONNECT, a disconnect also cancels the connection's requests
+# and tells their followers.
+_CANCEL_ON_DISCONNECT_ACCESS = (
+    TableAccess("requests", ("dynamodb:UpdateItem",), ("ConnectionIndex",)),
+    *_DELIVERY_ACCESS,
+)
+# The `ActiveConnections` metric counts the connections table (`Scan`, `Select=COUNT`):
+# after a connect or disconnect, and on every sweep.
 _COUNT_CONNECTIONS_ACCESS = (TableAccess("connections", ("dynamodb:Scan",)),)
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
@@ -171,8 +174,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
             *_DELIVERY_ACCESS,
             *_DISCONNECT_ACCESS,
         ),
-        manages_connections=True,
-        needs_endpoint=True,
+        posts=True,
         disconnects=True,
     ),
     FunctionSpec(
@@ -184,8 +186,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
             TableAccess("requests", ("dynamodb:GetItem", "dynamodb:UpdateItem")),
             *_DELIVERY_ACCESS,
         ),
-        manages_connections=True,
-        needs_endpoint=True,
+        posts=True,
     ),
     FunctionSpec(
         key="sweeper",
@@ -195,9 +196,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         tables=(
             TableAccess("requests", ("dynamodb:UpdateItem",), ("StatusIndex",)),
             *_DELIVERY_ACCESS,
+            *_COUNT_CONNECTIONS_ACCESS,
         ),
-        manages_connections=True,
-        needs_endpoint=True,
+        posts=True,
     ),
 )
 
@@ -596,7 +597,7 @@ def _environment(
             variables["ALLOWED_TENANTS"] = config.allowed_tenants
     if spec.disconnects and config.cancel_on_disconnect:
         variables["CANCEL_ON_DISCONNECT"] = "true"
-    if spec.needs_endpoint:
+    if _posts(spec, config):
         variables["WEBSOCKET_ENDPOINT"] = management_endpoint
     return variables
 
@@ -618,6 +619,11 @@ def _assume_role_policy(service: str) -> str:
 
 def _statement(sid: str, actions: Sequence[str], resources: Sequence[Any]) -> dict[str, Any]:
     return {"Sid": sid, "Effect": "Allow", "Action": list(actions), "Resource": list(resources)}
+
+
+def _posts(spec: FunctionSpec, config: StackConfig) -> bool:
+    """Whether the function delivers messages (a cancelling disconnect does too)."""
+    return spec.posts or (spec.disconnects and config.cancel_on_disconnect)
 
 
 def _table_access(spec: FunctionSpec, config: StackConfig) -> list[TableAccess]:
@@ -657,7 +663,7 @@ def _function_policy(
                 pulumi.Output.concat(table.arn, "/index/", index) for index in access.index_queries
             ]
             statements.append(_statement(f"{title}Indexes", ["dynamodb:Query"], index_arns))
-    if spec.manages_connections:
+    if _posts(spec, config):
         connections_arns = [
             pulumi.Output.format("{0}/{1}/{2}/@connections/*", api.execution_arn, config.stage, m)
             for m in MANAGE_CONNECTIONS_METHODS

@@ -83,6 +83,13 @@ def test_function_knows_the_three_tables_and_the_guide_settings(
     assert "AWS_REGION" not in variables, "reserved: Lambda sets it"
 
 
+def test_disconnect_gets_the_endpoint_only_when_it_cancels_and_notifies(
+    deployment: Deployment, minimal_deployment: Deployment
+) -> None:
+    assert _variables(deployment, "disconnect")["WEBSOCKET_ENDPOINT"] == ENDPOINT
+    assert "WEBSOCKET_ENDPOINT" not in _variables(minimal_deployment, "disconnect")
+
+
 @pytest.mark.parametrize("key", ["router", "processor", "sweeper"])
 def test_posting_functions_get_the_stage_management_endpoint(
     deployment: Deployment, key: str

@@ -27,6 +27,7 @@ _DELIVERY: set[Grant] = {
 _CANCEL_ON_DISCONNECT: set[Grant] = {
     ("dynamodb:UpdateItem", REQUESTS),
     ("dynamodb:Query", f"{REQUESTS}/index/ConnectionIndex"),
+    *_DELIVERY,
 }
 DYNAMODB_GRANTS: dict[str, set[Grant]] = {
     "connect": {
@@ -56,6 +57,7 @@ DYNAMODB_GRANTS: dict[str, set[Grant]] = {
     "sweeper": {
         ("dynamodb:UpdateItem", REQUESTS),
         ("dynamodb:Query", f"{REQUESTS}/index/StatusIndex"),
+        ("dynamodb:Scan", CONNECTIONS),
         *_DELIVERY,
     },
 }
@@ -117,7 +119,7 @@ def test_function_may_only_make_the_dynamodb_calls_its_code_makes(
 
 
 @pytest.mark.parametrize("key", ["disconnect", "router"])
-def test_cancel_on_disconnect_adds_finding_and_cancelling_the_connections_requests(
+def test_cancel_on_disconnect_adds_cancelling_the_connections_requests_and_telling_followers(
     deployment: Deployment, key: str
 ) -> None:
     grants = _grants(deployment, key, "dynamodb")
@@ -136,16 +138,23 @@ def test_posting_functions_manage_connections_of_this_stage_only(
     deployment: Deployment, key: str
 ) -> None:
     assert _grants(deployment, key, "execute-api") == {
-        ("execute-api:ManageConnections", f"{STAGE_ARN}/{method}/@connections/*")
-        for method in ("POST", "GET", "DELETE")
+        ("execute-api:ManageConnections", f"{STAGE_ARN}/POST/@connections/*")
     }
 
 
 @pytest.mark.parametrize("key", ["connect", "disconnect"])
 def test_connect_and_disconnect_never_call_the_management_api(
-    deployment: Deployment, key: str
+    minimal_deployment: Deployment, key: str
 ) -> None:
-    assert _grants(deployment, key, "execute-api") == set()
+    assert _grants(minimal_deployment, key, "execute-api") == set()
+
+
+def test_a_disconnect_that_cancels_tells_followers_through_this_stage(
+    deployment: Deployment,
+) -> None:
+    assert _grants(deployment, "disconnect", "execute-api") == {
+        ("execute-api:ManageConnections", f"{STAGE_ARN}/POST/@connections/*")
+    }
 
 
 @pytest.mark.parametrize("key", KEYS)
