@@ -210,11 +210,18 @@ class Gateway:
         )
         self._port = int(next(iter(self._server.sockets)).getsockname()[1])
 
-    async def close(self) -> None:
+    async def close(self, *, frame_drain_s: float | None = None) -> None:
         """Stop accepting, close every socket with 1001 and wait until each one's
-        `$disconnect` has run."""
+        `$disconnect` has run.
+
+        Args:
+            frame_drain_s: how long frames still being handled (a sync action)
+                may take now; the constructor's value when None.
+        """
         if self._server is None:
             return
+        if frame_drain_s is not None:
+            self._frame_drain_s = frame_drain_s
         for socket in self._registry:
             socket.close_reason = socket.close_reason or "server shutdown"
         self._server.close(code=CloseCode.GOING_AWAY, reason=GOING_AWAY_REASON)

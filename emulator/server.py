@@ -59,6 +59,8 @@ class EmulatorConfig:
         create_tables: create missing tables at start.
         dev_token_ttl_s: lifetime of the printed and console dev tokens.
         shard_refresh_s: how often the poller looks for new shards.
+        start_timeout_s: how long the poller may take to find its starting
+            positions before start-up fails.
         process_stream: run the stream poller (the processor); off, requests stay
             PENDING for another processor (the Lambda one in the parity test).
     """
@@ -78,6 +80,7 @@ class EmulatorConfig:
     create_tables: bool = True
     dev_token_ttl_s: float = 24 * 3600.0
     shard_refresh_s: float = 5.0
+    start_timeout_s: float = 30.0
     process_stream: bool = True
 
 
@@ -266,16 +269,26 @@ class Emulator:
         self._stack.push_async_callback(self.http.close)
         gateway.set_endpoint(self.http_url)
         await gateway.start(config.host, config.port)
-        self._stack.push_async_callback(gateway.close)
+        self._stack.push_async_callback(gateway.close, frame_drain_s=config.drain_timeout_s)
 
     async def _wait_poller_ready(self) -> None:
         assert self.poller is not None
         assert self._background is not None
         ready = asyncio.ensure_future(self.poller.wait_ready())
         try:
-            await asyncio.wait([ready, self._background], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [ready, self._background],
+                timeout=self.config.start_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            is_ready = ready.done()
         finally:
             ready.cancel()
+        if not is_ready and not self._background.done():
+            raise RuntimeError(
+                f"the stream poller could not start reading the requests table's stream "
+                f"within {self.config.start_timeout_s:g} s (see the log)"
+            )
         if self._background.done():
             self._background.result()  # raises what stopped it
             raise RuntimeError("the stream poller stopped during start-up")

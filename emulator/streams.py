@@ -111,10 +111,18 @@ class CheckpointFile:
         self._dirty = True
 
     def flush(self) -> None:
-        """Write the file if anything changed since the last write."""
+        """Write the file if anything changed since the last write. A failed write
+        is logged and tried again at the next flush; processing goes on."""
         if not self._dirty:
             return
-        self._dirty = False
+        try:
+            self._write()
+        except OSError:
+            log.exception("cannot write the stream checkpoints", extra={"path": str(self.path)})
+        else:
+            self._dirty = False
+
+    def _write(self) -> None:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             streams = data.get("streams", {}) if isinstance(data, dict) else {}
@@ -331,6 +339,7 @@ class StreamPoller:
                 delay = min(delay * 2, self._retry_max_s)
                 continue
             delay = self._retry_base_s
+            is_positioned = True
             listed = {shard["ShardId"] for shard in shards}
             for shard in shards:
                 shard_id = shard["ShardId"]
@@ -339,15 +348,23 @@ class StreamPoller:
                 parent = shard.get("ParentShardId")
                 if parent and parent in listed and parent not in checkpoints.state.finished:
                     continue  # its parent's records come first
-                start = await self._starting_position(streams, shard, is_first_start)
+                try:
+                    start = await self._starting_position(streams, shard, is_first_start)
+                except Exception:
+                    log.exception("cannot position a shard; retrying", extra={"shard": shard_id})
+                    is_positioned = False
+                    continue
                 if isinstance(start, _Finished):
                     checkpoints.finish(shard_id)
                     continue
                 tracker = _ShardTracker(shard_id, checkpoints, start)
                 self._trackers[shard_id] = tracker
-                group.create_task(self._read_shard(streams, tracker, group))
-            is_first_start = False
+                group.create_task(self._guard_shard(streams, tracker, group))
             checkpoints.flush()
+            if not is_positioned:
+                await self._wait_refresh(self._retry_max_s)
+                continue
+            is_first_start = False
             self._ready.set()
             await self._wait_refresh(self._shard_refresh_s)
 
@@ -427,6 +444,23 @@ class StreamPoller:
             )
         return got.get("ShardIterator")
 
+    async def _guard_shard(
+        self, streams: DynamoDBStreamsClient, tracker: _ShardTracker, group: asyncio.TaskGroup
+    ) -> None:
+        """Read one shard; an unexpected failure restarts its reading (after the
+        last record read) instead of stopping the other shards."""
+        delay = self._retry_base_s
+        while True:
+            try:
+                await self._read_shard(streams, tracker, group)
+                return
+            except Exception:
+                log.exception(
+                    "reading a shard failed; restarting it", extra={"shard": tracker.shard_id}
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max_s)
+
     async def _read_shard(
         self, streams: DynamoDBStreamsClient, tracker: _ShardTracker, group: asyncio.TaskGroup
     ) -> None:
@@ -483,7 +517,12 @@ class StreamPoller:
         log.info("shard finished", extra={"shard": shard_id})
 
     def _dispatch(self, tracker: _ShardTracker, raw: Any, group: asyncio.TaskGroup) -> None:
-        entry = tracker.add(str(raw["dynamodb"]["SequenceNumber"]))
+        body = raw.get("dynamodb") if isinstance(raw, dict) else None
+        sequence_number = body.get("SequenceNumber") if isinstance(body, dict) else None
+        if not isinstance(sequence_number, str) or not sequence_number:
+            log.warning("skipping a stream record without a sequence number")
+            return
+        entry = tracker.add(sequence_number)
         try:
             change = parse_stream_record(raw, table_name=self._settings.requests_table)
         except ValueError as exc:

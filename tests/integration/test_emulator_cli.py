@@ -18,8 +18,9 @@ import yaml
 from websockets.asyncio.client import connect
 
 from emulator.__main__ import banner, parse_config
+from emulator.server import Emulator, EmulatorConfig
 from emulator.testing import request
-from streamer.settings import SettingsError
+from streamer.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from conftest import EmulatorFactory
@@ -178,3 +179,27 @@ def test_the_dockerfile_is_slim_non_root_and_serves_both_ports() -> None:
     assert "streamer-emulator" in cmd
     assert "0.0.0.0" in cmd
     assert (ROOT / ".dockerignore").exists()
+
+
+async def test_start_up_fails_clearly_when_the_requests_table_cannot_be_read(
+    moto_endpoint: str, rsa_keys: tuple[str, str], tmp_path: Path
+) -> None:
+    missing = uuid.uuid4().hex[:10]
+    settings = Settings(
+        jwt_public_key=rsa_keys[1],
+        dynamodb_endpoint_url=moto_endpoint,
+        connections_table=f"missing-connections-{missing}",
+        requests_table=f"missing-requests-{missing}",
+        subscriptions_table=f"missing-subscriptions-{missing}",
+    )
+    config = EmulatorConfig(
+        settings=settings,
+        port=0,
+        http_port=0,
+        state_dir=tmp_path,
+        create_tables=False,
+        start_timeout_s=0.5,
+    )
+    with pytest.raises(RuntimeError, match="stream poller"):
+        async with Emulator(config):
+            pass
