@@ -651,7 +651,7 @@ def _function_policy(
     dead_letter_queue: aws.sqs.Queue | None,
 ) -> pulumi.Output[str]:
     """The function's inline policy: its tables and indexes, its log group, X-Ray,
-    and where it applies the management API of this stage, the stream and the DLQ."""
+    and, where they apply, this stage's management API, the stream and the DLQ."""
     statements: list[dict[str, Any]] = []
     for access in _table_access(spec, config):
         table = tables[access.table]
