@@ -40,6 +40,7 @@ class Sizes:
         idle_rtt_rounds, idle_rtt_count: round trips measured at each level.
         connections_per_user: idle connections opened with one user's token.
         connect_concurrency: handshakes the holder keeps in flight.
+        connect_budget_s: time allowed for opening idle connections in all.
         cold_rounds: fresh processes per side for the Lambda cold start.
         zip_from_cache: reuse a bundle under `bench/.cache/` when one is there.
     """
@@ -60,27 +61,29 @@ class Sizes:
     idle_rtt_count: int
     connections_per_user: int
     connect_concurrency: int
+    connect_budget_s: float
     cold_rounds: int
     zip_from_cache: bool
 
 
 QUICK = Sizes(
     rtt_rounds=4,
-    rtt_count=300,
+    rtt_count=350,
     rtt_warmup=50,
     async_rounds=3,
-    async_count=15,
-    in_flight=(1, 10, 100, 500),
+    async_count=10,
+    in_flight=(1, 10, 25, 50),
     in_flight_rounds=1,
     in_flight_connections=20,
     progress_requests=50,
-    progress_reports=20,
+    progress_reports=4,
     progress_rounds=1,
-    idle_levels=(0, 100, 300, 600),
+    idle_levels=(0, 100, 200, 400),
     idle_rtt_rounds=2,
     idle_rtt_count=200,
     connections_per_user=10,
     connect_concurrency=16,
+    connect_budget_s=20,
     cold_rounds=2,
     zip_from_cache=True,
 )
@@ -90,18 +93,19 @@ FULL = Sizes(
     rtt_count=2000,
     rtt_warmup=200,
     async_rounds=5,
-    async_count=60,
+    async_count=40,
     in_flight=(1, 10, 100, 500),
     in_flight_rounds=3,
     in_flight_connections=20,
     progress_requests=50,
-    progress_reports=200,
-    progress_rounds=3,
+    progress_reports=50,
+    progress_rounds=2,
     idle_levels=(0, 1000, 5000, 10_000),
     idle_rtt_rounds=3,
     idle_rtt_count=1000,
     connections_per_user=10,
     connect_concurrency=16,
+    connect_budget_s=180,
     cold_rounds=7,
     zip_from_cache=False,
 )

@@ -1,8 +1,9 @@
 """Holds idle authenticated connections for the connections scenario
 (`python -m bench.holder`), driven by one-line commands on stdin.
 
-Commands: `open N` opens N more connections in parallel batches and answers one
-JSON line `{"held", "opened", "failed", "elapsed_s", "errors"}`; `status`
+Commands: `open N [BUDGET_S]` opens N more connections in parallel batches (no
+new handshake starts after BUDGET_S seconds) and answers one JSON line
+`{"held", "opened", "failed", "skipped", "elapsed_s", "errors"}`; `status`
 answers `{"held"}` (connections still open); `close` (or EOF) exits.
 """
 
@@ -38,15 +39,21 @@ class Holder:
         self.concurrency = concurrency
         self.connections: list[ClientConnection] = []
 
-    async def open(self, count: int) -> dict[str, object]:
+    async def open(self, count: int, budget_s: float = float("inf")) -> dict[str, object]:
         started = time.perf_counter()
+        deadline = started + budget_s
         gate = asyncio.Semaphore(self.concurrency)
         errors: Counter[str] = Counter()
+        skipped = 0
         first = len(self.connections)
 
         async def one(index: int) -> None:
+            nonlocal skipped
             token = self.tokens[index % len(self.tokens)]
             async with gate:
+                if time.perf_counter() > deadline:
+                    skipped += 1
+                    return
                 try:
                     ws = await connect(
                         with_token(self.url, token),
@@ -65,6 +72,7 @@ class Holder:
             "held": self.held(),
             "opened": len(self.connections) - first,
             "failed": sum(errors.values()),
+            "skipped": skipped,
             "elapsed_s": elapsed,
             "errors": dict(errors.most_common(5)),
         }
@@ -80,7 +88,8 @@ async def serve_commands(holder: Holder) -> None:
     while line := (await reader.readline()).decode().strip():
         verb, _, arg = line.partition(" ")
         if verb == "open":
-            reply = await holder.open(int(arg))
+            count, _, budget = arg.partition(" ")
+            reply = await holder.open(int(count), float(budget) if budget else float("inf"))
         elif verb == "status":
             reply = {"held": holder.held()}
         elif verb == "close":

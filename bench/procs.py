@@ -91,6 +91,8 @@ class ServerProcess:
     ws_url: str
     log_path: Path
     http_url: str | None = None
+    stop_timeout_s: float = 20.0
+    """How long `stop` waits for a clean exit before SIGKILL."""
     _process: psutil.Process | None = field(default=None, repr=False)
 
     @property
@@ -145,13 +147,13 @@ class ServerProcess:
         except OSError:
             return ""
 
-    def stop(self, timeout_s: float = 20.0) -> None:
+    def stop(self) -> None:
         """SIGINT (a clean shutdown, which lets a profiler write), then SIGKILL."""
         if self.popen.poll() is not None:
             return
         self.popen.send_signal(signal.SIGINT)
         try:
-            self.popen.wait(timeout_s)
+            self.popen.wait(self.stop_timeout_s)
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait(5)
