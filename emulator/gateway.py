@@ -320,7 +320,7 @@ class Gateway:
             return
         socket.is_open = True
         self._registry.add(socket)
-        log.info("connected", extra={"connection_id": socket.connection_id})
+        log.debug("socket open", extra={"connection_id": socket.connection_id})
         watchdog = asyncio.create_task(self._watch(socket))
         in_flight: set[asyncio.Task[None]] = set()
         slots = asyncio.Semaphore(self._max_frames_in_flight)
@@ -383,10 +383,7 @@ class Gateway:
         waiter = self._disconnect_waiters.pop(socket.connection_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        log.info(
-            "disconnected",
-            extra={"connection_id": socket.connection_id, "reason": reason},
-        )
+        log.debug("socket done", extra={"connection_id": socket.connection_id, "reason": reason})
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)

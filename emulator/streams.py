@@ -26,7 +26,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,10 +82,12 @@ class CheckpointFile:
         stream_arn: the stream whose entry this object owns.
     """
 
-    def __init__(self, path: Path, stream_arn: str) -> None:
+    def __init__(self, path: Path, stream_arn: str, *, min_interval_s: float = 0.2) -> None:
         self.path = path
         self.stream_arn = stream_arn
+        self.min_interval_s = min_interval_s
         self._dirty = False
+        self._written_at = -math.inf
         self.state = self._read()
 
     def _read(self) -> StreamCheckpoint:
@@ -110,11 +114,16 @@ class CheckpointFile:
         self.state.positions.pop(shard_id, None)
         self._dirty = True
 
-    def flush(self) -> None:
-        """Write the file if anything changed since the last write. A failed write
-        is logged and tried again at the next flush; processing goes on."""
+    def flush(self, *, force: bool = False) -> None:
+        """Write the file if anything changed, at most every `min_interval_s`
+        unless `force`. A failed write is logged and tried again at the next
+        flush; processing goes on."""
         if not self._dirty:
             return
+        now = time.monotonic()
+        if not force and now - self._written_at < self.min_interval_s:
+            return
+        self._written_at = now
         try:
             self._write()
         except OSError:
@@ -294,7 +303,7 @@ class StreamPoller:
                 async with asyncio.TaskGroup() as group:
                     await self._supervise(streams, group)
             finally:
-                self._checkpoints.flush()
+                self._checkpoints.flush(force=True)
 
     async def stop(self, drain_timeout_s: float) -> int:
         """Stop reading and wait up to `drain_timeout_s` for in-flight records.
@@ -360,7 +369,7 @@ class StreamPoller:
                 tracker = _ShardTracker(shard_id, checkpoints, start)
                 self._trackers[shard_id] = tracker
                 group.create_task(self._guard_shard(streams, tracker, group))
-            checkpoints.flush()
+            checkpoints.flush(force=True)
             if not is_positioned:
                 await self._wait_refresh(self._retry_max_s)
                 continue
@@ -510,7 +519,7 @@ class StreamPoller:
             return  # stopping: the shard stays open in the checkpoint file
         await tracker.drained.wait()
         self._checkpoints.finish(shard_id)
-        self._checkpoints.flush()
+        self._checkpoints.flush(force=True)
         self._trackers.pop(shard_id, None)
         self._lag_ms.pop(shard_id, None)
         self._refresh.set()  # its children may start now
