@@ -31,6 +31,8 @@ _NOT_REGISTERED = StreamerError(
     ErrorCode.UNAUTHORIZED, "connection is not registered; reconnect with a valid token"
 )
 
+_LOOKUP_FAILED = StreamerError(ErrorCode.INTERNAL_ERROR, "internal error; try again")
+
 
 def handler(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str, Any]:
     """Lambda entrypoint of the `$default` route."""
@@ -45,12 +47,17 @@ async def route(
     event = WebSocketEvent.parse(raw)
     frame = event.body if event.body is not None else ""
     metrics = runtime.metrics(context)
-    connection = await runtime.stores.connections.get(event.connection_id)
     reply: ServerMessage
-    if connection is None:
-        reply = error_message(_NOT_REGISTERED, at=runtime.clock.now())
+    try:
+        connection = await runtime.stores.connections.get(event.connection_id)
+    except StreamerError:
+        logger.exception("connection lookup failed", extra={"connection_id": event.connection_id})
+        reply = error_message(_LOOKUP_FAILED, at=runtime.clock.now())
     else:
-        reply = await runtime.services.router.route(connection, frame)
+        if connection is None:
+            reply = error_message(_NOT_REGISTERED, at=runtime.clock.now())
+        else:
+            reply = await runtime.services.router.route(connection, frame)
     status_code = await _post(runtime, event, reply)
     if isinstance(reply, Acknowledgment) and status_code != 410:
         metrics.add(Metric.REQUESTS_QUEUED)

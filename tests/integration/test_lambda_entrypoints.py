@@ -374,6 +374,19 @@ def test_a_message_from_an_unregistered_connection_is_unauthorized(aws_lambda: L
     assert message["error"]["code"] == "UNAUTHORIZED"
 
 
+def test_a_failing_connection_lookup_answers_internal_error(
+    aws_lambda: Lambda, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONNECTIONS_TABLE", "streamer-connections-missing")
+    assert aws_lambda.send("LOOKUPLOOKUP0000", {"action": "ping"}) == {"statusCode": 200}
+    [message] = aws_lambda.api.messages("LOOKUPLOOKUP0000")
+    assert message["error"] == {
+        "code": "INTERNAL_ERROR",
+        "message": "internal error; try again",
+        "details": None,
+    }
+
+
 def test_a_reply_to_a_gone_connection_deletes_its_record(aws_lambda: Lambda) -> None:
     aws_lambda.connect("GONEGONEGONEGONE", aws_lambda.token())
     aws_lambda.api.gone.add("GONEGONEGONEGONE")
