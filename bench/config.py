@@ -105,7 +105,7 @@ FULL = Sizes(
     idle_rtt_count=1000,
     connections_per_user=10,
     connect_concurrency=16,
-    connect_budget_s=180,
+    connect_budget_s=150,
     cold_rounds=7,
     zip_from_cache=False,
 )

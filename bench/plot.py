@@ -49,7 +49,10 @@ def plot_scaling(results: Results, machine: Machine, path: Path) -> Path:
         right.set_xlabel("requests in flight")
         right.set_ylabel("ms")
         right.set_title("echo_async completion vs load")
-        right.set_ylim(bottom=0)
+        if max(ys) > 20 * min(ys):
+            right.set_yscale("log")
+        else:
+            right.set_ylim(bottom=0)
         right.legend(fontsize=8)
         right.grid(alpha=0.3)
     figure.suptitle(machine.one_line(), fontsize=8)
