@@ -31,7 +31,7 @@ from bench.report import write_performance_doc
 from bench.scenarios import async_latency, connections, lambda_cold, lambda_zip, progress, sync_rtt
 
 RESULTS_DIR = REPO / "bench" / "results"
-SCENARIOS = ("sync", "async", "progress", "connections", "cold", "zip")
+SCENARIOS = ("sync", "async", "progress", "connections", "zip", "cold")
 
 
 def _step(
@@ -115,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the servers did not start
         traceback.print_exc()
         results.fail("servers", f"{type(exc).__name__}: {exc}")
-    if "cold" in chosen:
-        _step(results, "cold", lambda: lambda_cold.run(bench))
     if "zip" in chosen:
         _step(results, "zip", lambda: lambda_zip.run(bench))
+    if "cold" in chosen:
+        _step(results, "cold", lambda: lambda_cold.run(bench))
 
     machine = describe_machine(started_at)
     written = [results.write(RESULTS_DIR if not args.only else CACHE_DIR)]

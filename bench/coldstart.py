@@ -6,6 +6,10 @@ the DynamoDB and management-API clients, the services), as its first
 invocation does. `boto3`: a bare handler that imports boto3 and builds the same
 two clients. The clock starts at this module's first line, so the
 interpreter's own start-up, the same for both, is left out.
+
+`--path DIR` puts DIR first on `sys.path`: with an unpacked bundle and
+`python3.12 -I -S -B` this is the router as Lambda runs it (its own wheels, no
+site-packages, no `.pyc` to reuse).
 """
 
 import time
@@ -16,6 +20,7 @@ import argparse  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
 
@@ -45,7 +50,10 @@ def main() -> None:
     parser.add_argument("side", choices=("streamer", "boto3"))
     parser.add_argument("--entry", default="adapters.aws_lambda.router")
     parser.add_argument("--function", default="router")
+    parser.add_argument("--path", help="put this folder first on sys.path")
     args = parser.parse_args()
+    if args.path:
+        sys.path.insert(0, args.path)
     if args.side == "streamer":
         streamer_router(args.entry, args.function)
     else:

@@ -20,7 +20,7 @@ BUNDLE_DIR = CACHE_DIR / "lambda"
 MB = 1024 * 1024
 
 
-def _build_options() -> dict[str, Any]:
+def bundle_options() -> dict[str, Any]:
     """The options `streamer lambda build` uses by default (the signature's defaults)."""
     from adapters.aws_lambda.bundle import build_bundle
 
@@ -40,26 +40,27 @@ def _build() -> Path:
     fresh = CACHE_DIR / "lambda-new"
     if fresh.exists():
         shutil.rmtree(fresh)
-    built = Path(build_bundle(fresh, **_build_options()))
+    built = Path(build_bundle(fresh, **bundle_options()))
     if BUNDLE_DIR.exists():
         shutil.rmtree(BUNDLE_DIR)
     fresh.rename(BUNDLE_DIR)
     return BUNDLE_DIR / built.name
 
 
-def _cached() -> Path | None:
+def cached_bundle() -> Path | None:
+    """The kept zip, if there is one."""
     zips = sorted(BUNDLE_DIR.glob("*.zip")) if BUNDLE_DIR.exists() else []
     return zips[0] if zips else None
 
 
 def run(bench: Bench) -> None:
     """Record `lambda_zip_mb` and `lambda_unzipped_mb`."""
-    bundle = _cached() if bench.sizes.zip_from_cache else None
+    bundle = cached_bundle() if bench.sizes.zip_from_cache else None
     if bundle is None:
         try:
             bundle = _build()
         except RuntimeError as exc:
-            bundle = _cached()
+            bundle = cached_bundle()
             if bundle is None:
                 raise
             print(f"    build failed ({exc}); measuring the kept zip instead", flush=True)
