@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import aiohttp
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from streamer.models import TenantId, UserId
@@ -140,6 +141,33 @@ async def test_an_idle_socket_is_closed_with_1001_and_disconnected(
     assert gateway is not None
     await asyncio.wait_for(gateway.wait_disconnected(connection_id), 10)
     assert await emulator.emulator.stores.connections.get(connection_id) is None  # type: ignore[union-attr]
+
+
+@pytest.mark.emulator(idle_timeout_s=1.0)
+async def test_traffic_either_way_keeps_a_socket_past_its_idle_timeout(
+    emulator: EmulatorHarness,
+) -> None:
+    loop = asyncio.get_running_loop()
+    async with emulator.connect() as ws, aiohttp.ClientSession() as http:
+        connection_id = (await request(ws, {"action": "ping"}))["data"]["connection_id"]
+        url = f"{emulator.http_url}/@connections/{quote(connection_id, safe='')}"
+        until = loop.time() + 2.5
+        while loop.time() < until:  # server → client only, well inside the timeout
+            async with http.post(url, data="tick") as resp:
+                assert resp.status == 200
+            assert await recv_text(ws) == "tick"
+            await asyncio.sleep(0.2)
+        until = loop.time() + 2.5
+        while loop.time() < until:  # client → server
+            await request(ws, {"action": "ping"})
+            await asyncio.sleep(0.2)
+        pong = await request(ws, {"action": "ping"})
+    assert pong["type"] == "response"
+
+
+async def recv_text(ws: ClientConnection) -> str | bytes:
+    async with asyncio.timeout(10):
+        return await ws.recv()
 
 
 @pytest.mark.emulator(max_connection_s=0.5, idle_timeout_s=60)
