@@ -10,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin streamer
 WORKDIR /app
 
-# Dependencies first, so code changes do not reinstall them.
+# Only the installable parts of the repository (see .dockerignore).
 COPY pyproject.toml README.md ./
 COPY streamer ./streamer
 COPY adapters ./adapters
