@@ -11,7 +11,11 @@ shutdown) runs `$disconnect` exactly once.
 Binary frames: API Gateway routes only JSON text to actions, so a binary frame
 is answered with a VALIDATION_ERROR saying to send a JSON text frame; the socket
 stays open. A message over the size limit (128 KB by default) closes the socket
-with 1009, as API Gateway does.
+with 1009, as API Gateway does; API Gateway's 32 KB per-frame limit is not
+enforced (browsers never fragment, so it would only make local runs stricter).
+Idle timeout, maximum lifetime and shutdown close with 1001 "Going away"; a
+management-API DELETE closes with 1000. websockets' keepalive pings detect dead
+peers but do not count as traffic for the idle timeout.
 """
 
 from __future__ import annotations
