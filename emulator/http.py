@@ -34,7 +34,7 @@ from aiohttp import web
 from emulator.gateway import Gateway, SocketRegistry
 from emulator.notifier import LocalNotifier
 from streamer.app import RESERVED_ACTIONS, Streamer
-from streamer.errors import ConnectionGone
+from streamer.errors import ConnectionGone, StreamerError
 from streamer.protocol import format_timestamp
 
 __all__ = ["CONSOLE_DIR", "DevTokenMinter", "HttpSide"]
@@ -256,6 +256,8 @@ class HttpSide:
                 await config.notifier.send_raw(connection_id, data)
             except ConnectionGone:
                 return _gone()
+            except StreamerError as exc:
+                return _error(500, "InternalServerErrorException", exc.message)
             return web.Response(status=200)
         if request.method == "GET":
             socket = config.registry.get(connection_id)

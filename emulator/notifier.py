@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from websockets.exceptions import ConnectionClosed
 
 from emulator.gateway import SocketRegistry
-from streamer.errors import ConnectionGone
+from streamer.errors import ConnectionGone, ErrorCode, StreamerError
 from streamer.models import ConnectionId
 from streamer.protocol import ServerMessage, encode
 
@@ -17,10 +19,14 @@ class LocalNotifier:
 
     Args:
         registry: the gateway's open sockets.
+        send_timeout_s: how long one send may wait for a client that does not
+            read (its socket buffer is full) before it counts as failed, so a
+            stalled client never stalls the actions that report to it.
     """
 
-    def __init__(self, registry: SocketRegistry) -> None:
+    def __init__(self, registry: SocketRegistry, *, send_timeout_s: float = 10.0) -> None:
         self._registry = registry
+        self._send_timeout_s = send_timeout_s
 
     async def send(self, connection_id: ConnectionId, message: ServerMessage) -> None:
         """Send one message as a JSON text frame.
@@ -36,11 +42,18 @@ class LocalNotifier:
 
         Raises:
             ConnectionGone: no open socket has this id.
+            StreamerError: INTERNAL_ERROR when the client did not take the frame
+                within the send timeout.
         """
         socket = self._registry.get(connection_id)
         if socket is None:
             raise ConnectionGone(connection_id)
         try:
-            await socket.send(data)
+            async with asyncio.timeout(self._send_timeout_s):
+                await socket.send(data)
         except ConnectionClosed as exc:
             raise ConnectionGone(connection_id) from exc
+        except TimeoutError:
+            raise StreamerError(
+                ErrorCode.INTERNAL_ERROR, "the client is not reading its socket"
+            ) from None
