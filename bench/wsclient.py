@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 __all__ = [
     "Pipeline",
@@ -132,7 +133,8 @@ class Pipeline:
 
     async def close(self) -> None:
         self._reader.cancel()
-        with suppress(asyncio.CancelledError):
+        # The reader ends with ConnectionClosed when the server went first.
+        with suppress(asyncio.CancelledError, ConnectionClosed):
             await self._reader
 
     def _track_for(self, request_id: object) -> Track | None:
