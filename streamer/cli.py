@@ -179,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--output", type=Path, default=Path("dist"), help="directory (dist)")
     build.add_argument("--arch", choices=["x86_64", "arm64"], default="x86_64")
     build.add_argument("--python", dest="python_version", default="3.12", help="(3.12)")
+    build.add_argument(
+        "--compile",
+        dest="compile_bytecode",
+        action="store_true",
+        help="ship .pyc files (faster cold start, ~4.5 MB more; needs that Python on PATH)",
+    )
     build.set_defaults(handler=_cmd_lambda_build)
     return parser
 
@@ -527,7 +533,12 @@ def _cmd_lambda_build(args: argparse.Namespace) -> int:
     from adapters.aws_lambda.bundle import build_bundle
 
     try:
-        path = build_bundle(args.output, arch=args.arch, python_version=args.python_version)
+        path = build_bundle(
+            args.output,
+            arch=args.arch,
+            python_version=args.python_version,
+            compile_bytecode=args.compile_bytecode,
+        )
     except (OSError, ValueError, RuntimeError) as exc:
         raise CliError(f"lambda build: {exc}") from None
     print(path)

@@ -172,6 +172,22 @@ def test_the_bundle_keeps_only_what_the_runtime_reads(path: str, kept: bool) -> 
     assert _is_kept(Path(path)) is kept
 
 
+@pytest.mark.parametrize(
+    ("path", "kept"),
+    [
+        ("aiohttp/__pycache__/client.cpython-312.pyc", True),
+        ("aiohttp/__pycache__/client.cpython-311.pyc", False),
+        ("__pycache__/typing_extensions.cpython-312.pyc", True),
+        ("botocore/__pycache__/client.cpython-312.pyc", True),
+        ("botocore/data/__pycache__/x.cpython-312.pyc", False),
+        ("multidict/tests/__pycache__/test_x.cpython-312.pyc", False),
+        ("bin/__pycache__/jp.cpython-312.pyc", False),
+    ],
+)
+def test_a_compiled_bundle_keeps_the_target_bytecode_of_kept_modules(path: str, kept: bool) -> None:
+    assert _is_kept(Path(path), bytecode_tag="cpython-312") is kept
+
+
 def test_the_bundle_installs_the_project_dependencies_less_the_client_only_ones() -> None:
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {d.split(">")[0].split("=")[0].split("<")[0].strip() for d in declared}
