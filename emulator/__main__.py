@@ -82,54 +82,76 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     add = parser.add_argument
-    add("--app", help="the app as module:attribute (env STREAMER_APP; streamer.demo:app)")
-    add("--host", help="interface to bind (env EMULATOR_HOST; 127.0.0.1, 0.0.0.0 in Docker)")
-    add("--port", type=_arg(_port, "a port"), help="WebSocket port (env EMULATOR_PORT; 3001)")
+    add(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="the app as module:attribute (env STREAMER_APP; streamer.demo:app)",
+    )
+    add(
+        "--host",
+        metavar="HOST",
+        help="interface to bind (env EMULATOR_HOST; 127.0.0.1, 0.0.0.0 in Docker)",
+    )
+    add(
+        "--port",
+        metavar="N",
+        type=_arg(_port, "a port"),
+        help="WebSocket port (env EMULATOR_PORT; 3001)",
+    )
     add(
         "--http-port",
+        metavar="N",
         type=_arg(_port, "a port"),
         help="HTTP port: @connections, /health, console (env EMULATOR_HTTP_PORT; 3002)",
     )
     add(
         "--dynamodb-endpoint",
+        metavar="URL",
         help="DynamoDB endpoint (env DYNAMODB_ENDPOINT_URL); absent: an embedded moto server",
     )
     add(
         "--poll-interval",
+        metavar="SECONDS",
         type=_arg(_positive, "a positive number"),
         help="seconds between stream polls when idle (env EMULATOR_POLL_INTERVAL; 0.05)",
     )
     add(
         "--batch-size",
+        metavar="N",
         type=_arg(int, "an integer"),
         help="stream records per read (env EMULATOR_BATCH_SIZE; 10)",
     )
     add(
         "--idle-timeout",
+        metavar="SECONDS",
         type=_arg(_positive, "a positive number"),
         help="seconds without traffic before a socket closes (env EMULATOR_IDLE_TIMEOUT; 600)",
     )
     add(
         "--max-connection-duration",
+        metavar="SECONDS",
         type=_arg(_positive, "a positive number"),
         help="seconds a socket may stay open (env EMULATOR_MAX_CONNECTION_DURATION; 7200)",
     )
     add(
         "--sweep-interval",
+        metavar="SECONDS",
         type=_arg(_positive, "a positive number"),
         help="seconds between sweeps of expired leases (env EMULATOR_SWEEP_INTERVAL; 10)",
     )
     add(
         "--drain-timeout",
+        metavar="SECONDS",
         type=_arg(float, "a number"),
         help="seconds running actions may finish at shutdown (env EMULATOR_DRAIN_TIMEOUT; 10)",
     )
     add(
         "--state-dir",
+        metavar="DIR",
         type=Path,
         help="dev keys and stream checkpoints (env EMULATOR_STATE_DIR; .streamer)",
     )
-    add("--log-level", help="DEBUG, INFO, WARNING, ERROR (env LOG_LEVEL; INFO)")
+    add("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR (env LOG_LEVEL; INFO)")
     return parser
 
 

@@ -1,5 +1,6 @@
 """Fixtures for integration tests: an in-process emulator on free ports, real
-sockets, a test app whose actions the tests can steer, and message helpers.
+sockets, and a test app whose actions the tests can steer (message helpers are
+in `emulator.testing`).
 
 `emulator` starts one `Emulator` per test over the shared moto server with fresh
 tables. Shrink its timeouts or change settings with a marker:
