@@ -4,6 +4,7 @@ reach a real WebSocket client of the emulator (whose own processing is off)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,9 +16,12 @@ import boto3
 import pytest
 from pydantic import BaseModel, Field
 
+from adapters.apigateway import ApiGatewayNotifier, open_management_client
 from adapters.aws_lambda import processor, router, runtime
 from emulator.testing import is_final_for, recv_until, request
 from streamer.app import Request, Streamer
+from streamer.errors import ConnectionGone
+from streamer.models import ConnectionId
 from streamer.progress import Progress
 from streamer.settings import Settings
 
@@ -152,3 +156,30 @@ async def test_a_client_of_the_emulator_gets_ack_progress_and_completion_from_la
 
             status = await request(ws, {"action": "status", "payload": {"request_id": "parity-1"}})
             assert status["data"]["status"] == "COMPLETED"
+
+
+async def test_the_notifier_reads_and_closes_an_emulator_connection(
+    emulator_factory: Any, dynamodb_settings: Settings
+) -> None:
+    """`get_connection` and `delete_connection` speak the emulator's management API
+    as they would API Gateway's: identity read, socket closed, then gone."""
+    async with emulator_factory(app=app, process_stream=False) as harness:
+        settings = dataclasses.replace(dynamodb_settings, websocket_endpoint=harness.http_url)
+        async with (
+            open_management_client(settings) as client,
+            harness.connect() as ws,
+        ):
+            notifier = ApiGatewayNotifier(client)
+            pong = await request(ws, {"action": "ping"})
+            connection_id = ConnectionId(pong["data"]["connection_id"])
+
+            info = await notifier.get_connection(connection_id)
+            assert info.source_ip == "127.0.0.1"
+            assert info.connected_at is not None
+
+            assert await notifier.delete_connection(connection_id) is True
+            async with asyncio.timeout(15):
+                await ws.wait_closed()
+            assert await notifier.delete_connection(connection_id) is False
+            with pytest.raises(ConnectionGone):
+                await notifier.get_connection(connection_id)
