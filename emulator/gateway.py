@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode
+from websockets.frames import CloseCode, Frame
 from websockets.http11 import Request, Response
 
 from streamer.connections import ConnectionService, Handshake
@@ -45,7 +45,14 @@ from streamer.ports import Clock
 from streamer.protocol import ServerMessage, encode, error_message
 from streamer.router import Router
 
-__all__ = ["GOING_AWAY_REASON", "Gateway", "LiveSocket", "SocketRegistry"]
+__all__ = [
+    "GOING_AWAY_REASON",
+    "Gateway",
+    "LiveSocket",
+    "SocketRegistry",
+    "WireRedactor",
+    "wire_logger",
+]
 
 log = logging.getLogger("emulator.gateway")
 
@@ -210,7 +217,7 @@ class Gateway:
             max_size=self._max_message_bytes,
             compression=None,
             server_header="streamer-emulator",
-            logger=logging.getLogger("emulator.websockets"),
+            logger=wire_logger(),
         )
         self._port = int(next(iter(self._server.sockets)).getsockname()[1])
 
@@ -401,6 +408,40 @@ class Gateway:
         response = websocket.respond(status, json.dumps(body) + "\n")
         response.headers["Content-Type"] = "application/json"
         return response
+
+
+_SECRET_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "sec-websocket-protocol"})
+
+
+class WireRedactor(logging.Filter):
+    """Keeps tokens and payloads out of websockets' DEBUG wire trace: the request
+    line loses its query (`?Authorization=<JWT>`), secret headers their values,
+    and frames their data (opcode and size only)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG or not isinstance(record.args, tuple):
+            return True
+        args = record.args
+        if record.msg == "< %s %s %s" and len(args) == 3:
+            path = str(args[1])
+            if "?" in path:
+                path = path.split("?", 1)[0] + "?[redacted]"
+            record.args = (args[0], path, args[2])
+        elif record.msg in ("< %s: %s", "> %s: %s") and len(args) == 2:
+            if str(args[0]).lower() in _SECRET_HEADERS:
+                record.args = (args[0], "[redacted]")
+        elif record.msg in ("< %s", "> %s") and len(args) == 1 and isinstance(args[0], Frame):
+            frame = args[0]
+            record.args = (f"{frame.opcode.name} [{len(frame.data)} bytes]",)
+        return True
+
+
+def wire_logger() -> logging.Logger:
+    """The logger websockets writes its trace to (`emulator.websockets`), redacted."""
+    logger = logging.getLogger("emulator.websockets")
+    if not any(isinstance(f, WireRedactor) for f in logger.filters):
+        logger.addFilter(WireRedactor())
+    return logger
 
 
 def _source_ip(websocket: ServerConnection) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -238,3 +239,19 @@ async def test_frames_after_connect_reach_the_router_with_the_stored_identity(
         ack = await recv_json(ws)
     assert ack["type"] == "acknowledgment"
     assert ack["request_id"] == "who"
+
+
+async def test_the_debug_wire_trace_never_shows_tokens_or_payloads(
+    emulator: EmulatorHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = emulator.mint_token()
+    caplog.set_level(logging.DEBUG, logger="emulator.websockets")
+    headers = {"Authorization": f"Bearer {token}"}
+    async with connect(
+        f"{emulator.ws_url}?Authorization={token}", additional_headers=headers
+    ) as ws:
+        await request(ws, {"action": "echo", "payload": {"secret": "s3cr3t-payload"}})
+    trace = "\n".join(r.getMessage() for r in caplog.records if r.name == "emulator.websockets")
+    assert "TEXT [" in trace, "frames are traced by opcode and size"
+    assert token.rsplit(".", 1)[1][:20] not in trace
+    assert "s3cr3t-payload" not in trace

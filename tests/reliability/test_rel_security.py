@@ -306,23 +306,12 @@ async def _full_flow(harness: EmulatorHarness, marker: str) -> str:
     return token
 
 
-_WEBSOCKETS_DEBUG_LEAK = (
-    "the gateway hands websockets the logger 'emulator.websockets', which at DEBUG logs "
-    "the handshake request line (?Authorization=<JWT>) and every frame's text; reported"
-)
-
-
 @pytest.mark.parametrize(
     ("level", "websockets_level"),
     [
         pytest.param(logging.INFO, logging.INFO, id="info"),
         pytest.param(logging.DEBUG, logging.INFO, id="debug-own-code"),
-        pytest.param(
-            logging.DEBUG,
-            logging.DEBUG,
-            id="debug-everything",
-            marks=pytest.mark.xfail(strict=True, reason=_WEBSOCKETS_DEBUG_LEAK),
-        ),
+        pytest.param(logging.DEBUG, logging.DEBUG, id="debug-everything"),
     ],
 )
 async def test_logs_of_a_full_flow_never_contain_the_token_payload_or_result(
