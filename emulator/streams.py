@@ -248,6 +248,8 @@ class StreamPoller:
         self._ready = asyncio.Event()
         self._trackers: dict[str, _ShardTracker] = {}
         self._tails: dict[RequestKey, asyncio.Task[None]] = {}
+        self._record_tasks: set[asyncio.Task[None]] = set()
+        self._replaced = asyncio.Event()
         self._records_in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -291,19 +293,53 @@ class StreamPoller:
 
     async def run(self) -> None:
         """Poll until `stop` (then return once in-flight records finish) or until
-        cancelled (then cut in-flight records and hand their requests back)."""
+        cancelled (then cut in-flight records and hand their requests back).
+
+        When the requests table gets a new stream (the table was made again, e.g.
+        a restarted moto), the old stream is dropped, its in-flight records cut,
+        and the new one is read from its start.
+        """
         kwargs = client_kwargs(self._settings)
         async with (
             self._session.client("dynamodb", **kwargs) as dynamodb,
             self._session.client("dynamodbstreams", **kwargs) as streams,
         ):
-            self.stream_arn = await self._stream_arn(dynamodb)
-            self._checkpoints = CheckpointFile(self._checkpoint_path, self.stream_arn)
-            try:
-                async with asyncio.TaskGroup() as group:
-                    await self._supervise(streams, group)
-            finally:
-                self._checkpoints.flush(force=True)
+            arn: str | None = await self._stream_arn(dynamodb)
+            is_first_stream = True
+            while arn is not None:
+                self.stream_arn = arn
+                self._checkpoints = CheckpointFile(self._checkpoint_path, arn)
+                is_first_start = is_first_stream and not self._checkpoints.state.is_known
+                try:
+                    arn = await self._follow(streams, dynamodb, is_first_start)
+                finally:
+                    self._checkpoints.flush(force=True)
+                if arn is not None:
+                    log.warning(
+                        "the requests table has a new stream; reading it from its start",
+                        extra={"stream": arn},
+                    )
+                is_first_stream = False
+
+    async def _follow(
+        self, streams: DynamoDBStreamsClient, dynamodb: Any, is_first_start: bool
+    ) -> str | None:
+        """Read one stream until stopping (None) or until the table has another
+        stream (its ARN)."""
+        self._replaced = asyncio.Event()
+        self._trackers = {}
+        self._tails = {}
+        self._lag_ms = {}
+        async with asyncio.TaskGroup() as group:
+            replacement = await self._supervise(streams, dynamodb, group, is_first_start)
+            if replacement is not None:
+                self._replaced.set()
+                for task in list(self._record_tasks):
+                    task.cancel()  # their table is gone: nothing to finish
+        return replacement
+
+    def _is_halted(self) -> bool:
+        return self._stopping.is_set() or self._replaced.is_set()
 
     async def stop(self, drain_timeout_s: float) -> int:
         """Stop reading and wait up to `drain_timeout_s` for in-flight records.
@@ -320,30 +356,48 @@ class StreamPoller:
         return self._records_in_flight
 
     async def _stream_arn(self, dynamodb: Any) -> str:
+        """The table's current stream, waiting (with backoff) until there is one."""
         delay = self._retry_base_s
         while True:
             try:
-                described = await dynamodb.describe_table(TableName=self._settings.requests_table)
-                arn = described["Table"].get("LatestStreamArn")
+                arn = await self._latest_stream_arn(dynamodb)
                 if arn:
-                    return str(arn)
+                    return arn
                 log.error("the requests table has no stream; enable NEW_AND_OLD_IMAGES")
             except Exception:
                 log.exception("cannot describe the requests table")
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._retry_max_s)
 
-    async def _supervise(self, streams: DynamoDBStreamsClient, group: asyncio.TaskGroup) -> None:
+    async def _latest_stream_arn(self, dynamodb: Any) -> str | None:
+        described = await dynamodb.describe_table(TableName=self._settings.requests_table)
+        arn = described["Table"].get("LatestStreamArn")
+        return str(arn) if arn else None
+
+    async def _supervise(
+        self,
+        streams: DynamoDBStreamsClient,
+        dynamodb: Any,
+        group: asyncio.TaskGroup,
+        is_first_start: bool,
+    ) -> str | None:
+        """Start a reader per shard as shards appear; return None when stopping,
+        or the table's new stream ARN when it has one."""
         assert self._checkpoints is not None
         checkpoints = self._checkpoints
-        is_first_start = not checkpoints.state.is_known
         delay = self._retry_base_s
         while not self._stopping.is_set():
             self._refresh.clear()
             try:
+                latest = await self._latest_stream_arn(dynamodb)
+                if latest is not None and latest != self.stream_arn:
+                    return latest
                 shards = await self._list_shards(streams)
-            except Exception:
-                log.exception("DescribeStream failed")
+            except Exception as exc:
+                log.warning(
+                    "cannot describe the requests table or its stream (%s); retrying",
+                    _error_code(exc),
+                )
                 await self._wait_refresh(delay)
                 delay = min(delay * 2, self._retry_max_s)
                 continue
@@ -376,6 +430,7 @@ class StreamPoller:
             is_first_start = False
             self._ready.set()
             await self._wait_refresh(self._shard_refresh_s)
+        return None
 
     async def _wait_refresh(self, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -468,6 +523,8 @@ class StreamPoller:
                     "reading a shard failed; restarting it", extra={"shard": tracker.shard_id}
                 )
                 await asyncio.sleep(delay)
+                if self._is_halted():
+                    return
                 delay = min(delay * 2, self._retry_max_s)
 
     async def _read_shard(
@@ -477,7 +534,7 @@ class StreamPoller:
         shard_id = tracker.shard_id
         iterator: str | None = None
         delay = self._retry_base_s
-        while not self._stopping.is_set():
+        while not self._is_halted():
             if tracker.in_flight >= self._max_in_flight:
                 await asyncio.sleep(self.poll_interval_s)
                 continue
@@ -491,6 +548,11 @@ class StreamPoller:
                 code = exc.response.get("Error", {}).get("Code", "")
                 if code == "ExpiredIteratorException":
                     log.info("shard iterator expired; re-acquiring", extra={"shard": shard_id})
+                elif code in ("ResourceNotFoundException", "TrimmedDataAccessException"):
+                    log.warning("GetRecords failed (%s); retrying", code, extra={"shard": shard_id})
+                    self._refresh.set()  # the table may have a new stream
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._retry_max_s)
                 else:
                     log.warning("GetRecords failed (%s); retrying", code, extra={"shard": shard_id})
                     await asyncio.sleep(delay)
@@ -517,13 +579,26 @@ class StreamPoller:
                 await asyncio.sleep(self.poll_interval_s)
         else:
             return  # stopping: the shard stays open in the checkpoint file
-        await tracker.drained.wait()
+        if not await self._drained(tracker):
+            return  # the stream was replaced: its records were cut
         self._checkpoints.finish(shard_id)
         self._checkpoints.flush(force=True)
         self._trackers.pop(shard_id, None)
         self._lag_ms.pop(shard_id, None)
         self._refresh.set()  # its children may start now
         log.info("shard finished", extra={"shard": shard_id})
+
+    async def _drained(self, tracker: _ShardTracker) -> bool:
+        """Wait until every record read from the shard has finished; False if the
+        stream is replaced first."""
+        drained = asyncio.ensure_future(tracker.drained.wait())
+        replaced = asyncio.ensure_future(self._replaced.wait())
+        try:
+            await asyncio.wait([drained, replaced], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            drained.cancel()
+            replaced.cancel()
+        return tracker.drained.is_set()
 
     def _dispatch(self, tracker: _ShardTracker, raw: Any, group: asyncio.TaskGroup) -> None:
         body = raw.get("dynamodb") if isinstance(raw, dict) else None
@@ -548,6 +623,8 @@ class StreamPoller:
         self._idle.clear()
         task = group.create_task(self._handle(tracker, entry, change, previous))
         self._tails[change.key] = task
+        self._record_tasks.add(task)
+        task.add_done_callback(self._record_tasks.discard)
         task.add_done_callback(lambda done: self._forget(change.key, done))
 
     def _forget(self, key: RequestKey, task: asyncio.Task[None]) -> None:
@@ -608,3 +685,9 @@ class _Finished:
 
 
 _FINISHED = _Finished()
+
+
+def _error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
+    return type(exc).__name__

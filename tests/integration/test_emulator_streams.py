@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from adapters.aws import get_session
-from adapters.dynamodb import DynamoDBStores, open_stores
+from adapters.aws import client_kwargs, get_session
+from adapters.dynamodb import DynamoDBStores, create_tables, open_stores
 from emulator.streams import StreamPoller
 from streamer.clock import SystemClock
 from streamer.models import (
@@ -153,6 +153,7 @@ async def running_poller(
         clock=SystemClock(),
         checkpoint_path=checkpoint_path,
         poll_interval_s=0.01,
+        shard_refresh_s=0.2,
         retry_base_s=0.01,
         retry_max_s=0.05,
     )
@@ -256,3 +257,24 @@ async def test_a_restart_resumes_after_the_last_finished_record(
     async with running_poller(dynamodb_settings, stores, second, checkpoint):
         await second.wait_for(lambda: len(second.finished) == 2)
     assert second.started_keys() == [held, request_key("t", "u", "meanwhile")]
+
+
+async def test_a_table_made_again_gets_its_new_stream_read_from_the_start(
+    dynamodb_settings: Settings, stores: DynamoDBStores, tmp_path: Path
+) -> None:
+    processor = ScriptedProcessor()
+    async with running_poller(dynamodb_settings, stores, processor, tmp_path / "cp.json") as p:
+        await stores.requests.enqueue(_pending("before"))
+        await processor.wait_for(lambda: len(processor.finished) == 1)
+        old_stream = p.stream_arn
+        kwargs = client_kwargs(dynamodb_settings)
+        async with get_session().client("dynamodb", **kwargs) as client:
+            await client.delete_table(TableName=dynamodb_settings.requests_table)
+        await create_tables(dynamodb_settings)
+        await stores.requests.enqueue(_pending("after"))
+        await processor.wait_for(lambda: len(processor.finished) == 2)
+    assert p.stream_arn != old_stream
+    assert processor.finished_keys() == [
+        request_key("t", "u", "before"),
+        request_key("t", "u", "after"),
+    ]

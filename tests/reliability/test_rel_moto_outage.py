@@ -244,14 +244,6 @@ def moto_process() -> Iterator[MotoProcess]:
         process.kill()
 
 
-_STALE_STREAM = (
-    "emulator.streams.StreamPoller resolves the stream ARN once at start; a table made "
-    "again has a new stream, GetRecords on the old one fails with ResourceNotFound "
-    "forever and new requests are never processed; reported"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=_STALE_STREAM)
 async def test_after_moto_restarts_empty_and_tables_are_recreated_new_requests_complete(
     start_emulator: EmulatorStarter,
     dynamodb_settings: Settings,
