@@ -50,6 +50,7 @@ def _step(
         print(f"  {name} done in {time.monotonic() - started:.1f} s", flush=True)
     for proc, (main_before, total_before) in zip(watch, cpu_before, strict=True):
         main_after, total_after = proc.cpu_seconds()
+        results.cpu.append((name, proc.name, total_after - total_before, main_after - main_before))
         print(
             f"    {proc.name} CPU: {total_after - total_before:.1f} s "
             f"({main_after - main_before:.1f} s on the event-loop thread)",

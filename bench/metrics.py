@@ -122,6 +122,8 @@ class Results:
         self._values: dict[str, tuple[float, MetricSpec]] = {}
         self.curves: dict[str, dict[str, object]] = {}
         self.failures: dict[str, str] = {}
+        self.cpu: list[tuple[str, str, float, float]] = []
+        """(scenario, process, CPU seconds, of which on its event-loop thread)."""
 
     def record(self, name: str, value: float, spec: MetricSpec | None = None) -> None:
         """Record one metric; fixed names take their spec from `METRICS`."""

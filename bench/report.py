@@ -34,6 +34,26 @@ def _table(results: Results) -> str:
     return "\n".join(lines)
 
 
+def _cpu_table(results: Results) -> str:
+    if not results.cpu:
+        return ""
+    lines = [
+        "CPU used by each server process during each scenario. In the emulator the "
+        "event-loop thread is Streamer's own work (gateway, router, processor, poller, "
+        "aiobotocore) and the other threads are almost all its embedded moto; the "
+        "standalone moto of the idle-connection scenario is all database.\n",
+        "| scenario | process | CPU s | event-loop thread s | other threads s |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for scenario, process, total, main in results.cpu:
+        if total < 0.05:
+            continue
+        lines.append(
+            f"| {scenario} | {process} | {total:.1f} | {main:.1f} | {max(0.0, total - main):.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _part(name: str) -> str:
     path = DOC_PARTS / name
     return path.read_text().rstrip() + "\n" if path.exists() else ""
@@ -55,6 +75,7 @@ def write_performance_doc(
         f"![growth curves]({png_link.as_posix()})\n",
         "Growth curves (p50s; also in `bench/results/scaling.json`):\n",
         f"```json\n{curves}\n```\n",
+        _cpu_table(results),
         _part("findings.md"),
         _part("method.md"),
     ]
