@@ -10,6 +10,9 @@ import json
 import logging
 import os
 import random
+import socket
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -414,14 +417,34 @@ class LogEvents(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.events: dict[str, asyncio.Event] = {}
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self._thresholds: list[tuple[tuple[str, str], int, asyncio.Event]] = []
 
     def on(self, prefix: str) -> asyncio.Event:
+        """Set at the next record starting with `prefix` (clear it to wait again)."""
         return self.events.setdefault(prefix, asyncio.Event())
+
+    def until(self, logger: str, prefix: str, count: int) -> asyncio.Event:
+        """Set once `logger` has logged `count` records starting with `prefix`,
+        counted from the first `until` call about them."""
+        key = (logger, prefix)
+        self.counts.setdefault(key, 0)
+        event = asyncio.Event()
+        if self.counts[key] >= count:
+            event.set()
+        self._thresholds.append((key, count, event))
+        return event
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         for prefix, event in self.events.items():
             if message.startswith(prefix):
+                event.set()
+        for key in self.counts:
+            if record.name == key[0] and message.startswith(key[1]):
+                self.counts[key] += 1
+        for key, count, event in self._thresholds:
+            if self.counts[key] >= count:
                 event.set()
 
 
@@ -439,3 +462,47 @@ def log_events() -> Iterator[LogEvents]:
         for logger, level in zip(watched, saved, strict=True):
             logger.removeHandler(handler)
             logger.setLevel(level)
+
+
+# -- moto in its own process ------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class MotoProcess:
+    """`moto_server` in a child process, killed and restarted on one port."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(200):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.1):
+                    return
+            except OSError:
+                if self._process.poll() is not None:
+                    raise RuntimeError("moto_server exited at start") from None
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._process.wait(timeout=0.05)
+        raise RuntimeError("moto_server did not start")
+
+    def kill(self) -> None:
+        assert self._process is not None
+        self._process.kill()
+        self._process.wait(timeout=10)
+        self._process = None

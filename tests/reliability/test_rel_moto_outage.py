@@ -13,14 +13,11 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from conftest import EmulatorStarter, Runs
-from rel_support import Inbox, log_events
+from rel_support import Inbox, MotoProcess, log_events
 
 import adapters.aws
 from adapters.dynamodb import create_tables
@@ -192,47 +189,6 @@ async def _handshake_status(harness: EmulatorHarness) -> int:
 
 
 # -- a moto process that restarts empty -----------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class MotoProcess:
-    """`moto_server` in a child process, killed and restarted on one port."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(200):
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.1):
-                    return
-            except OSError:
-                if self._process.poll() is not None:
-                    raise RuntimeError("moto_server exited at start") from None
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._process.wait(timeout=0.05)
-        raise RuntimeError("moto_server did not start")
-
-    def kill(self) -> None:
-        assert self._process is not None
-        self._process.kill()
-        self._process.wait(timeout=10)
-        self._process = None
 
 
 @pytest.fixture
