@@ -126,10 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     if mode == "full" and not args.only:
         scaling = RESULTS_DIR / "scaling.json"
         scaling.write_text(json.dumps(results.curves, indent=2) + "\n")
-        png = plot_scaling(results, machine, RESULTS_DIR / "scaling.png")
+        png = plot_scaling(
+            results, machine, RESULTS_DIR / "scaling.png", idle_target=max(FULL.idle_levels)
+        )
         written += [scaling, png, write_performance_doc(results, machine, png)]
     else:
-        written.append(plot_scaling(results, machine, CACHE_DIR / f"scaling-{mode}.png"))
+        png = plot_scaling(
+            results,
+            machine,
+            CACHE_DIR / f"scaling-{mode}.png",
+            idle_target=max(bench.sizes.idle_levels),
+        )
+        written.append(png)
 
     print()
     print(results.table())

@@ -22,8 +22,10 @@ def _points(curve: dict[str, Any]) -> tuple[list[int], list[float]]:
     return [x for x, _ in pairs], [y for _, y in pairs]
 
 
-def plot_scaling(results: Results, machine: Machine, path: Path) -> Path:
-    """Draw both curves side by side into `path`."""
+def plot_scaling(
+    results: Results, machine: Machine, path: Path, *, idle_target: int | None = None
+) -> Path:
+    """Draw both curves side by side into `path`; `idle_target` marks the connections goal."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     idle = results.curves.get("sync_rtt_vs_idle_connections")
     if idle is not None:
@@ -33,6 +35,9 @@ def plot_scaling(results: Results, machine: Machine, path: Path) -> Path:
         if raw is not None:
             left.axhline(raw, linestyle=":", color="grey", label="bare websockets echo (p50)")
             left.axhline(2 * raw, linestyle="--", color="tab:red", label="goal: 2x bare")
+        if idle_target is not None and max(xs) < idle_target:
+            left.axvline(idle_target, linestyle="--", color="tab:orange", label="target held")
+            left.set_xlim(right=idle_target * 1.05)
         left.set_xlabel("idle connections held")
         left.set_ylabel("round trip, µs")
         left.set_title("Sync round trip vs idle connections")
