@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 from conftest import EmulatorStarter, Runs
-from rel_support import Inbox, log_events
+from rel_support import Inbox
 from websockets.asyncio.client import connect
 
 from emulator.testing import EmulatorHarness
@@ -53,25 +53,25 @@ async def test_a_client_that_vanishes_mid_request_is_cleaned_up_and_its_work_res
     idle timeout closes it. `reset`: its TCP connection is aborted, no close frame."""
     async with start_emulator(idle_timeout_s=IDLE_TIMEOUT_S) as harness:
         token = harness.mint_token("alice")
-        with log_events() as logs:
-            ws = await connect(f"{harness.ws_url}/?Authorization={token}")
-            inbox = Inbox(ws)
-            ack = await inbox.ask(
-                {"id": "v1", "action": "gated", "payload": {"gate": "v1"}}, timeout_s=10
-            )
-            assert ack["type"] == "acknowledgment"
-            async with asyncio.timeout(10):
-                await runs.started_event("v1").wait()
-            assert await _stored_connections(harness, "alice") == 1
-            gone = logs.on("disconnected")
-            gone.clear()
+        ws = await connect(f"{harness.ws_url}/?Authorization={token}")
+        inbox = Inbox(ws)
+        hello = await inbox.ask({"id": "hello", "action": "ping"}, timeout_s=10)
+        ack = await inbox.ask(
+            {"id": "v1", "action": "gated", "payload": {"gate": "v1"}}, timeout_s=10
+        )
+        assert ack["type"] == "acknowledgment"
+        async with asyncio.timeout(10):
+            await runs.started_event("v1").wait()
+        assert await _stored_connections(harness, "alice") == 1
+        gateway = harness.emulator.gateway
+        assert gateway is not None
 
-            if how == "silent":
-                ws.transport.pause_reading()  # no reads, no pongs, no close frame
-            else:
-                ws.transport.abort()
-            async with asyncio.timeout(IDLE_TIMEOUT_S + 15):  # + websockets' close timeout
-                await gone.wait()
+        if how == "silent":
+            ws.transport.pause_reading()  # no reads, no pongs, no close frame
+        else:
+            ws.transport.abort()
+        async with asyncio.timeout(IDLE_TIMEOUT_S + 15):  # + websockets' close timeout
+            await gateway.wait_disconnected(hello["data"]["connection_id"])
 
         assert len(harness.emulator.registry) == 0
         assert await _stored_connections(harness, "alice") == 0
