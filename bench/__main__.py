@@ -58,31 +58,41 @@ def _step(
         )
 
 
-def _server_scenarios(bench: Bench, chosen: set[str]) -> None:
+def _emulator_scenarios(bench: Bench, chosen: set[str]) -> None:
     results = bench.results
-    if chosen & {"sync", "async", "progress"}:
-        with start_echo_server() as raw, bench.start_emulator("emulator") as emulator:
-            watch = (emulator, raw)
-            if "sync" in chosen:
-                _step(results, "sync", lambda: sync_rtt.run(bench, raw, emulator), watch)
-            if "async" in chosen:
-                _step(results, "async", lambda: async_latency.run(bench, emulator), watch)
-            if "progress" in chosen:
-                _step(results, "progress", lambda: progress.run(bench, emulator), watch)
-    if "connections" in chosen:
-        # A fresh emulator on a standalone moto: the emulator's memory growth is
-        # then only the idle connections', the database's is measured apart.
-        with start_moto() as moto:
-            args = ("--dynamodb-endpoint", moto.http_url or "")
-            with bench.start_emulator("emulator-idle", args) as emulator:
-                # Its clean shutdown runs every idle socket's $disconnect: not measured.
-                emulator.stop_timeout_s = 5.0 if bench.profile_dir is None else 60.0
-                _step(
-                    results,
-                    "connections",
-                    lambda: connections.run(bench, emulator, moto),
-                    (emulator, moto),
-                )
+    with start_echo_server() as raw, bench.start_emulator("emulator") as emulator:
+        watch = (emulator, raw)
+        if "sync" in chosen:
+            _step(results, "sync", lambda: sync_rtt.run(bench, raw, emulator), watch)
+        if "async" in chosen:
+            _step(results, "async", lambda: async_latency.run(bench, emulator), watch)
+        if "progress" in chosen:
+            _step(results, "progress", lambda: progress.run(bench, emulator), watch)
+
+
+def _idle_scenario(bench: Bench) -> None:
+    # A fresh emulator on a standalone moto: the emulator's memory growth is
+    # then only the idle connections', the database's is measured apart.
+    with start_moto() as moto:
+        args = ("--dynamodb-endpoint", moto.http_url or "")
+        with bench.start_emulator("emulator-idle", args) as emulator:
+            # Its clean shutdown runs every idle socket's $disconnect: not measured.
+            emulator.stop_timeout_s = 5.0 if bench.profile_dir is None else 60.0
+            _step(
+                bench.results,
+                "connections",
+                lambda: connections.run(bench, emulator, moto),
+                (emulator, moto),
+            )
+
+
+def _with_servers(results: Results, label: str, work: Callable[[], None]) -> None:
+    """Run scenarios whose servers may fail to start; a failure is noted, the run goes on."""
+    try:
+        work()
+    except Exception as exc:
+        traceback.print_exc()
+        results.fail(label, f"{type(exc).__name__}: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,11 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(mode, FULL if mode == "full" else QUICK, results, profile_dir=profile_dir)
     print(f"bench {mode}: {', '.join(s for s in SCENARIOS if s in chosen)}", flush=True)
 
-    try:
-        _server_scenarios(bench, chosen)
-    except Exception as exc:  # the servers did not start
-        traceback.print_exc()
-        results.fail("servers", f"{type(exc).__name__}: {exc}")
+    if chosen & {"sync", "async", "progress"}:
+        _with_servers(results, "emulator", lambda: _emulator_scenarios(bench, chosen))
+    if "connections" in chosen:
+        _with_servers(results, "emulator-idle", lambda: _idle_scenario(bench))
     if "zip" in chosen:
         _step(results, "zip", lambda: lambda_zip.run(bench))
     if "cold" in chosen:

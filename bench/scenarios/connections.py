@@ -64,7 +64,7 @@ class HolderProcess:
 def _health_connections(emulator: ServerProcess) -> int | None:
     try:
         value = emulator.health().get("connections")
-    except OSError:
+    except (OSError, ValueError):
         return None
     return value if isinstance(value, int) else None
 
