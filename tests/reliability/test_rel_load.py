@@ -77,7 +77,7 @@ async def _one_client(
         for request_id in ids:
             await inbox.send({"id": request_id, "action": "steps", "payload": {"steps": STEPS}})
         for request_id in ids:
-            await inbox.final(request_id, timeout_s=300)
+            await inbox.final(request_id, timeout_s=900)
         bye = await inbox.ask({"id": f"{label}-c{index}-bye", "action": "ping"}, timeout_s=60)
         report.connection_ids.append(bye["data"]["connection_id"])
     finally:
@@ -112,7 +112,7 @@ async def _round(
     handshakes = asyncio.Semaphore(50)
     all_open = asyncio.Barrier(connections + 1)
     started = time.perf_counter()
-    async with asyncio.timeout(900):
+    async with asyncio.timeout(1800):
         clients = [
             asyncio.create_task(
                 _one_client(harness, i, requests, label, report, handshakes, all_open)
