@@ -86,7 +86,8 @@ class LiveSocket:
     """True from the handler's start until the socket is done."""
     is_disconnected: bool = False
     """True once `$disconnect` has been started for it."""
-    _clock: Clock | None = field(default=None, repr=False)
+    clock: Clock | None = field(default=None, repr=False)
+    """Where `last_active_at` comes from (None leaves it unchanged)."""
 
     @property
     def connection_id(self) -> ConnectionId:
@@ -96,8 +97,8 @@ class LiveSocket:
     def mark_active(self) -> None:
         """Traffic happened: the idle timer starts again."""
         self.last_active = asyncio.get_running_loop().time()
-        if self._clock is not None:
-            self.last_active_at = self._clock.now()
+        if self.clock is not None:
+            self.last_active_at = self.clock.now()
 
     async def send(self, data: str | bytes) -> None:
         """Send one frame (text for `str`, binary for `bytes`).
@@ -306,7 +307,7 @@ class Gateway:
             last_active=loop.time(),
             last_active_at=self._clock.now(),
             user_agent=user_agent,
-            _clock=self._clock,
+            clock=self._clock,
         )
         self._admitted[websocket] = socket
         # The upgrade may still fail (client gone, server closing); then the

@@ -84,6 +84,13 @@ def test_a_bad_setting_fails_at_start_with_one_line(tmp_path: Path) -> None:
     assert "MAX_CONNECTIONS_PER_USER" in result.stderr
 
 
+def test_an_app_that_cannot_be_imported_fails_at_start_with_one_line(tmp_path: Path) -> None:
+    result = _run_cli(["--app", "no_such_module:app"], {}, tmp_path)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "no_such_module" in line
+
+
 def test_a_port_in_use_fails_at_start_with_one_line(moto_endpoint: str, tmp_path: Path) -> None:
     suffix = uuid.uuid4().hex[:10]
     with socket.socket() as busy:
