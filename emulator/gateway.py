@@ -363,7 +363,14 @@ class Gateway:
                 at=self._clock.now(),
             )
         else:
-            reply = await self._router.route(socket.connection, frame)
+            try:
+                reply = await self._router.route(socket.connection, frame)
+            except Exception:  # the router promises not to raise; never lose a reply
+                log.exception("routing failed", extra={"connection_id": socket.connection_id})
+                reply = error_message(
+                    StreamerError(ErrorCode.INTERNAL_ERROR, "internal error"),
+                    at=self._clock.now(),
+                )
         with contextlib.suppress(ConnectionClosed):
             await socket.send(encode(reply))
 
