@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters.aws import client_kwargs
 from adapters.streams import parse_stream_record
@@ -558,6 +558,14 @@ class StreamPoller:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self._retry_max_s)
                 iterator = None
+                continue
+            except (BotoCoreError, OSError) as exc:  # endpoint unreachable, timeouts
+                log.warning(
+                    "GetRecords failed (%s); retrying", _error_code(exc), extra={"shard": shard_id}
+                )
+                iterator = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max_s)
                 continue
             except Exception:
                 log.exception("GetRecords failed; retrying", extra={"shard": shard_id})
