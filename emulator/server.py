@@ -25,6 +25,7 @@ from emulator.streams import StreamPoller
 from streamer.app import Streamer, load_app
 from streamer.auth import TokenVerifier
 from streamer.clock import SystemClock
+from streamer.errors import StreamerError
 from streamer.services import Services, build_services
 from streamer.settings import Settings
 from streamer.tokens import DevKeys, load_or_create_dev_keys, mint_token
@@ -310,6 +311,8 @@ class Emulator:
                         report.requeued,
                         report.failed,
                     )
+            except StreamerError as exc:  # the store is unreachable: try at the next tick
+                log.warning("sweep failed: %s", exc.message)
             except Exception:
                 log.exception("sweep failed")
             await asyncio.sleep(self.config.sweep_interval_s)
