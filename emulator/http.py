@@ -318,6 +318,9 @@ def _bind(host: str, port: int) -> socketlib.socket:
         listener.bind((host, port))
         listener.listen(128)
         listener.setblocking(False)
+    except OSError as exc:
+        listener.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
     except BaseException:
         listener.close()
         raise

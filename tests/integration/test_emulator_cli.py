@@ -91,14 +91,19 @@ def test_an_app_that_cannot_be_imported_fails_at_start_with_one_line(tmp_path: P
     assert "no_such_module" in line
 
 
-def test_a_port_in_use_fails_at_start_with_one_line(moto_endpoint: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("busy_flag", "free_flag"), [("--port", "--http-port"), ("--http-port", "--port")]
+)
+def test_a_port_in_use_fails_at_start_with_one_line_naming_it(
+    moto_endpoint: str, tmp_path: Path, busy_flag: str, free_flag: str
+) -> None:
     suffix = uuid.uuid4().hex[:10]
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         result = _run_cli(
-            ["--port", str(port), "--http-port", "0", "--dynamodb-endpoint", moto_endpoint],
+            [busy_flag, str(port), free_flag, "0", "--dynamodb-endpoint", moto_endpoint],
             {
                 "CONNECTIONS_TABLE": f"cli-connections-{suffix}",
                 "REQUESTS_TABLE": f"cli-requests-{suffix}",
