@@ -1,8 +1,11 @@
 """`python -m bench --quick | --full`: run every scenario, print the table, write results.
 
 Quick writes `bench/results/quick.json`; full writes `bench/results/latest.json`,
-`bench/results/scaling.json`, `bench/results/scaling.png` and `docs/performance.md`.
-Exits non-zero when a scenario failed to produce its metrics.
+`bench/results/scaling.json`, `bench/results/run.json` (machine, CPU per
+scenario), `bench/results/scaling.png` and `docs/performance.md`. `--render`
+rewrites the PNG and `docs/performance.md` from those files without running
+anything (after editing `bench/doc/*.md`). Exits non-zero when a scenario failed
+to produce its metrics.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from bench.config import FULL, QUICK, Bench
-from bench.machine import describe_machine
+from bench.machine import Machine, describe_machine
 from bench.metrics import Results
 from bench.plot import plot_scaling
 from bench.procs import (
@@ -106,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="run the emulators under pyinstrument"
     )
+    parser.add_argument(
+        "--render", action="store_true", help="redraw the PNG and doc from the last full run"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        return _render()
     mode = "full" if args.full else "quick"
     chosen = set(args.only.split(",")) if args.only else set(SCENARIOS)
     unknown = chosen - set(SCENARIOS)
@@ -135,10 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     if mode == "full" and not args.only:
         scaling = RESULTS_DIR / "scaling.json"
         scaling.write_text(json.dumps(results.curves, indent=2) + "\n")
+        run = RESULTS_DIR / "run.json"
+        run.write_text(json.dumps({"machine": machine.as_json(), "cpu": results.cpu}, indent=2))
         png = plot_scaling(
             results, machine, RESULTS_DIR / "scaling.png", idle_target=max(FULL.idle_levels)
         )
-        written += [scaling, png, write_performance_doc(results, machine, png)]
+        written += [scaling, run, png, write_performance_doc(results, machine, png)]
     else:
         png = plot_scaling(
             results,
@@ -161,6 +171,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"missing metrics: {', '.join(missing)}", file=sys.stderr)
     print(f"total {time.monotonic() - started:.1f} s")
     return 1 if results.failures or missing else 0
+
+
+def _render() -> int:
+    results = Results.load("full", json.loads((RESULTS_DIR / "latest.json").read_text()))
+    results.curves = json.loads((RESULTS_DIR / "scaling.json").read_text())
+    run = json.loads((RESULTS_DIR / "run.json").read_text())
+    results.cpu = [tuple(row) for row in run["cpu"]]
+    machine = Machine.from_json(run["machine"])
+    png = plot_scaling(
+        results, machine, RESULTS_DIR / "scaling.png", idle_target=max(FULL.idle_levels)
+    )
+    doc = write_performance_doc(results, machine, png)
+    print(f"wrote {png.relative_to(REPO)}, {doc.relative_to(REPO)}")
+    return 0
 
 
 if __name__ == "__main__":

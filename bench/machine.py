@@ -7,6 +7,7 @@ import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -32,6 +33,27 @@ class Machine:
     python: str
     system: str
     date: datetime
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "cpus": self.cpus,
+            "cpu_model": self.cpu_model,
+            "memory_gb": self.memory_gb,
+            "python": self.python,
+            "system": self.system,
+            "date": self.date.isoformat(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Machine:
+        return cls(
+            cpus=int(data["cpus"]),
+            cpu_model=str(data["cpu_model"]),
+            memory_gb=float(data["memory_gb"]),
+            python=str(data["python"]),
+            system=str(data["system"]),
+            date=datetime.fromisoformat(str(data["date"])),
+        )
 
     def one_line(self) -> str:
         return (

@@ -140,12 +140,23 @@ class Results:
             "x_label": x_label,
             "y_metric": y_metric,
             "unit": unit,
-            "points": {str(x): y for x, y in sorted(points.items())},
+            "points": {str(x): round(y, 1) for x, y in sorted(points.items())},
         }
         suffix = x_label.replace(" ", "_")
         for x, y in sorted(points.items()):
             point = MetricSpec(f"{y_metric}_at_{x}_{suffix}", unit, note="curve")
             self.record(point.name, y, point)
+
+    @classmethod
+    def load(cls, mode: str, metrics: Mapping[str, Mapping[str, object]]) -> Results:
+        """Results read back from a results file (growth curves are set apart)."""
+        results = cls(mode)
+        for name, entry in metrics.items():
+            spec = METRICS.get(name) or MetricSpec(
+                name, str(entry["unit"]), note=str(entry["goal"])
+            )
+            results.record(name, float(entry["value"]), spec)  # type: ignore[arg-type]
+        return results
 
     def fail(self, scenario: str, reason: str) -> None:
         """Note a scenario that could not produce its metrics."""
