@@ -345,7 +345,13 @@ class Emulator:
 def _start_moto() -> Any:
     """An embedded moto server on a free loopback port (in this process)."""
     # Not ThreadedMotoServer: it lets two concurrent conditional writes both win.
-    from adapters.moto_server import LocalMotoServer
+    try:
+        from adapters.moto_server import LocalMotoServer
+    except ImportError:
+        raise RuntimeError(
+            "no DynamoDB endpoint given and moto is not installed: set "
+            "DYNAMODB_ENDPOINT_URL (--dynamodb-endpoint) or install 'moto[server]'"
+        ) from None
 
     server = LocalMotoServer()
     server.start()
