@@ -104,6 +104,7 @@ class ExpiringSession:
         self._session = get_session()
         self.failures = failures
         self.get_records_calls = 0
+        self.failures_served = asyncio.Event()
 
     @contextlib.asynccontextmanager
     async def _wrapped(self, service: str, **kwargs: Any) -> AsyncIterator[Any]:
@@ -126,6 +127,8 @@ class _FailingStreams:
         self._owner.get_records_calls += 1
         if self._owner.failures:
             code = self._owner.failures.pop(0)
+            if not self._owner.failures:
+                self._owner.failures_served.set()
             status = 400 if code == "ExpiredIteratorException" else 500
             raise ClientError(
                 {
@@ -233,6 +236,11 @@ async def test_an_expired_iterator_or_a_failed_read_is_survived(
         await stores.requests.enqueue(_pending("one"))
         await processor.wait_for(lambda: len(processor.finished) == 1)
         session.failures.extend(["ExpiredIteratorException", "InternalServerError"])
+        # Both failures hit the poller before "two" exists, so "two" can only be
+        # read by a poller that survived them (a read already in flight could
+        # otherwise fetch it first).
+        async with asyncio.timeout(10):
+            await session.failures_served.wait()
         await stores.requests.enqueue(_pending("two"))
         await processor.wait_for(lambda: len(processor.finished) == 2)
     assert not session.failures
