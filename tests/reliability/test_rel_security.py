@@ -365,11 +365,30 @@ async def test_the_websocket_api_console_and_management_api_listen_on_loopback_o
             sock.getsockname()[0]
             for sock in emulator.gateway._server.sockets  # type: ignore[union-attr]
         }
+        outside = _outside_address()
         reachable_elsewhere = [
-            port for port in (ws_port, http_port) if _reachable(_outside_address(), port)
+            port
+            for port in (ws_port, http_port)
+            if await asyncio.to_thread(_reachable, outside, port)
         ]
     assert addresses == {"127.0.0.1"}
     assert reachable_elsewhere == []
+
+
+async def test_other_interfaces_are_served_only_when_asked_for(
+    start_emulator: EmulatorStarter,
+) -> None:
+    """The control of the test above: the same probe does reach a server bound to
+    every interface, so its negative result means something."""
+    outside = _outside_address()
+    if outside.startswith("127."):
+        pytest.skip("this machine has no non-loopback address")
+    async with start_emulator(host="0.0.0.0") as harness:
+        assert harness.emulator.gateway is not None
+        assert harness.emulator.http is not None
+        ports = (harness.emulator.gateway.port, harness.emulator.http.port)
+        reachable = [port for port in ports if await asyncio.to_thread(_reachable, outside, port)]
+    assert reachable == list(ports)
 
 
 def _outside_address() -> str:
