@@ -68,7 +68,7 @@ def write_performance_doc(
     curves = json.dumps(results.curves, indent=2)
     parts = [
         _part("intro.md"),
-        "## Last full run\n",
+        "### Last full run\n",
         f"Machine: {machine.one_line()}.\n",
         _table(results),
         "",
