@@ -71,6 +71,8 @@ class ActionSpec:
         max_retries: retries of transient failures (async only).
         estimated_duration_s: compared with the async threshold when `mode` is None.
         description: shown in the console's action list.
+        takes_progress: whether the handler takes `(req, progress)` rather than
+            `(req)`; decided once at registration, not per call.
     """
 
     name: str
@@ -81,6 +83,7 @@ class ActionSpec:
     max_retries: int
     estimated_duration_s: float | None
     description: str
+    takes_progress: bool
 
     def resolved_mode(self, async_threshold_s: float) -> ActionMode:
         """Sync or async: the explicit mode, else the estimate against the threshold."""
@@ -146,17 +149,6 @@ class Streamer:
             raise ValueError("max_retries must be >= 0")
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
-            model = payload_model or _payload_model_of(func)
-            spec = ActionSpec(
-                name=name,
-                handler=_as_coroutine_function(func),
-                mode=mode,
-                payload_model=model,
-                timeout_s=timeout,
-                max_retries=max_retries,
-                estimated_duration_s=estimated_duration,
-                description=description or inspect.getdoc(func) or "",
-            )
             arity = len(inspect.signature(func).parameters)
             if mode == "async" and arity != 2:
                 raise ValueError(f"async action {name!r} must take (req, progress)")
@@ -164,7 +156,17 @@ class Streamer:
                 raise ValueError(f"sync action {name!r} must take (req)")
             if mode is None and arity not in (1, 2):
                 raise ValueError(f"action {name!r} must take (req) or (req, progress)")
-            self._actions[name] = spec
+            self._actions[name] = ActionSpec(
+                name=name,
+                handler=_as_coroutine_function(func),
+                mode=mode,
+                payload_model=payload_model or _payload_model_of(func),
+                timeout_s=timeout,
+                max_retries=max_retries,
+                estimated_duration_s=estimated_duration,
+                description=description or inspect.getdoc(func) or "",
+                takes_progress=arity == 2,
+            )
             return func
 
         return register

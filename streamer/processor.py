@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -441,14 +440,15 @@ def request_permissions(request: AsyncRequest) -> tuple[str, ...]:
 
 
 async def _call(spec: ActionSpec, req: Request[Any], progress: Progress) -> Any:
-    if takes_progress(spec):
+    if spec.takes_progress:
         return await spec.handler(req, progress)
     return await spec.handler(req)
 
 
 def takes_progress(spec: ActionSpec) -> bool:
-    """Whether the handler takes `(req, progress)` rather than `(req)`."""
-    return len(inspect.signature(spec.handler).parameters) >= 2
+    """Whether the handler takes `(req, progress)` rather than `(req)` (decided
+    at registration: `ActionSpec.takes_progress`)."""
+    return spec.takes_progress
 
 
 def _details(details: dict[str, Any] | list[Any] | None) -> dict[str, Any] | None:

@@ -105,6 +105,31 @@ async def test_sync_reply_without_client_id_gets_a_server_id(core: Core) -> None
     assert reply["request_id"].startswith("req_")
 
 
+async def test_a_routed_message_is_logged_at_debug_not_info(
+    core: Core, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The per-message line is DEBUG; INFO stays for queued requests."""
+    conn = await core.connect()
+    with caplog.at_level(logging.INFO, logger="streamer.router"):
+        await core.send(conn, "echo", {}, id="m1")
+        await core.send(conn, "job", {}, id="r1")
+    assert [r.getMessage() for r in caplog.records] == ["request queued"]
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="streamer.router"):
+        await core.send(conn, "echo", {}, id="m2")
+    (record,) = caplog.records
+    assert (record.levelno, record.getMessage(), record.__dict__["outcome"]) == (
+        logging.DEBUG,
+        "message routed",
+        "response",
+    )
+
+
+def test_whether_a_handler_takes_progress_is_decided_at_registration(core: Core) -> None:
+    actions = core.app.actions
+    assert (actions["echo"].takes_progress, actions["job"].takes_progress) == (False, True)
+
+
 async def test_async_action_is_stored_pending_and_acknowledged(core: Core) -> None:
     conn = await core.connect()
     reply = await core.send(conn, "job", {"n": 1}, id="r1")
