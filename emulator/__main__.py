@@ -113,7 +113,14 @@ def _parser() -> argparse.ArgumentParser:
         "--poll-interval",
         metavar="SECONDS",
         type=_arg(_positive, "a positive number"),
-        help="seconds between stream polls when idle (env EMULATOR_POLL_INTERVAL; 0.05)",
+        help="seconds between stream polls while busy (env EMULATOR_POLL_INTERVAL; 0.05)",
+    )
+    add(
+        "--idle-poll-interval",
+        metavar="SECONDS",
+        type=_arg(_positive, "a positive number"),
+        help="longest pause between stream polls once idle; a request made through this "
+        "emulator is read at once anyway (env EMULATOR_IDLE_POLL_INTERVAL; 0.5)",
     )
     add(
         "--batch-size",
@@ -181,6 +188,10 @@ def parse_config(argv: Sequence[str] | None = None) -> EmulatorConfig:
             poll_interval_s=_first(
                 args.poll_interval,
                 _env("EMULATOR_POLL_INTERVAL", _positive, defaults.poll_interval_s),
+            ),
+            idle_poll_interval_s=_first(
+                args.idle_poll_interval,
+                _env("EMULATOR_IDLE_POLL_INTERVAL", _positive, defaults.idle_poll_interval_s),
             ),
             batch_size=_first(
                 args.batch_size, _env("EMULATOR_BATCH_SIZE", int, defaults.batch_size)

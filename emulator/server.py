@@ -21,6 +21,7 @@ from adapters.dynamodb import DynamoDBStores, create_tables, open_stores
 from emulator.gateway import Gateway, SocketRegistry
 from emulator.http import HttpSide
 from emulator.notifier import LocalNotifier
+from emulator.stores import WakingRequestStore
 from emulator.streams import StreamPoller
 from streamer.app import Streamer, load_app
 from streamer.auth import TokenVerifier
@@ -49,7 +50,11 @@ class EmulatorConfig:
         host: interface both servers bind (`0.0.0.0` inside Docker).
         port: WebSocket port (0 picks a free one).
         http_port: HTTP port (management API, health, console; 0 picks one).
-        poll_interval_s: pause of the stream poller after an empty read.
+        poll_interval_s: pause of the stream poller after an empty read while
+            busy; requests made through this emulator wake it at once.
+        idle_poll_interval_s: the longest pause once the stream has been idle
+            (never below `poll_interval_s`): how late records written by
+            another process may be read.
         batch_size: records per `GetRecords` call.
         idle_timeout_s: sockets without traffic either way close after it (1001).
         max_connection_s: sockets close this long after connecting (1001).
@@ -72,6 +77,7 @@ class EmulatorConfig:
     port: int = 3001
     http_port: int = 3002
     poll_interval_s: float = 0.05
+    idle_poll_interval_s: float = 0.5
     batch_size: int = 10
     idle_timeout_s: float = 600.0
     max_connection_s: float = 7200.0
@@ -214,11 +220,12 @@ class Emulator:
         self.stores = await self._stack.enter_async_context(open_stores(settings, session=session))
 
         notifier = LocalNotifier(self.registry)
+        # The router and the poller share this process: enqueueing wakes the poller.
         self.services = services = build_services(
             app=self.app,
             settings=settings,
             connections=self.stores.connections,
-            requests=self.stores.requests,
+            requests=WakingRequestStore(self.stores.requests, self._wake_poller),
             subscriptions=self.stores.subscriptions,
             notifier=notifier,
             clock=clock,
@@ -235,6 +242,7 @@ class Emulator:
                 checkpoint_path=config.state_dir / CHECKPOINT_FILE,
                 batch_size=config.batch_size,
                 poll_interval_s=config.poll_interval_s,
+                idle_poll_interval_s=config.idle_poll_interval_s,
                 shard_refresh_s=config.shard_refresh_s,
             )
         self._background = asyncio.create_task(self._run_background(), name="emulator-background")
@@ -271,6 +279,10 @@ class Emulator:
         gateway.set_endpoint(self.http_url)
         await gateway.start(config.host, config.port)
         self._stack.push_async_callback(gateway.close, frame_drain_s=config.drain_timeout_s)
+
+    def _wake_poller(self) -> None:
+        if self.poller is not None:
+            self.poller.wake()
 
     async def _wait_poller_ready(self) -> None:
         assert self.poller is not None

@@ -18,6 +18,14 @@ Semantics (as Lambda's mapping, with the differences said):
   record once it and every record before it in its shard have finished.
 - `ExpiredIteratorException` (or any failed call) re-acquires an iterator after
   the last record read; one shard's failures never stop the others.
+- Polling: after a non-empty read the next read follows at once; after an
+  empty one it waits `poll_interval_s`. After `idle_polls_before_backoff` empty
+  reads in a row the wait doubles on each further empty read, up to
+  `idle_poll_interval_s`, so an idle emulator stops spending its loop on
+  `GetRecords`. `wake()` (called when this process writes a PENDING image) ends
+  any wait at once and brings the wait back to `poll_interval_s`, as does a
+  non-empty read. Records written by other processes are read within
+  `idle_poll_interval_s`.
 """
 
 from __future__ import annotations
@@ -206,7 +214,11 @@ class StreamPoller:
         clock: wall time for the lag figure and hand-backs.
         checkpoint_path: the JSON file of per-shard checkpoints.
         batch_size: `GetRecords` Limit (Lambda's batch size; default 10).
-        poll_interval_s: pause after an empty read (default 0.05).
+        poll_interval_s: pause after an empty read while busy (default 0.05).
+        idle_poll_interval_s: the longest pause after empty reads once idle
+            (default 0.5; never below `poll_interval_s`).
+        idle_polls_before_backoff: empty reads in a row at `poll_interval_s`
+            before the pause starts doubling (default 20).
         shard_refresh_s: how often `DescribeStream` looks for new shards.
         max_in_flight: records read but not finished per shard before reading pauses.
         retry_base_s, retry_max_s: backoff of failed reads and failed records.
@@ -223,6 +235,8 @@ class StreamPoller:
         checkpoint_path: Path,
         batch_size: int = 10,
         poll_interval_s: float = 0.05,
+        idle_poll_interval_s: float = 0.5,
+        idle_polls_before_backoff: int = 20,
         shard_refresh_s: float = 5.0,
         max_in_flight: int = 1000,
         retry_base_s: float = 0.1,
@@ -238,12 +252,16 @@ class StreamPoller:
         self._checkpoint_path = checkpoint_path
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
+        self.idle_poll_interval_s = max(idle_poll_interval_s, poll_interval_s)
+        self._idle_polls_before_backoff = idle_polls_before_backoff
         self._shard_refresh_s = shard_refresh_s
         self._max_in_flight = max_in_flight
         self._retry_base_s = retry_base_s
         self._retry_max_s = retry_max_s
 
         self._stopping = asyncio.Event()
+        self._wakes = 0
+        self._woken = asyncio.Event()
         self._refresh = asyncio.Event()
         self._ready = asyncio.Event()
         self._trackers: dict[str, _ShardTracker] = {}
@@ -288,6 +306,31 @@ class StreamPoller:
         """Return once every shard has its starting position (from then on, every
         new record will be read)."""
         await self._ready.wait()
+
+    def wake(self) -> None:
+        """Read every shard now: a claimable record was just written (cheap; safe
+        to call at any time, even before `run`)."""
+        self._wakes += 1
+        woken, self._woken = self._woken, asyncio.Event()
+        woken.set()
+
+    def pause_after_empty_reads(self, empty_reads: int) -> float:
+        """The pause after `empty_reads` empty reads in a row: `poll_interval_s`,
+        then doubling up to `idle_poll_interval_s`."""
+        doublings = empty_reads - self._idle_polls_before_backoff
+        if doublings <= 0:
+            return self.poll_interval_s
+        return min(self.idle_poll_interval_s, self.poll_interval_s * 2.0 ** min(doublings, 32))
+
+    async def _pause(self, timeout_s: float, wakes_seen: int) -> bool:
+        """Wait up to `timeout_s` unless woken; True when woken (also by a wake
+        that came since `wakes_seen`, while the caller was reading)."""
+        if self._wakes != wakes_seen:
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._woken.wait()
+        return self._wakes != wakes_seen
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -334,6 +377,7 @@ class StreamPoller:
             replacement = await self._supervise(streams, dynamodb, group, is_first_start)
             if replacement is not None:
                 self._replaced.set()
+                self.wake()
                 for task in list(self._record_tasks):
                     task.cancel()  # their table is gone: nothing to finish
         return replacement
@@ -350,6 +394,7 @@ class StreamPoller:
         """
         self._stopping.set()
         self._refresh.set()
+        self.wake()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_timeout_s):
                 await self._idle.wait()
@@ -534,6 +579,7 @@ class StreamPoller:
         shard_id = tracker.shard_id
         iterator: str | None = None
         delay = self._retry_base_s
+        empty_reads = 0
         while not self._is_halted():
             if tracker.in_flight >= self._max_in_flight:
                 await asyncio.sleep(self.poll_interval_s)
@@ -543,6 +589,7 @@ class StreamPoller:
                     iterator = await self._iterator(streams, tracker)
                     if iterator is None:
                         break  # closed and nothing left after our position
+                wakes_seen = self._wakes
                 page = await streams.get_records(ShardIterator=iterator, Limit=self.batch_size)
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
@@ -582,9 +629,13 @@ class StreamPoller:
             iterator = cast("dict[str, Any]", page).get("NextShardIterator")
             if iterator is None:
                 break  # the shard is closed and read to its end
-            if not records:
+            if records:
+                empty_reads = 0
+            else:
                 self._lag_ms[shard_id] = 0.0
-                await asyncio.sleep(self.poll_interval_s)
+                empty_reads += 1
+                if await self._pause(self.pause_after_empty_reads(empty_reads), wakes_seen):
+                    empty_reads = 0
         else:
             return  # stopping: the shard stays open in the checkpoint file
         if not await self._drained(tracker):

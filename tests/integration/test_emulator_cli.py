@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_flags_override_the_environment_and_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMULATOR_PORT", "4001")
     monkeypatch.setenv("EMULATOR_IDLE_TIMEOUT", "5")
+    monkeypatch.setenv("EMULATOR_IDLE_POLL_INTERVAL", "2")
     monkeypatch.setenv("DYNAMODB_ENDPOINT_URL", "http://env:5000")
     config = parse_config(
         ["--port", "5001", "--dynamodb-endpoint", "http://flag:5000", "--poll-interval", "0.2"]
@@ -39,6 +40,7 @@ def test_flags_override_the_environment_and_defaults(monkeypatch: pytest.MonkeyP
     assert config.settings.dynamodb_endpoint_url == "http://flag:5000"
     assert config.idle_timeout_s == 5
     assert config.poll_interval_s == 0.2
+    assert config.idle_poll_interval_s == 2
     assert config.http_port == 3002
     assert config.host == "127.0.0.1"
     assert config.state_dir == Path(".streamer")
@@ -52,7 +54,7 @@ def test_defaults_follow_design_section_8(monkeypatch: pytest.MonkeyPatch) -> No
     assert (config.port, config.http_port) == (3001, 3002)
     assert config.settings.dynamodb_endpoint_url is None  # → embedded moto
     assert config.settings.app == "streamer.demo:app"
-    assert config.poll_interval_s == 0.05
+    assert (config.poll_interval_s, config.idle_poll_interval_s) == (0.05, 0.5)
     assert config.batch_size == 10
     assert (config.idle_timeout_s, config.max_connection_s) == (600, 7200)
 

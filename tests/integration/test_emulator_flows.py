@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from websockets.asyncio.client import ClientConnection
 
 from adapters.dynamodb import open_stores
@@ -83,6 +84,18 @@ async def test_an_async_request_is_acknowledged_then_progresses_then_completes(
     assert status["type"] == "response"
     assert status["data"]["status"] == "COMPLETED"
     assert status["data"]["result"] == {"steps": 5, "user": "user-1"}
+
+
+@pytest.mark.emulator(poll_interval_s=600.0)
+async def test_a_new_request_wakes_the_stream_poller_instead_of_waiting_for_a_poll(
+    emulator: EmulatorHarness,
+) -> None:
+    """The router and the poller share a process: enqueueing wakes the poller."""
+    async with emulator.connect() as ws:
+        for request_id in ("first", "second"):
+            await send_json(ws, {"id": request_id, "action": "count", "payload": {"steps": 1}})
+            rest = await recv_until(ws, is_final_for(request_id), timeout_s=15.0)  # << 600 s
+            assert rest[-1]["type"] == "complete"
 
 
 async def test_the_demo_report_runs_through_the_emulator(

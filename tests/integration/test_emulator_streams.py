@@ -147,6 +147,7 @@ async def running_poller(
     processor: ScriptedProcessor,
     checkpoint_path: Path,
     session: Any = None,
+    **options: Any,
 ) -> AsyncIterator[StreamPoller]:
     poller = StreamPoller(
         session=session or get_session(),
@@ -155,10 +156,15 @@ async def running_poller(
         requests=stores.requests,
         clock=SystemClock(),
         checkpoint_path=checkpoint_path,
-        poll_interval_s=0.01,
-        shard_refresh_s=0.2,
-        retry_base_s=0.01,
-        retry_max_s=0.05,
+        **(
+            {
+                "poll_interval_s": 0.01,
+                "shard_refresh_s": 0.2,
+                "retry_base_s": 0.01,
+                "retry_max_s": 0.05,
+            }
+            | options
+        ),
     )
     task = asyncio.create_task(poller.run())
     try:
@@ -187,6 +193,76 @@ async def test_records_written_before_the_first_start_are_skipped_like_latest(
         await stores.requests.enqueue(_pending("new"))
         await processor.wait_for(lambda: len(processor.finished) == 1)
     assert processor.started_keys() == [request_key("t", "u", "new")]
+
+
+async def test_a_wake_reads_a_new_record_without_waiting_for_the_poll_interval(
+    dynamodb_settings: Settings, stores: DynamoDBStores, tmp_path: Path
+) -> None:
+    processor = ScriptedProcessor()
+    async with running_poller(
+        dynamodb_settings, stores, processor, tmp_path / "cp.json", poll_interval_s=600.0
+    ) as poller:
+        await stores.requests.enqueue(_pending("woken"))
+        poller.wake()
+        await processor.wait_for(lambda: len(processor.finished) == 1)  # WAIT_S << 600 s
+    assert processor.finished_keys() == [request_key("t", "u", "woken")]
+
+
+async def test_a_record_from_another_writer_is_read_while_the_poller_backs_off(
+    dynamodb_settings: Settings, stores: DynamoDBStores, tmp_path: Path
+) -> None:
+    """No wake: the idle poll still finds what another process wrote."""
+    processor = ScriptedProcessor()
+    async with running_poller(
+        dynamodb_settings,
+        stores,
+        processor,
+        tmp_path / "cp.json",
+        idle_poll_interval_s=0.05,
+        idle_polls_before_backoff=0,
+    ):
+        await stores.requests.enqueue(_pending("first"))
+        await processor.wait_for(lambda: len(processor.finished) == 1)
+        await stores.requests.enqueue(_pending("second"))
+        await processor.wait_for(lambda: len(processor.finished) == 2)
+    assert processor.finished_keys() == [request_key("t", "u", n) for n in ("first", "second")]
+
+
+def test_idle_pauses_double_from_the_poll_interval_up_to_the_idle_cap(
+    dynamodb_settings: Settings, tmp_path: Path
+) -> None:
+    poller = StreamPoller(
+        session=None,
+        settings=dynamodb_settings,
+        processor=ScriptedProcessor(),  # type: ignore[arg-type]
+        requests=None,  # type: ignore[arg-type]
+        clock=SystemClock(),
+        checkpoint_path=tmp_path / "cp.json",
+        poll_interval_s=0.05,
+        idle_poll_interval_s=0.5,
+        idle_polls_before_backoff=3,
+    )
+    pauses = [poller.pause_after_empty_reads(n) for n in range(1, 10)]
+    assert pauses[:3] == [0.05] * 3
+    assert pauses[3:6] == [0.1, 0.2, 0.4]
+    assert pauses[6:] == [0.5] * 3
+    assert poller.pause_after_empty_reads(10**6) == 0.5
+
+
+def test_the_idle_cap_is_never_below_the_poll_interval(
+    dynamodb_settings: Settings, tmp_path: Path
+) -> None:
+    poller = StreamPoller(
+        session=None,
+        settings=dynamodb_settings,
+        processor=ScriptedProcessor(),  # type: ignore[arg-type]
+        requests=None,  # type: ignore[arg-type]
+        clock=SystemClock(),
+        checkpoint_path=tmp_path / "cp.json",
+        poll_interval_s=2.0,
+        idle_poll_interval_s=0.5,
+    )
+    assert poller.pause_after_empty_reads(1) == poller.pause_after_empty_reads(1000) == 2.0
 
 
 async def test_one_request_runs_in_order_while_others_run_concurrently(

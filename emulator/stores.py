@@ -1,0 +1,152 @@
+"""Store decorators the emulator puts between the core services and DynamoDB.
+
+The emulator runs the router, the processor and the gateway in one process, so
+it knows things a Lambda deployment has to ask the database for:
+
+- `WakingRequestStore` tells the stream poller that a claimable (PENDING) image
+  was just written, so a new request is read at once instead of at the next
+  idle poll.
+
+Everything else is passed through to the wrapped store unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from streamer.models import (
+    AsyncRequest,
+    ConnectionId,
+    RequestError,
+    RequestKey,
+    RequestStatus,
+    UserId,
+)
+from streamer.ports import EnqueueResult, RequestStore
+
+__all__ = ["WakingRequestStore"]
+
+
+class WakingRequestStore:
+    """A `RequestStore` that calls `on_pending` after each write that leaves a
+    PENDING image in the stream (a new request, a hand-back, a requeued lease).
+
+    Args:
+        inner: the store that does the work.
+        on_pending: called (synchronously, without arguments) after such a write
+            succeeded; the emulator passes the stream poller's `wake`.
+    """
+
+    def __init__(self, inner: RequestStore, on_pending: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_pending = on_pending
+
+    async def enqueue(self, request: AsyncRequest) -> EnqueueResult:
+        """Insert a PENDING request unless its key exists; wakes the poller if it did."""
+        result = await self._inner.enqueue(request)
+        if result.created:
+            self._on_pending()
+        return result
+
+    async def release(self, key: RequestKey, *, attempt: int, now: datetime) -> bool:
+        """PROCESSING → PENDING; wakes the poller when it happened."""
+        released = await self._inner.release(key, attempt=attempt, now=now)
+        if released:
+            self._on_pending()
+        return released
+
+    async def requeue_expired(self, key: RequestKey, *, attempt: int, now: datetime) -> bool:
+        """Expired PROCESSING → PENDING; wakes the poller when it happened."""
+        requeued = await self._inner.requeue_expired(key, attempt=attempt, now=now)
+        if requeued:
+            self._on_pending()
+        return requeued
+
+    # -- passed through ------------------------------------------------------------
+
+    async def get(self, key: RequestKey) -> AsyncRequest | None:
+        return await self._inner.get(key)
+
+    async def claim(
+        self, key: RequestKey, *, now: datetime, lease_until: datetime
+    ) -> AsyncRequest | None:
+        return await self._inner.claim(key, now=now, lease_until=lease_until)
+
+    async def record_progress(
+        self,
+        key: RequestKey,
+        *,
+        attempt: int,
+        percentage: float,
+        message: str,
+        details: dict[str, Any],
+        now: datetime,
+    ) -> bool:
+        return await self._inner.record_progress(
+            key, attempt=attempt, percentage=percentage, message=message, details=details, now=now
+        )
+
+    async def record_retry(
+        self,
+        key: RequestKey,
+        *,
+        attempt: int,
+        error: RequestError,
+        now: datetime,
+        lease_until: datetime,
+    ) -> bool:
+        return await self._inner.record_retry(
+            key, attempt=attempt, error=error, now=now, lease_until=lease_until
+        )
+
+    async def complete(
+        self, key: RequestKey, *, attempt: int, result: Any, now: datetime, expires_at: int
+    ) -> bool:
+        return await self._inner.complete(
+            key, attempt=attempt, result=result, now=now, expires_at=expires_at
+        )
+
+    async def fail(
+        self,
+        key: RequestKey,
+        *,
+        attempt: int,
+        error: RequestError,
+        now: datetime,
+        expires_at: int,
+    ) -> bool:
+        return await self._inner.fail(
+            key, attempt=attempt, error=error, now=now, expires_at=expires_at
+        )
+
+    async def cancel(
+        self, key: RequestKey, *, now: datetime, expires_at: int
+    ) -> AsyncRequest | None:
+        return await self._inner.cancel(key, now=now, expires_at=expires_at)
+
+    async def list_expired_leases(self, *, now: datetime, limit: int) -> list[AsyncRequest]:
+        return await self._inner.list_expired_leases(now=now, limit=limit)
+
+    async def fail_expired(
+        self,
+        key: RequestKey,
+        *,
+        attempt: int,
+        error: RequestError,
+        now: datetime,
+        expires_at: int,
+    ) -> bool:
+        return await self._inner.fail_expired(
+            key, attempt=attempt, error=error, now=now, expires_at=expires_at
+        )
+
+    async def list_by_connection(self, connection_id: ConnectionId) -> list[AsyncRequest]:
+        return await self._inner.list_by_connection(connection_id)
+
+    async def list_by_user(self, user_id: UserId) -> list[AsyncRequest]:
+        return await self._inner.list_by_user(user_id)
+
+    async def list_by_status(self, status: RequestStatus, *, limit: int) -> list[AsyncRequest]:
+        return await self._inner.list_by_status(status, limit=limit)
