@@ -6,28 +6,43 @@ import asyncio
 import logging
 from collections import OrderedDict
 
+from streamer.clock import SystemClock
 from streamer.errors import ConnectionGone
-from streamer.models import AsyncRequest, ConnectionId
-from streamer.ports import ConnectionStore, Notifier, SubscriptionStore
+from streamer.models import AsyncRequest, ConnectionId, RequestKey
+from streamer.ports import Clock, ConnectionStore, Notifier, SubscriptionStore
 from streamer.protocol import ServerMessage
 
-__all__ = ["Delivery"]
+__all__ = ["CACHED_REQUESTS", "Delivery"]
 
 logger = logging.getLogger(__name__)
 
 _REMEMBERED_GONE = 1024
 """How many gone connection ids are remembered, so a running request does not
 post (and clean up) again for every progress update. Ids are never reused."""
+CACHED_REQUESTS = 10_000
+"""How many requests' subscriber lists are kept; the oldest entry goes first."""
 
 
 class Delivery:
     """Sends to everyone following a request; a gone connection is cleaned up
     (its record and subscriptions deleted) and never stops the caller.
 
+    A request's subscriber list is looked up once and reused for `progress`
+    messages for up to `subscriber_cache_s`, instead of a store query per
+    message. `complete` and `error` always look it up afresh, so no follower
+    misses an outcome. A `subscribe` routed by this process calls `subscribed`,
+    which drops the request's cached list, so its next progress reaches the new
+    follower. A subscriber added through another process (another Lambda
+    instance) may miss up to one interval of progress, never the completion,
+    and `subscribe` answers with the stored snapshot first anyway.
+
     Args:
         notifier: how messages reach connections.
         connections: to delete records of gone connections.
         subscriptions: who follows which request.
+        clock: time source for the cache (default: the system clock).
+        subscriber_cache_s: how long a subscriber list is reused for progress
+            (default 1 s; 0 = look up for every message).
     """
 
     def __init__(
@@ -36,29 +51,63 @@ class Delivery:
         notifier: Notifier,
         connections: ConnectionStore,
         subscriptions: SubscriptionStore,
+        clock: Clock | None = None,
+        subscriber_cache_s: float = 1.0,
     ) -> None:
         self._notifier = notifier
         self._connections = connections
         self._subscriptions = subscriptions
+        self._clock: Clock = clock or SystemClock()
+        self._cache_s = subscriber_cache_s
         self._gone: OrderedDict[ConnectionId, None] = OrderedDict()
+        self._cached: OrderedDict[RequestKey, tuple[float, tuple[ConnectionId, ...]]] = (
+            OrderedDict()
+        )
+        self._subscribe_count = 0
+        """Bumped by `subscribed`: a lookup that overlapped a subscribe is not cached."""
 
     async def to_request(self, request: AsyncRequest, message: ServerMessage) -> int:
         """Send to the origin connection and every subscriber (each once);
         returns how many deliveries succeeded. Never raises for delivery failures."""
-        targets = [request.connection_id]
+        subscribers = await self._subscribers(request, fresh=message.type != "progress")
+        targets = dict.fromkeys((request.connection_id, *subscribers))
+        unique = [cid for cid in targets if cid not in self._gone]
+        results = await asyncio.gather(*(self._send(cid, request, message) for cid in unique))
+        return sum(results)
+
+    def subscribed(self, key: RequestKey) -> None:
+        """This process just added a subscription to `key`: stop reusing its
+        cached subscriber list."""
+        self._subscribe_count += 1
+        self._cached.pop(key, None)
+
+    async def _subscribers(self, request: AsyncRequest, *, fresh: bool) -> tuple[ConnectionId, ...]:
+        """The request's subscribers: cached unless `fresh` (an outcome) is asked for."""
+        key = request.key
+        cached = self._cached.get(key)
+        looked_up_at = self._clock.monotonic()
+        if not fresh and cached is not None and looked_up_at - cached[0] < self._cache_s:
+            return cached[1]
+        subscribe_count = self._subscribe_count
         try:
-            subscribers = await self._subscriptions.list_for_request(request.key)
+            found = await self._subscriptions.list_for_request(key)
         except Exception:
             logger.warning(
-                "could not list subscribers; delivering to the origin only",
+                "could not list subscribers; delivering to the origin and those last known",
                 extra={"request_id": request.request_id},
                 exc_info=True,
             )
-            subscribers = []
-        targets.extend(s.connection_id for s in subscribers)
-        unique = [cid for cid in dict.fromkeys(targets) if cid not in self._gone]
-        results = await asyncio.gather(*(self._send(cid, request, message) for cid in unique))
-        return sum(results)
+            return cached[1] if cached is not None else ()
+        subscribers = tuple(s.connection_id for s in found)
+        if fresh:
+            # An outcome: no more progress will follow.
+            self._cached.pop(key, None)
+        elif self._cache_s > 0 and subscribe_count == self._subscribe_count:
+            self._cached[key] = (looked_up_at, subscribers)
+            self._cached.move_to_end(key)
+            while len(self._cached) > CACHED_REQUESTS:
+                self._cached.popitem(last=False)
+        return subscribers
 
     async def _send(
         self, connection_id: ConnectionId, request: AsyncRequest, message: ServerMessage

@@ -241,6 +241,7 @@ class Router:
                     expires_at=int((now + ttl).timestamp()),
                 )
             )
+            self._delivery.subscribed(key)
             subscribed = True
             # It may have finished between the read and the subscription, with the
             # final message sent before this connection was on the list: re-read so

@@ -41,7 +41,13 @@ def build_services(
     verifier: TokenVerifier,
 ) -> Services:
     """Build every service from the ports a runtime chose."""
-    delivery = Delivery(notifier=notifier, connections=connections, subscriptions=subscriptions)
+    delivery = Delivery(
+        notifier=notifier,
+        connections=connections,
+        subscriptions=subscriptions,
+        clock=clock,
+        subscriber_cache_s=settings.progress_persist_interval_s,
+    )
     limiter = RateLimiter(per_minute=settings.rate_limit_per_minute, clock=clock)
     return Services(
         connections=ConnectionService(

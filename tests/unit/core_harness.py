@@ -50,7 +50,11 @@ class Core:
 
     def __post_init__(self) -> None:
         self.delivery = Delivery(
-            notifier=self.notifier, connections=self.connections, subscriptions=self.subscriptions
+            notifier=self.notifier,
+            connections=self.connections,
+            subscriptions=self.subscriptions,
+            clock=self.clock,
+            subscriber_cache_s=self.settings.progress_persist_interval_s,
         )
         self.limiter = RateLimiter(per_minute=self.settings.rate_limit_per_minute, clock=self.clock)
         self.router = Router(
