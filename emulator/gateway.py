@@ -40,7 +40,7 @@ from websockets.http11 import Request, Response
 from streamer.connections import ConnectionService, Handshake
 from streamer.errors import ConnectRefused, ErrorCode, StreamerError
 from streamer.ids import new_connection_id
-from streamer.models import Connection, ConnectionId
+from streamer.models import Connection, ConnectionId, UserId
 from streamer.ports import Clock
 from streamer.protocol import ServerMessage, encode, error_message
 from streamer.router import Router
@@ -116,19 +116,31 @@ class SocketRegistry:
 
     def __init__(self) -> None:
         self._sockets: dict[ConnectionId, LiveSocket] = {}
+        self._by_user: dict[UserId, dict[ConnectionId, LiveSocket]] = {}
 
     def get(self, connection_id: str) -> LiveSocket | None:
         """The open socket with this id, or None."""
         return self._sockets.get(ConnectionId(connection_id))
 
+    def of_user(self, user_id: UserId) -> list[LiveSocket]:
+        """The open sockets of one user (any tenant)."""
+        return list(self._by_user.get(user_id, {}).values())
+
     def add(self, socket: LiveSocket) -> None:
         """Register an open socket."""
         self._sockets[socket.connection_id] = socket
+        self._by_user.setdefault(socket.connection.user_id, {})[socket.connection_id] = socket
 
     def discard(self, socket: LiveSocket) -> None:
         """Forget a socket (no error when absent)."""
-        if self._sockets.get(socket.connection_id) is socket:
-            del self._sockets[socket.connection_id]
+        cid = socket.connection_id
+        if self._sockets.get(cid) is socket:
+            del self._sockets[cid]
+            user_id = socket.connection.user_id
+            of_user = self._by_user.get(user_id, {})
+            of_user.pop(cid, None)
+            if not of_user:
+                self._by_user.pop(user_id, None)
 
     def __iter__(self) -> Iterator[LiveSocket]:
         return iter(list(self._sockets.values()))

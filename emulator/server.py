@@ -21,7 +21,7 @@ from adapters.dynamodb import DynamoDBStores, create_tables, open_stores
 from emulator.gateway import Gateway, SocketRegistry
 from emulator.http import HttpSide
 from emulator.notifier import LocalNotifier
-from emulator.stores import WakingRequestStore
+from emulator.stores import LiveConnectionStore, WakingRequestStore
 from emulator.streams import StreamPoller
 from streamer.app import Streamer, load_app
 from streamer.auth import TokenVerifier
@@ -220,11 +220,12 @@ class Emulator:
         self.stores = await self._stack.enter_async_context(open_stores(settings, session=session))
 
         notifier = LocalNotifier(self.registry)
-        # The router and the poller share this process: enqueueing wakes the poller.
+        # One process holds every socket and reads the stream: the stores can
+        # count connections from the sockets and wake the poller on enqueue.
         self.services = services = build_services(
             app=self.app,
             settings=settings,
-            connections=self.stores.connections,
+            connections=LiveConnectionStore(self.stores.connections, self.registry),
             requests=WakingRequestStore(self.stores.requests, self._wake_poller),
             subscriptions=self.stores.subscriptions,
             notifier=notifier,

@@ -6,6 +6,9 @@ it knows things a Lambda deployment has to ask the database for:
 - `WakingRequestStore` tells the stream poller that a claimable (PENDING) image
   was just written, so a new request is read at once instead of at the next
   idle poll.
+- `LiveConnectionStore` counts a user's connections from the sockets the
+  gateway holds, instead of a `UserIndex` query (moto answers one by scanning
+  the whole table, which makes holding thousands of connections impossible).
 
 Everything else is passed through to the wrapped store unchanged.
 """
@@ -16,17 +19,20 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from emulator.gateway import SocketRegistry
 from streamer.models import (
     AsyncRequest,
+    Connection,
     ConnectionId,
     RequestError,
     RequestKey,
     RequestStatus,
+    TenantId,
     UserId,
 )
-from streamer.ports import EnqueueResult, RequestStore
+from streamer.ports import ConnectionStore, EnqueueResult, RequestStore
 
-__all__ = ["WakingRequestStore"]
+__all__ = ["LiveConnectionStore", "WakingRequestStore"]
 
 
 class WakingRequestStore:
@@ -150,3 +156,66 @@ class WakingRequestStore:
 
     async def list_by_status(self, status: RequestStatus, *, limit: int) -> list[AsyncRequest]:
         return await self._inner.list_by_status(status, limit=limit)
+
+
+class LiveConnectionStore:
+    """A `ConnectionStore` whose `list_by_user` answers from this process's live
+    sockets rather than the `UserIndex`.
+
+    A user's connections are the sockets the gateway holds for them, plus the
+    ones admitted by `put` whose upgrade has not finished yet. A reservation is
+    taken synchronously when `put` starts, and `ConnectionService.connect` does
+    not yield between its count and its `put`, so concurrent handshakes of one
+    user cannot overshoot the per-user limit here. A slot is freed when the
+    socket closes (it leaves the registry) or its record is deleted.
+
+    Records that other processes wrote into a shared table (another emulator, a
+    Lambda parity test) are not counted.
+
+    Args:
+        inner: the store every other call goes to (and which `put` still writes).
+        registry: the gateway's open sockets.
+    """
+
+    def __init__(self, inner: ConnectionStore, registry: SocketRegistry) -> None:
+        self._inner = inner
+        self._registry = registry
+        self._admitting: dict[ConnectionId, Connection] = {}
+
+    async def list_by_user(self, user_id: UserId) -> list[Connection]:
+        """The user's live connections in this process (no database call)."""
+        live = {
+            socket.connection_id: socket.connection for socket in self._registry.of_user(user_id)
+        }
+        for cid, connection in list(self._admitting.items()):
+            if cid in live or self._registry.get(cid) is not None:
+                del self._admitting[cid]  # its socket is open: the registry counts it
+            elif connection.user_id == user_id:
+                live[cid] = connection
+        return list(live.values())
+
+    async def put(self, connection: Connection) -> None:
+        """Reserve the user's slot, then store the record (the reservation is
+        dropped when the write fails)."""
+        self._admitting[connection.connection_id] = connection
+        try:
+            await self._inner.put(connection)
+        except BaseException:
+            self._admitting.pop(connection.connection_id, None)
+            raise
+
+    async def delete(self, connection_id: ConnectionId) -> Connection | None:
+        """Free the slot, then delete the record."""
+        self._admitting.pop(connection_id, None)
+        return await self._inner.delete(connection_id)
+
+    # -- passed through ------------------------------------------------------------
+
+    async def get(self, connection_id: ConnectionId) -> Connection | None:
+        return await self._inner.get(connection_id)
+
+    async def touch(self, connection_id: ConnectionId, at: datetime) -> bool:
+        return await self._inner.touch(connection_id, at)
+
+    async def list_by_tenant(self, tenant_id: TenantId) -> list[Connection]:
+        return await self._inner.list_by_tenant(tenant_id)

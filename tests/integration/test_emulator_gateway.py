@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -14,7 +15,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from streamer.models import TenantId, UserId
+from streamer.models import Connection, ConnectionId, TenantId, UserId
 
 if TYPE_CHECKING:
     from conftest import EmulatorFactory
@@ -68,6 +69,63 @@ async def test_handshake_past_the_per_user_limit_is_refused_with_429(
         token = emulator.mint_token("busy")
         assert await _refusal_status(f"{emulator.ws_url}?Authorization={token}") == 429
         assert await _stored_for(emulator, "busy", "tenant-1") == 4  # the two open, twice
+
+
+@pytest.mark.emulator(settings={"max_connections_per_user": 1})
+async def test_a_closed_socket_frees_its_users_slot(emulator: EmulatorHarness) -> None:
+    gateway = emulator.emulator.gateway
+    assert gateway is not None
+    token = emulator.mint_token("solo")
+    async with emulator.connect("solo") as ws:
+        connection_id = (await request(ws, {"action": "ping"}))["data"]["connection_id"]
+        assert await _refusal_status(f"{emulator.ws_url}?Authorization={token}") == 429
+    await asyncio.wait_for(gateway.wait_disconnected(connection_id), 10)
+    async with emulator.connect("solo") as ws:
+        assert (await request(ws, {"action": "ping"}))["type"] == "response"
+
+
+@pytest.mark.emulator(settings={"max_connections_per_user": 2})
+async def test_concurrent_handshakes_of_one_user_never_pass_the_limit(
+    emulator: EmulatorHarness,
+) -> None:
+    url = f"{emulator.ws_url}?Authorization={emulator.mint_token('burst')}"
+
+    async def attempt() -> ClientConnection | int:
+        try:
+            return await connect(url, open_timeout=10)
+        except InvalidStatus as refused:
+            return refused.response.status_code
+
+    outcomes = await asyncio.gather(*(attempt() for _ in range(6)))
+    opened = [o for o in outcomes if isinstance(o, ClientConnection)]
+    try:
+        assert len(opened) == 2
+        assert sorted(o for o in outcomes if isinstance(o, int)) == [429] * 4
+    finally:
+        for ws in opened:
+            await ws.close()
+
+
+@pytest.mark.emulator(settings={"max_connections_per_user": 1})
+async def test_records_another_process_wrote_do_not_count_toward_the_limit(
+    emulator: EmulatorHarness,
+) -> None:
+    """The emulator counts the sockets it holds, not the table's `UserIndex`."""
+    stores = emulator.emulator.stores
+    assert stores is not None
+    now = datetime.now(UTC)
+    elsewhere = Connection(
+        connection_id=ConnectionId("elsewhere="),
+        user_id=UserId("shared"),
+        tenant_id=TenantId("tenant-1"),
+        endpoint="https://elsewhere.example/prod",
+        connected_at=now,
+        last_ping=now,
+        expires_at=int(now.timestamp()) + 3600,
+    )
+    await stores.connections.put(elsewhere)
+    async with emulator.connect("shared") as ws:
+        assert (await request(ws, {"action": "ping"}))["type"] == "response"
 
 
 async def test_a_bearer_header_and_a_stage_path_are_accepted(emulator: EmulatorHarness) -> None:
