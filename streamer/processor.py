@@ -173,6 +173,20 @@ class Processor:
             clock=self._clock,
             settings=self._settings,
         )
+        try:
+            return await self._run_attempts(request, spec, payload, progress, deadline)
+        finally:
+            # No snapshot write outlives the run, however it ended (even cancelled).
+            await progress.close()
+
+    async def _run_attempts(
+        self,
+        request: AsyncRequest,
+        spec: ActionSpec,
+        payload: Any,
+        progress: Progress,
+        deadline: datetime | None,
+    ) -> Outcome:
         retry_count = request.retry_count
         while True:
             bound_s, bounded_by_deadline = self._time_bound(request.timeout_s, deadline)

@@ -1,9 +1,12 @@
 """`Progress`: what an async action reports through (throttled, monotonic,
-persisted at most once a second, delivered to the origin and subscribers)."""
+persisted in the background at most once a second, delivered to the origin and
+subscribers)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_jsonable_python
@@ -27,6 +30,13 @@ class OwnershipLost(Exception):
     it was re-claimed or failed elsewhere); the processor stops the run as LOST."""
 
 
+class _Stop(Enum):
+    """Why a refused snapshot write stops the run (raised at the next report)."""
+
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+
 class Progress:
     """The progress reporter handed to an async action.
 
@@ -38,10 +48,15 @@ class Progress:
       limit); the ones in between are coalesced, and the latest is delivered by
       `flush` (the processor calls it before finishing), so the last is never lost.
     - The snapshot is written to the request at most once every
-      `settings.progress_persist_interval_s`. That conditional write is also how a
-      cancellation is noticed, so `report` raises `RequestCancelled` at the first
-      report after the cancel when reports are a second or more apart, and within
-      a second otherwise; `check_cancelled` always asks the store.
+      `settings.progress_persist_interval_s`, in the background: `report` never
+      waits for the store. At most one write is in flight per request; one that
+      falls due meanwhile is made when it finishes, with the latest value.
+    - That conditional write is also how a cancellation is noticed: when it is
+      refused, a re-read decides, and the next `report` raises `RequestCancelled`
+      (or `OwnershipLost`). So a cancel stops the action at the second report
+      after it when reports are a second or more apart, and about a second plus
+      one write's round trip after it otherwise; `check_cancelled` always asks
+      the store.
     - 100 % is not completion: the `complete` message is.
     - A failed snapshot write (the store is down) is logged and dropped; it never
       stops the work.
@@ -77,6 +92,10 @@ class Progress:
         self._last_sent_at: float | None = None
         self._last_persisted_at: float | None = None
         self._unsent = False
+        self._persisting: asyncio.Task[None] | None = None
+        self._persist_again = False
+        self._stop: _Stop | None = None
+        self._closed = False
 
     @property
     def percentage(self) -> float:
@@ -91,6 +110,7 @@ class Progress:
         Raises:
             RequestCancelled: the request was cancelled; stop working.
         """
+        self._raise_if_stopped()
         clamped = max(0.0, min(100.0, float(percentage)))
         self._percentage = max(self._percentage, clamped)
         self._message = message
@@ -98,7 +118,7 @@ class Progress:
         now = self._clock.monotonic()
         if self._persist_due(now):
             self._last_persisted_at = now
-            await self._persist()
+            self._start_persist()
         if self._send_due(now):
             await self._send(now)
         else:
@@ -110,6 +130,7 @@ class Progress:
         Raises:
             RequestCancelled: it was.
         """
+        self._raise_if_stopped()
         try:
             stored = await self._requests.get(self._request.key)
         except Exception:
@@ -122,10 +143,22 @@ class Progress:
         self._raise_unless_ours(stored)
 
     async def flush(self) -> None:
-        """Deliver the latest coalesced update, if any (the processor's last word
-        before `complete` or `error`)."""
-        if self._unsent:
+        """Wait for the snapshot write in flight, then deliver the latest
+        coalesced update, if any (the processor's last word before `complete` or
+        `error`). Nothing is delivered once a refused write showed the request
+        cancelled or taken over."""
+        await self._wait_persisted()
+        if self._unsent and self._stop is None:
             await self._send(self._clock.monotonic())
+
+    async def close(self) -> None:
+        """Stop writing snapshots: cancel the write in flight, if any, and wait for
+        it to end (the processor calls this when a run ends, however it ends)."""
+        self._closed = True
+        task = self._persisting
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
 
     def _persist_due(self, now: float) -> bool:
         return self._last_persisted_at is None or (
@@ -134,6 +167,32 @@ class Progress:
 
     def _send_due(self, now: float) -> bool:
         return self._last_sent_at is None or now - self._last_sent_at >= self._min_send_interval_s
+
+    def _start_persist(self) -> None:
+        if self._closed:
+            return
+        if self._persisting is not None and not self._persisting.done():
+            self._persist_again = True
+            return
+        self._persisting = asyncio.create_task(
+            self._persist_until_current(), name=f"persist-progress-{self._request.request_id}"
+        )
+
+    async def _wait_persisted(self) -> None:
+        task = self._persisting
+        if task is not None and not task.done():
+            # asyncio.wait: a caller cancelled while waiting leaves the write
+            # running (for `close`), and the write's own end never raises here.
+            await asyncio.wait([task])
+
+    async def _persist_until_current(self) -> None:
+        """Write the snapshot; again while another write fell due meanwhile (each
+        write takes the latest values)."""
+        while True:
+            self._persist_again = False
+            await self._persist()
+            if not self._persist_again or self._stop is not None or self._closed:
+                return
 
     async def _persist(self) -> None:
         try:
@@ -152,20 +211,37 @@ class Progress:
                 exc_info=True,
             )
             return
-        if not saved:
-            await self.check_cancelled()
-            # Refused, yet check_cancelled found it still ours (a read that raced
-            # the write, or an unreadable store): carry on, the next write decides.
+        if saved:
+            return
+        try:
+            stored = await self._requests.get(self._request.key)
+        except Exception:
+            logger.warning(
+                "could not check for cancellation",
+                extra=self._log_extra(),
+                exc_info=True,
+            )
+            return
+        # Still ours despite the refusal (a read that raced the write): carry on,
+        # the next write decides.
+        self._note(stored)
+
+    def _raise_if_stopped(self) -> None:
+        if self._stop is _Stop.CANCELLED:
+            raise RequestCancelled()
+        if self._stop is _Stop.LOST:
+            raise OwnershipLost(self._request.key)
 
     def _raise_unless_ours(self, stored: AsyncRequest | None) -> None:
-        if stored is not None and stored.status is RequestStatus.CANCELLED:
-            raise RequestCancelled()
-        if (
-            stored is None
-            or stored.status is not RequestStatus.PROCESSING
-            or stored.attempt != self._request.attempt
-        ):
-            raise OwnershipLost(self._request.key)
+        self._note(stored)
+        self._raise_if_stopped()
+
+    def _note(self, stored: AsyncRequest | None) -> None:
+        """Remember a reason to stop the run; once found, it is final (both
+        CANCELLED and another attempt's claim are)."""
+        reason = _stop_reason(stored, self._request.attempt)
+        if reason is not None:
+            self._stop = reason
 
     async def _send(self, now: float) -> None:
         self._last_sent_at = now
@@ -181,6 +257,15 @@ class Progress:
 
     def _log_extra(self) -> dict[str, Any]:
         return {"request_id": self._request.request_id, "action": self._request.action}
+
+
+def _stop_reason(stored: AsyncRequest | None, attempt: int) -> _Stop | None:
+    """Why the run must stop, judging by the stored request; None while it is ours."""
+    if stored is not None and stored.status is RequestStatus.CANCELLED:
+        return _Stop.CANCELLED
+    if stored is None or stored.status is not RequestStatus.PROCESSING or stored.attempt != attempt:
+        return _Stop.LOST
+    return None
 
 
 class DetachedProgress(Progress):
@@ -201,4 +286,7 @@ class DetachedProgress(Progress):
         return None
 
     async def flush(self) -> None:
+        return None
+
+    async def close(self) -> None:
         return None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from streamer.app import Streamer
@@ -140,6 +141,46 @@ class Core:
         return [wire(m) for m in self.notifier.messages(ConnectionId(connection_id))]
 
 
+class HeldWrites(InMemoryRequestStore):
+    """Snapshot writes wait on `hold` (when set) before landing; counts them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold: asyncio.Event | None = None
+        self.started = asyncio.Event()
+        self.writes: list[tuple[float, str]] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def record_progress(
+        self,
+        key: RequestKey,
+        *,
+        attempt: int,
+        percentage: float,
+        message: str,
+        details: dict[str, Any],
+        now: datetime,
+    ) -> bool:
+        self.writes.append((percentage, message))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            self.started.set()
+            if self.hold is not None:
+                await self.hold.wait()
+            return await super().record_progress(
+                key,
+                attempt=attempt,
+                percentage=percentage,
+                message=message,
+                details=details,
+                now=now,
+            )
+        finally:
+            self.in_flight -= 1
+
+
 def make_core(app: Streamer, **settings: Any) -> Core:
     return Core(app=app, settings=replace(Settings(), **settings))
 
@@ -154,4 +195,4 @@ def without_timestamp(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k != "timestamp"}
 
 
-__all__ = ["Core", "RequestStatus", "make_core", "wire", "without_timestamp"]
+__all__ = ["Core", "HeldWrites", "RequestStatus", "make_core", "wire", "without_timestamp"]

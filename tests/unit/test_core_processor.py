@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from core_harness import Core, make_core
+from core_harness import Core, HeldWrites, make_core
 from pydantic import BaseModel
 
 from streamer import Progress, Request, Retryable, Streamer, StreamerError
@@ -37,6 +37,8 @@ class Calls:
         self.attempts: list[int] = []
         self.gate = asyncio.Event()
         self.reported = asyncio.Event()
+        self.gate_again = asyncio.Event()
+        self.reported_again = asyncio.Event()
         self.failures_left = 0
 
 
@@ -83,6 +85,9 @@ def build_app(calls: Calls) -> Streamer:
         calls.reported.set()
         await calls.gate.wait()
         await progress.report(20, "second")
+        calls.reported_again.set()
+        await calls.gate_again.wait()
+        await progress.report(30, "third")
         return "finished"
 
     @app.action("ignores_cancel", mode="async")
@@ -90,6 +95,11 @@ def build_app(calls: Calls) -> Streamer:
         calls.reported.set()
         await calls.gate.wait()
         return "finished anyway"
+
+    @app.action("reports_then_retries", mode="async")
+    async def reports_then_retries(req: Request[dict[str, Any]], progress: Progress) -> None:
+        await progress.report(10, "started")
+        raise Retryable("upstream busy")
 
     @app.action("huge", mode="async")
     async def huge(req: Request[dict[str, Any]], progress: Progress) -> str:
@@ -383,7 +393,20 @@ async def test_a_gone_origin_is_cleaned_up_and_processing_continues(core: Core) 
 # -- cancellation, ownership and deadlines ---------------------------------------------------
 
 
-async def test_cancel_mid_run_stops_the_action_at_its_next_report(core: Core, calls: Calls) -> None:
+async def test_cancel_mid_run_stops_the_action_at_the_report_after_the_refused_write(
+    core: Core, calls: Calls
+) -> None:
+    """The snapshot write of the first report after the cancel is refused in the
+    background; the report after that raises RequestCancelled."""
+    refusal_checked = asyncio.Event()
+    original_get = core.requests.get
+
+    async def get(key: RequestKey) -> AsyncRequest | None:
+        found = await original_get(key)
+        refusal_checked.set()
+        return found
+
+    core.requests.get = get  # type: ignore[method-assign]
     await enqueue(core, "stepwise", {})
     run = asyncio.create_task(core.process("r1"))
     await asyncio.wait_for(calls.reported.wait(), 5)
@@ -392,11 +415,14 @@ async def test_cancel_mid_run_stops_the_action_at_its_next_report(core: Core, ca
     assert reply["data"]["cancelled"] is True
     core.clock.advance(1.0)
     calls.gate.set()
+    await asyncio.wait_for(calls.reported_again.wait(), 5)
+    await asyncio.wait_for(refusal_checked.wait(), 5)
+    calls.gate_again.set()
 
     assert await run is Outcome.CANCELLED
     assert (await core.stored("r1")).status is RequestStatus.CANCELLED
     types = [(m["type"], m.get("percentage")) for m in core.received("c1")]
-    assert types == [("progress", 10.0), ("error", None)]
+    assert types == [("progress", 10.0), ("error", None), ("progress", 20.0)]
 
 
 async def test_an_action_that_ignores_a_cancel_has_its_completion_refused(
@@ -425,6 +451,7 @@ async def test_a_run_whose_lease_was_taken_over_ends_lost(core: Core, calls: Cal
         core.key("r1"), now=core.clock.now(), lease_until=core.clock.now() + timedelta(hours=1)
     )
     calls.gate.set()
+    calls.gate_again.set()
 
     assert await run is Outcome.LOST
     stored = await core.stored("r1")
@@ -451,3 +478,67 @@ async def test_request_attempt_counts_claims_and_retries(core: Core, calls: Call
     await core.processor.run(core.key("r1"), deadline=deadline)  # claim 1, handed back
     assert await core.process("r1") is Outcome.COMPLETED
     assert calls.attempts == [2, 3]
+
+
+# -- background snapshot writes ----------------------------------------------------------
+
+
+def snapshot_writes_running() -> list[asyncio.Task[Any]]:
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task.get_name().startswith("persist-progress-") and not task.done()
+    ]
+
+
+@pytest.fixture
+def held(core: Core) -> HeldWrites:
+    store = HeldWrites()
+    core.requests = store
+    core.__post_init__()
+    return store
+
+
+async def test_completion_waits_for_the_snapshot_write_in_flight(
+    core: Core, held: HeldWrites
+) -> None:
+    held.hold = asyncio.Event()
+    await enqueue(core, "total", {"values": [1]})
+    run = asyncio.create_task(core.process("r1"))
+    await asyncio.wait_for(held.started.wait(), 5)
+    await core.notifier.wait_for(lambda n: len(n.sent) == 1)  # the progress, not yet saved
+    assert (await core.stored("r1")).status is RequestStatus.PROCESSING
+    held.hold.set()
+    assert await run is Outcome.COMPLETED
+    stored = await core.stored("r1")
+    assert (stored.status, stored.progress) == (RequestStatus.COMPLETED, 50.0)
+    assert [m["type"] for m in core.received("c1")] == ["progress", "complete"]
+
+
+async def test_a_run_cancelled_mid_write_leaves_no_write_running(
+    core: Core, calls: Calls, held: HeldWrites
+) -> None:
+    held.hold = asyncio.Event()  # never set: the write hangs
+    await enqueue(core, "stepwise", {})
+    run = asyncio.create_task(core.process("r1"))
+    await asyncio.wait_for(calls.reported.wait(), 5)
+    await asyncio.wait_for(held.started.wait(), 5)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert snapshot_writes_running() == []
+    assert held.in_flight == 0
+    assert (await core.stored("r1")).status is RequestStatus.PENDING  # handed back
+
+
+async def test_a_run_handed_back_mid_write_leaves_no_write_running(
+    core: Core, held: HeldWrites
+) -> None:
+    held.hold = asyncio.Event()  # never set: the write hangs
+    await enqueue(core, "reports_then_retries", {})
+    # Time for one run, not for the backoff before a second: handed back.
+    deadline = core.clock.now() + timedelta(seconds=DEADLINE_MARGIN_S + 0.2)
+    assert await core.processor.run(core.key("r1"), deadline=deadline) is Outcome.HANDED_BACK
+    assert held.writes == [(10.0, "started")]
+    assert snapshot_writes_running() == []
+    assert held.in_flight == 0

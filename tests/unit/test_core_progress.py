@@ -3,11 +3,12 @@ persisted at most once per interval, cancellation noticed."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from core_harness import Core, make_core
+from core_harness import Core, HeldWrites, make_core
 
 from streamer import RequestCancelled, Streamer
 from streamer.errors import StoreUnavailable
@@ -118,13 +119,30 @@ async def test_the_snapshot_is_persisted_at_most_once_per_interval(core: Core) -
     assert (stored.progress, stored.progress_message) == (80.0, "step 8")
 
 
-async def test_a_cancelled_request_raises_at_the_next_persisting_report(core: Core) -> None:
+async def test_a_cancel_is_noticed_at_the_next_report_after_the_refused_write(
+    core: Core,
+) -> None:
     progress, _ = await claimed_progress(core)
     await progress.report(10)
     await core.requests.cancel(core.key("r1"), now=core.clock.now(), expires_at=0)
     core.clock.advance(1)
+    await progress.report(20)  # its snapshot write is refused in the background
+    await progress.flush()
     with pytest.raises(RequestCancelled):
-        await progress.report(20)
+        await progress.report(30)
+    with pytest.raises(RequestCancelled):
+        await progress.check_cancelled()
+    assert [p for p, _ in updates(core)] == [10.0, 20.0]
+
+
+async def test_a_refused_write_found_cancelled_stops_check_cancelled_too(core: Core) -> None:
+    progress, _ = await claimed_progress(core)
+    await core.requests.cancel(core.key("r1"), now=core.clock.now(), expires_at=0)
+    await progress.report(10)
+    await progress.flush()
+    core.requests.inject_failure("get", StoreUnavailable())
+    with pytest.raises(RequestCancelled):
+        await progress.check_cancelled()
 
 
 async def test_check_cancelled_always_asks_the_store(core: Core) -> None:
@@ -139,8 +157,95 @@ async def test_a_request_claimed_by_someone_else_raises_ownership_lost(core: Cor
     progress, claimed = await claimed_progress(core)
     await core.requests.release(claimed.key, attempt=1, now=core.clock.now())
     await core.requests.claim(claimed.key, now=core.clock.now(), lease_until=core.clock.now())
+    await progress.report(50)  # refused in the background
+    await progress.flush()
     with pytest.raises(OwnershipLost):
-        await progress.report(50)
+        await progress.report(60)
+
+
+async def test_a_report_does_not_wait_for_the_snapshot_write(core: Core) -> None:
+    store = HeldWrites()
+    core.requests = store
+    core.__post_init__()
+    progress, _ = await claimed_progress(core)
+    store.hold = asyncio.Event()
+    await progress.report(10, "started")
+    await asyncio.wait_for(store.started.wait(), 5)
+    assert updates(core) == [(10.0, "started")]
+    assert (await core.stored("r1")).progress == 0.0
+    store.hold.set()
+    await progress.flush()
+    assert (await core.stored("r1")).progress == 10.0
+
+
+async def test_one_write_in_flight_and_the_latest_value_wins(core: Core) -> None:
+    store = HeldWrites()
+    core.requests = store
+    core.__post_init__()
+    progress, _ = await claimed_progress(core)
+    store.hold = asyncio.Event()
+    await progress.report(10, "a")
+    await asyncio.wait_for(store.started.wait(), 5)
+    for value, message in [(20, "b"), (30, "c"), (40, "d")]:
+        core.clock.advance(1)  # each due while the first is still in flight
+        await progress.report(value, message)
+    store.hold.set()
+    await progress.flush()
+    assert store.writes == [(10.0, "a"), (40.0, "d")]
+    assert store.most_in_flight == 1
+    stored = await core.stored("r1")
+    assert (stored.progress, stored.progress_message) == (40.0, "d")
+
+
+async def test_flush_waits_for_the_write_in_flight(core: Core) -> None:
+    store = HeldWrites()
+    core.requests = store
+    core.__post_init__()
+    progress, _ = await claimed_progress(core)
+    store.hold = asyncio.Event()
+    await progress.report(10)
+    flushing = asyncio.create_task(progress.flush())
+    await asyncio.wait_for(store.started.wait(), 5)
+    await asyncio.sleep(0)
+    assert not flushing.done()
+    store.hold.set()
+    await asyncio.wait_for(flushing, 5)
+    assert store.in_flight == 0
+
+
+async def test_flush_sends_nothing_once_a_refused_write_found_the_request_cancelled(
+    core: Core,
+) -> None:
+    store = HeldWrites()
+    core.requests = store
+    core.__post_init__()
+    progress, _ = await claimed_progress(core)
+    await core.requests.cancel(core.key("r1"), now=core.clock.now(), expires_at=0)
+    store.hold = asyncio.Event()
+    await progress.report(10)
+    await asyncio.wait_for(store.started.wait(), 5)
+    core.clock.advance(0.01)
+    await progress.report(20)  # coalesced: would be flushed
+    store.hold.set()
+    await progress.flush()
+    assert [p for p, _ in updates(core)] == [10.0]
+
+
+async def test_close_cancels_the_write_in_flight_and_writes_no_more(core: Core) -> None:
+    store = HeldWrites()
+    core.requests = store
+    core.__post_init__()
+    progress, _ = await claimed_progress(core)
+    store.hold = asyncio.Event()
+    await progress.report(10)
+    await asyncio.wait_for(store.started.wait(), 5)
+    await progress.close()
+    assert store.in_flight == 0
+    core.clock.advance(1)
+    await progress.report(20)
+    await progress.flush()
+    assert store.writes == [(10.0, "")]
+    assert (await core.stored("r1")).progress == 0.0
 
 
 async def test_a_store_outage_drops_the_snapshot_and_keeps_delivering(core: Core) -> None:
