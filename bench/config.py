@@ -42,6 +42,7 @@ class Sizes:
         connect_concurrency: handshakes the holder keeps in flight.
         connect_budget_s: time allowed for opening idle connections in all.
         cold_rounds: fresh processes per side for the Lambda cold start.
+        bundle_cold_rounds: fresh processes for the cold start from the unpacked bundle.
         zip_from_cache: reuse a bundle under `bench/.cache/` when one is there.
     """
 
@@ -63,6 +64,7 @@ class Sizes:
     connect_concurrency: int
     connect_budget_s: float
     cold_rounds: int
+    bundle_cold_rounds: int
     zip_from_cache: bool
 
 
@@ -85,6 +87,7 @@ QUICK = Sizes(
     connect_concurrency=16,
     connect_budget_s=20,
     cold_rounds=2,
+    bundle_cold_rounds=1,
     zip_from_cache=True,
 )
 
@@ -107,6 +110,7 @@ FULL = Sizes(
     connect_concurrency=16,
     connect_budget_s=150,
     cold_rounds=7,
+    bundle_cold_rounds=5,
     zip_from_cache=False,
 )
 

@@ -151,12 +151,14 @@ class ServerProcess:
         """SIGINT (a clean shutdown, which lets a profiler write), then SIGKILL."""
         if self.popen.poll() is not None:
             return
+        started = time.monotonic()
         self.popen.send_signal(signal.SIGINT)
         try:
             self.popen.wait(self.stop_timeout_s)
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait(5)
+        print(f"    {self.name} stopped in {time.monotonic() - started:.1f} s", flush=True)
 
     def __enter__(self) -> ServerProcess:
         return self
@@ -262,5 +264,7 @@ def start_emulator(
     popen, log_path = _spawn(name, argv, python_env(env))
     http_url = f"http://{HOST}:{http_port}"
     proc = ServerProcess(name, popen, f"ws://{HOST}:{ws_port}/", log_path, http_url=http_url)
+    started = time.monotonic()
     _wait_until(lambda: _health_ok(http_url), proc, timeout_s)
+    print(f"    {name} ready in {time.monotonic() - started:.1f} s", flush=True)
     return proc

@@ -76,7 +76,7 @@ def run(bench: Bench) -> None:
     bundle_argv = _bundle_argv()
     if bundle_argv is not None:
         bundle_ms = median(
-            _cold_ms("streamer", env, bundle_argv) for _ in range(bench.sizes.cold_rounds)
+            _cold_ms("streamer", env, bundle_argv) for _ in range(bench.sizes.bundle_cold_rounds)
         )
         bench.results.record(BUNDLE_COLD.name, bundle_ms, BUNDLE_COLD)
         bench.results.record(BUNDLE_RATIO.name, bundle_ms / boto3_ms, BUNDLE_RATIO)
