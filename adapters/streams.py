@@ -7,6 +7,7 @@ botocore, which gives a `datetime`. Both become the same `RequestChange` here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -60,6 +61,7 @@ def parse_stream_record(raw: Mapping[str, Any], *, table_name: str | None = None
         key=RequestKey(_string(keys["RequestID"], "RequestID")),
         new_status=None if event_name == "REMOVE" else _status(body.get("NewImage")),
         approximate_created_at=_created_at(body.get("ApproximateCreationDateTime")),
+        timeout_s=None if event_name == "REMOVE" else _timeout_s(body.get("NewImage")),
     )
 
 
@@ -77,6 +79,20 @@ def _string(value: Any, name: str) -> str:
     if isinstance(value, Mapping) and isinstance(value.get("S"), str):
         return str(value["S"])
     raise ValueError(f"stream record attribute {name} is not a string value")
+
+
+def _timeout_s(image: Any) -> float | None:
+    """`TimeoutSeconds` of the new image; None when absent or not a usable number
+    (the processor then reads the item before claiming it)."""
+    value = image.get("TimeoutSeconds") if isinstance(image, Mapping) else None
+    number = value.get("N") if isinstance(value, Mapping) else None
+    if not isinstance(number, str):
+        return None
+    try:
+        seconds = float(number)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _status(image: Any) -> RequestStatus | None:

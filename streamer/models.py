@@ -153,6 +153,9 @@ class RequestChange:
     new_status: RequestStatus | None
     """`Status` of the new image; None for a REMOVE."""
     approximate_created_at: datetime
+    timeout_s: float | None = None
+    """The request's `TimeoutSeconds` in the new image, so the processor can set
+    the claim's lease without reading the item first; None when not shown."""
 
     @property
     def is_claimable(self) -> bool:

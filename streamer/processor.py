@@ -62,8 +62,10 @@ class Outcome(StrEnum):
 class Processor:
     """Claims PENDING requests and runs their actions.
 
-    One run: read the request (not PENDING → SKIPPED, no write), claim it with a
-    lease of `timeout_s + settings.lease_grace_s`, validate the stored payload
+    One run: claim the request with a conditional write and a lease of
+    `timeout_s + settings.lease_grace_s` (not PENDING → SKIPPED, nothing
+    changed; the timeout comes from the stream image, or from a read of the
+    item when the image does not show it), validate the stored payload
     into the action's model, run the action bounded by its timeout and by the
     `deadline`, then persist COMPLETED/FAILED and only then notify.
 
@@ -106,28 +108,38 @@ class Processor:
         self._rng = rng or random.Random()
 
     async def handle(self, change: RequestChange, *, deadline: datetime | None = None) -> Outcome:
-        """Handle one stream record: skip it unless claimable, else `run` it."""
+        """Handle one stream record: skip it unless claimable, else `run` it (with
+        the timeout its image shows, so without reading the item first)."""
         if not change.is_claimable:
             return Outcome.SKIPPED
-        return await self.run(change.key, deadline=deadline)
+        return await self.run(change.key, deadline=deadline, timeout_s=change.timeout_s)
 
-    async def run(self, key: RequestKey, *, deadline: datetime | None = None) -> Outcome:
+    async def run(
+        self, key: RequestKey, *, deadline: datetime | None = None, timeout_s: float | None = None
+    ) -> Outcome:
         """Claim and run one request.
 
         `deadline` bounds the run: before it, the request is handed back to
-        PENDING. Persists COMPLETED/FAILED before notifying. Action errors never
-        escape; store failures do (so the caller can retry the record).
+        PENDING. `timeout_s` is the request's stored timeout when the caller
+        knows it (a stream image): the claim's lease is then set from it and
+        the item is not read first. Otherwise it is read, and one that is not
+        PENDING is skipped without a write. Either way a request that is not
+        PENDING fails the conditional claim and is SKIPPED with no state change.
+        Persists COMPLETED/FAILED before notifying. Action errors never escape;
+        store failures do (so the caller can retry the record).
         """
-        stored = await self._store_call("get", lambda: self._requests.get(key))
-        if stored is None or stored.status is not RequestStatus.PENDING:
-            return Outcome.SKIPPED
+        if timeout_s is None:
+            stored = await self._store_call("get", lambda: self._requests.get(key))
+            if stored is None or stored.status is not RequestStatus.PENDING:
+                return Outcome.SKIPPED
+            timeout_s = stored.timeout_s
         now = self._clock.now()
-        lease_until = now + timedelta(seconds=stored.timeout_s + self._settings.lease_grace_s)
+        lease_until = now + timedelta(seconds=timeout_s + self._settings.lease_grace_s)
         claimed = await self._store_call(
             "claim", lambda: self._requests.claim(key, now=now, lease_until=lease_until)
         )
         if claimed is None:
-            logger.info("claim lost; duplicate delivery skipped", extra=_extra(stored))
+            logger.info("claim lost; duplicate delivery skipped", extra={"reason": "not PENDING"})
             return Outcome.SKIPPED
         started = self._clock.monotonic()
         try:

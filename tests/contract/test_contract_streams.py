@@ -83,6 +83,21 @@ def test_lambda_record_becomes_a_claimable_change() -> None:
     assert change.is_claimable
 
 
+def test_the_image_timeout_travels_with_the_change() -> None:
+    """The processor sets the claim's lease from it instead of reading the item."""
+    image = dict(LAMBDA_RECORD["dynamodb"]["NewImage"], TimeoutSeconds={"N": "840.5"})
+
+    assert parse_stream_record(with_changes("INSERT", NewImage=image)).timeout_s == 840.5
+    assert parse_stream_record(LAMBDA_RECORD).timeout_s is None
+
+
+@pytest.mark.parametrize("value", [{"S": "840"}, {"N": "soon"}, {"N": "nan"}, {"N": "-1"}])
+def test_an_unusable_image_timeout_is_left_out(value: dict[str, str]) -> None:
+    image = dict(LAMBDA_RECORD["dynamodb"]["NewImage"], TimeoutSeconds=value)
+
+    assert parse_stream_record(with_changes("INSERT", NewImage=image)).timeout_s is None
+
+
 def test_get_records_form_parses_to_the_same_change() -> None:
     assert parse_stream_record(get_records_form(LAMBDA_RECORD)) == parse_stream_record(
         LAMBDA_RECORD
@@ -231,3 +246,4 @@ async def test_records_read_from_a_moto_stream_parse_to_changes(
     assert {c.key for c in changes} == {request.key}
     assert [c.is_claimable for c in changes] == [True, False]
     assert all(c.approximate_created_at.tzinfo is UTC for c in changes)
+    assert [c.timeout_s for c in changes] == [request.timeout_s] * 2

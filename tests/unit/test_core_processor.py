@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -129,7 +129,11 @@ async def enqueue(core: Core, action: str, payload: dict[str, Any], rid: str = "
 
 
 def change(
-    key: RequestKey, event: str = "INSERT", status: RequestStatus | None = None
+    key: RequestKey,
+    event: str = "INSERT",
+    status: RequestStatus | None = None,
+    *,
+    timeout_s: float | None = None,
 ) -> RequestChange:
     return RequestChange(
         event_id="e1",
@@ -138,7 +142,34 @@ def change(
         key=key,
         new_status=status,
         approximate_created_at=DEFAULT_NOW,
+        timeout_s=timeout_s,
     )
+
+
+class CountedStore(InMemoryRequestStore):
+    """Records which store calls were made, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    async def get(self, key: RequestKey) -> AsyncRequest | None:
+        self.calls.append("get")
+        return await super().get(key)
+
+    async def claim(
+        self, key: RequestKey, *, now: datetime, lease_until: datetime
+    ) -> AsyncRequest | None:
+        self.calls.append("claim")
+        return await super().claim(key, now=now, lease_until=lease_until)
+
+
+@pytest.fixture
+def counted(core: Core) -> CountedStore:
+    store = CountedStore()
+    core.requests = store
+    core.__post_init__()
+    return store
 
 
 DEFAULT_NOW = make_core(Streamer()).clock.now()
@@ -209,6 +240,69 @@ async def test_a_duplicate_delivery_after_completion_is_skipped(core: Core) -> N
     assert await core.processor.handle(change(key, status=RequestStatus.PENDING)) is (
         Outcome.SKIPPED
     )
+
+
+async def test_a_stream_image_is_claimed_without_reading_the_item_first(
+    core: Core, counted: CountedStore
+) -> None:
+    await enqueue(core, "total", {"values": [1]})
+    record = change(core.key("r1"), status=RequestStatus.PENDING, timeout_s=120.0)
+    claims: list[AsyncRequest] = []
+    original = counted.claim
+
+    async def spy(key: RequestKey, **kwargs: Any) -> AsyncRequest | None:
+        claimed = await original(key, **kwargs)
+        assert claimed is not None
+        claims.append(claimed)
+        return claimed
+
+    counted.claim = spy  # type: ignore[method-assign]
+
+    assert await core.processor.handle(record) is Outcome.COMPLETED
+
+    assert counted.calls == ["claim"]
+    # The lease comes from the image's timeout plus the grace.
+    assert claims[0].lease_until == DEFAULT_NOW + timedelta(seconds=120 + 60)
+
+
+async def test_a_duplicate_image_fails_the_claim_and_changes_nothing(
+    core: Core, calls: Calls, counted: CountedStore
+) -> None:
+    await enqueue(core, "total", {"values": [1]})
+    record = change(core.key("r1"), status=RequestStatus.PENDING, timeout_s=840.0)
+    assert await core.processor.handle(record) is Outcome.COMPLETED
+    before, sent = counted.items, len(core.notifier.sent)
+    counted.calls.clear()
+
+    assert await core.processor.handle(record) is Outcome.SKIPPED
+
+    assert counted.calls == ["claim"]
+    assert counted.items == before
+    assert len(core.notifier.sent) == sent
+    assert calls.attempts == [1]
+
+
+async def test_two_processors_handed_one_image_run_it_once(core: Core, calls: Calls) -> None:
+    await enqueue(core, "total", {"values": [2]})
+    record = change(core.key("r1"), status=RequestStatus.PENDING, timeout_s=840.0)
+    outcomes = await asyncio.gather(
+        core.processor.handle(record), core.new_processor().handle(record)
+    )
+    assert sorted(outcomes) == sorted([Outcome.COMPLETED, Outcome.SKIPPED])
+    assert calls.attempts == [1]
+
+
+async def test_without_the_timeout_the_item_is_read_and_one_not_pending_is_not_claimed(
+    core: Core, counted: CountedStore
+) -> None:
+    await enqueue(core, "total", {"values": [1]})
+    assert await core.process("r1") is Outcome.COMPLETED
+    assert counted.calls[:2] == ["get", "claim"]
+    counted.calls.clear()
+
+    assert await core.process("r1") is Outcome.SKIPPED
+
+    assert counted.calls == ["get"]
 
 
 async def test_two_processors_racing_for_one_request_run_it_once(core: Core, calls: Calls) -> None:
