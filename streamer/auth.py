@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-import jwt
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from typing import TYPE_CHECKING, Any
 
 from streamer.errors import StreamerError
 from streamer.models import Identity, TenantId, UserId
 from streamer.ports import Clock
 from streamer.settings import normalise_pem
+
+# PyJWT and cryptography (~50 ms to import) are imported where a key is loaded
+# or a token decoded: the core services import this module in every Lambda
+# function, and only the connect function verifies tokens.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 __all__ = [
     "MAX_TOKEN_BYTES",
@@ -43,6 +44,10 @@ def load_public_key(pem: str | bytes) -> RSAPublicKey:
     Raises:
         ValueError: not a PEM public key, or not RSA (one line saying which).
     """
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
     text = pem.decode("ascii", "replace") if isinstance(pem, bytes) else pem
     text = normalise_pem(text)
     if "PRIVATE KEY-----" in text:
@@ -112,6 +117,8 @@ class TokenVerifier:
         )
 
     def _decode(self, token: str) -> dict[str, Any]:
+        import jwt
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:

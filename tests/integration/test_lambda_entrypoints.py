@@ -7,6 +7,9 @@ import asyncio
 import copy
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from streamer.settings import Settings, SettingsError
 from streamer.tokens import generate_rsa_key_pair, mint_token
 
 EVENTS = Path(__file__).resolve().parent.parent / "fixtures" / "lambda_events"
+ROOT = Path(__file__).resolve().parents[2]
 TENANT, USER = "tenant-1", "user-1"
 
 app = Streamer("lambda-tests")
@@ -572,3 +576,57 @@ def test_log_lines_carry_the_lambda_request_id(
     assert line["connection_id"] == "YYYYYYYYYYYYYYYY"
     assert (line["request_id"], line["action"], line["outcome"]) == ("y1", "echo", "response")
     assert line["duration_ms"] >= 0
+
+
+# --- cold start ------------------------------------------------------------------------
+
+_COLD_START = """
+import sys
+from adapters.aws_lambda import {module}, runtime
+
+async def nothing(built):
+    return None
+
+runtime.invoke({function!r}, None, nothing)
+print(" ".join(sorted(m for m in ("jwt", "cryptography") if m in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "function", "environment", "loaded"),
+    [
+        ("router", "router", {}, ""),
+        ("processor", "processor", {}, ""),
+        ("connect", "connect", {"JWT_PUBLIC_KEY": "key"}, "cryptography"),
+    ],
+)
+def test_only_the_function_that_verifies_tokens_loads_the_jwt_libraries(
+    module: str,
+    function: str,
+    environment: dict[str, str],
+    loaded: str,
+    keys: tuple[str, str],
+    moto_endpoint: str,
+) -> None:
+    """PyJWT itself waits for the first token; cryptography comes with the key."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "CONNECTIONS_TABLE": "cold-connections",
+        "REQUESTS_TABLE": "cold-requests",
+        "WEBSOCKET_ENDPOINT": "https://abc123.execute-api.us-east-1.amazonaws.com/prod",
+        "DYNAMODB_ENDPOINT_URL": moto_endpoint,
+        "LOG_LEVEL": "WARNING",
+    } | {name: keys[1] if value == "key" else value for name, value in environment.items()}
+    done = subprocess.run(
+        [sys.executable, "-c", _COLD_START.format(module=module, function=function)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip() == loaded
