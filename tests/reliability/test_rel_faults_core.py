@@ -326,7 +326,9 @@ async def test_a_request_whose_processor_keeps_dying_fails_once_its_attempts_are
 # -- the stream: duplicates, reordering, rollback ---------------------------------------------
 
 
-def _insert(key: RequestKey, sequence: int, clock: ManualClock) -> RequestChange:
+def _insert(
+    key: RequestKey, sequence: int, clock: ManualClock, timeout_s: float | None = TIMEOUT_S
+) -> RequestChange:
     return RequestChange(
         event_id=f"ev-{sequence}",
         event_name="INSERT",
@@ -334,11 +336,16 @@ def _insert(key: RequestKey, sequence: int, clock: ManualClock) -> RequestChange
         key=key,
         new_status=RequestStatus.PENDING,
         approximate_created_at=clock.now(),
+        timeout_s=timeout_s,
     )
 
 
 def _modify(
-    key: RequestKey, sequence: int, status: RequestStatus, clock: ManualClock
+    key: RequestKey,
+    sequence: int,
+    status: RequestStatus,
+    clock: ManualClock,
+    timeout_s: float | None = TIMEOUT_S,
 ) -> RequestChange:
     return RequestChange(
         event_id=f"ev-{sequence}",
@@ -347,13 +354,22 @@ def _modify(
         key=key,
         new_status=status,
         approximate_created_at=clock.now(),
+        timeout_s=timeout_s,
     )
 
 
-async def test_a_batch_delivered_twice_runs_each_request_once() -> None:
+# The processor claims straight from an image that shows the timeout, and reads
+# the item first when it does not: both paths must hold up.
+image_timeout = pytest.mark.parametrize(
+    "timeout_s", [TIMEOUT_S, None], ids=["claim-from-image", "read-first"]
+)
+
+
+@image_timeout
+async def test_a_batch_delivered_twice_runs_each_request_once(timeout_s: float | None) -> None:
     rig, work = _rig()
     keys = [await _enqueue(rig, f"r{i}") for i in range(8)]
-    batch = [_insert(key, i, rig.clock) for i, key in enumerate(keys)]
+    batch = [_insert(key, i, rig.clock, timeout_s) for i, key in enumerate(keys)]
 
     first = [await rig.processor.handle(change) for change in batch]
     second = [await rig.new_processor().handle(change) for change in batch]
@@ -365,10 +381,13 @@ async def test_a_batch_delivered_twice_runs_each_request_once() -> None:
         assert [m["type"] for m in _finals(rig.received("c1"), f"r{i}")] == ["complete"]
 
 
-async def test_duplicate_records_handled_concurrently_claim_each_request_once() -> None:
+@image_timeout
+async def test_duplicate_records_handled_concurrently_claim_each_request_once(
+    timeout_s: float | None,
+) -> None:
     rig, work = _rig()
     keys = [await _enqueue(rig, f"r{i}") for i in range(6)]
-    batch = [_insert(key, i, rig.clock) for i, key in enumerate(keys)]
+    batch = [_insert(key, i, rig.clock, timeout_s) for i, key in enumerate(keys)]
     deliveries = batch * 3
     random.Random(3).shuffle(deliveries)
 
@@ -383,14 +402,15 @@ async def test_duplicate_records_handled_concurrently_claim_each_request_once() 
     assert len(work.invocations) == 6
 
 
-async def test_records_out_of_order_across_requests_and_replayed_after_a_rollback_run_once() -> (
-    None
-):
+@image_timeout
+async def test_records_out_of_order_across_requests_and_replayed_after_a_rollback_run_once(
+    timeout_s: float | None,
+) -> None:
     """The stream hands over requests in any order, then rolls its checkpoint back
     and replays everything, INSERTs and the MODIFY records the runs wrote."""
     rig, work = _rig()
     keys = [await _enqueue(rig, f"r{i}") for i in range(10)]
-    inserts = [_insert(key, i, rig.clock) for i, key in enumerate(keys)]
+    inserts = [_insert(key, i, rig.clock, timeout_s) for i, key in enumerate(keys)]
     shuffled = inserts[:]
     random.Random(5).shuffle(shuffled)
 
@@ -405,7 +425,7 @@ async def test_records_out_of_order_across_requests_and_replayed_after_a_rollbac
         if stored.status is not RequestStatus.PENDING:
             for status in (RequestStatus.PROCESSING, stored.status):
                 sequence += 1
-                replay.append(_modify(change.key, sequence, status, rig.clock))
+                replay.append(_modify(change.key, sequence, status, rig.clock, timeout_s))
     replayed = [await rig.new_processor().handle(change) for change in replay]
 
     assert outcomes == [Outcome.COMPLETED] * 6
@@ -417,7 +437,10 @@ async def test_records_out_of_order_across_requests_and_replayed_after_a_rollbac
         assert [m["type"] for m in _finals(rig.received("c1"), f"r{i}")] == ["complete"]
 
 
-async def test_a_replayed_insert_of_a_cancelled_request_does_not_run_it() -> None:
+@image_timeout
+async def test_a_replayed_insert_of_a_cancelled_request_does_not_run_it(
+    timeout_s: float | None,
+) -> None:
     rig, work = _rig()
     key = await _enqueue(rig, "r1")
     origin = await rig.connections.get(ConnectionId("c1"))
@@ -425,7 +448,7 @@ async def test_a_replayed_insert_of_a_cancelled_request_does_not_run_it() -> Non
     cancelled = await rig.send(origin, "cancel", {"request_id": "r1"}, id="x")
     assert cancelled["data"]["cancelled"] is True
 
-    outcome = await rig.processor.handle(_insert(key, 1, rig.clock))
+    outcome = await rig.processor.handle(_insert(key, 1, rig.clock, timeout_s))
 
     assert outcome is Outcome.SKIPPED
     assert work.invocations == Counter()
