@@ -221,6 +221,7 @@ async def load_settings(dynamodb_settings: Settings) -> AsyncIterator[Settings]:
         await asyncio.to_thread(moto.kill)
 
 
+@pytest.mark.timeout(600)  # ~40 s alone; more when the machine is shared
 async def test_concurrent_connections_complete_every_request_once_with_nothing_left_open(
     start_emulator: EmulatorStarter, load_settings: Settings, runs: Runs
 ) -> None:
