@@ -8,6 +8,7 @@ are pydantic models; `encode` turns one into the JSON text frame.
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -172,6 +173,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    # `1e400` is valid JSON but overflows to infinity, which no store can keep.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 def decode_client_message(
     frame: str | bytes, *, max_bytes: int = MAX_MESSAGE_BYTES
 ) -> ClientMessage:
@@ -192,7 +201,7 @@ def decode_client_message(
         )
     try:
         text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
-        body = json.loads(text, parse_constant=_reject_constant)
+        body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise StreamerError(ErrorCode.VALIDATION_ERROR, "message is not valid JSON") from exc
     if not isinstance(body, dict):

@@ -12,7 +12,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from streamer.app import RESERVED_ACTIONS, ActionSpec, Request, Streamer
 from streamer.delivery import Delivery
-from streamer.errors import ErrorCode, ItemTooLarge, StreamerError
+from streamer.errors import ErrorCode, ItemTooLarge, StoreUnavailable, StreamerError
 from streamer.ids import new_request_id
 from streamer.models import (
     AsyncRequest,
@@ -108,6 +108,17 @@ class Router:
         started = self._clock.monotonic()
         try:
             reply = await self._dispatch(connection, message, reply_id)
+        except StoreUnavailable:
+            # The store's own words (AWS error codes) are for the log, not the client.
+            logger.exception(
+                "state store unavailable",
+                extra={
+                    "request_id": reply_id,
+                    "connection_id": connection.connection_id,
+                    "action": message.action,
+                },
+            )
+            reply = self._error(reply_id, ErrorCode.INTERNAL_ERROR, _INTERNAL, None)
         except StreamerError as exc:
             details = to_jsonable_python(exc.details, fallback=str)
             reply = self._error(reply_id, exc.code, exc.message, details)

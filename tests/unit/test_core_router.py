@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import date
 from typing import Any
@@ -318,6 +319,19 @@ async def test_store_failure_on_status_is_internal_error_not_an_exception(core: 
     reply = await core.send(conn, "status", {"request_id": "r1"}, id="m1")
     assert reply["error"]["code"] == "INTERNAL_ERROR"
     assert "socket" not in reply["error"]["message"]
+
+
+async def test_store_unavailable_on_status_hides_the_stores_words_and_is_logged(
+    core: Core, caplog: pytest.LogCaptureFixture
+) -> None:
+    aws_words = "state store refused the call (ProvisionedThroughputExceededException)"
+    core.requests.inject_failure("get", StoreUnavailable(aws_words))
+    conn = await core.connect()
+    with caplog.at_level(logging.ERROR, logger="streamer.router"):
+        reply = await core.send(conn, "status", {"request_id": "r1"}, id="m1")
+    assert reply["error"]["code"] == "INTERNAL_ERROR"
+    assert "Provisioned" not in json.dumps(reply)
+    assert [r.getMessage() for r in caplog.records] == ["state store unavailable"]
 
 
 # -- idempotent ids ------------------------------------------------------------------

@@ -1,0 +1,91 @@
+"""The wire protocol: every malformed frame is a typed error, server frames encode as specified."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from streamer.errors import ErrorCode, StreamerError
+from streamer.protocol import (
+    Complete,
+    decode_client_message,
+    decode_server_message,
+    encode,
+    error_message,
+    format_timestamp,
+)
+
+AT = datetime(2026, 11, 25, 8, 0, 0, 123456, tzinfo=UTC)
+
+
+def _code_of(frame: str | bytes, **kwargs: int) -> ErrorCode:
+    with pytest.raises(StreamerError) as caught:
+        decode_client_message(frame, **kwargs)
+    return caught.value.code
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", ErrorCode.VALIDATION_ERROR),
+        ("[1, 2]", ErrorCode.VALIDATION_ERROR),
+        (b"\xff\xfe", ErrorCode.VALIDATION_ERROR),
+        ('{"payload": {}}', ErrorCode.INVALID_ACTION),
+        ('{"action": ""}', ErrorCode.INVALID_ACTION),
+        ('{"action": 7}', ErrorCode.INVALID_ACTION),
+        ('{"action": "echo", "id": 5}', ErrorCode.VALIDATION_ERROR),
+        ('{"action": "echo", "id": "' + "x" * 129 + '"}', ErrorCode.VALIDATION_ERROR),
+        ('{"action": "echo", "payload": [1]}', ErrorCode.VALIDATION_ERROR),
+        ('{"action": "echo", "metadata": "m"}', ErrorCode.VALIDATION_ERROR),
+        ('{"action": "echo", "payload": {"x": NaN}}', ErrorCode.VALIDATION_ERROR),
+        ('{"action": "echo", "payload": {"x": Infinity}}', ErrorCode.VALIDATION_ERROR),
+        ('{"action": "echo", "payload": {"x": 1e400}}', ErrorCode.VALIDATION_ERROR),
+        ('{"action": "echo", "payload": {"x": -1e400}}', ErrorCode.VALIDATION_ERROR),
+    ],
+)
+def test_a_malformed_frame_is_a_typed_error(frame: str, code: ErrorCode) -> None:
+    assert _code_of(frame) is code
+
+
+def test_a_frame_over_the_limit_is_payload_too_large() -> None:
+    frame = json.dumps({"action": "echo", "payload": {"blob": "x" * 200}})
+    assert _code_of(frame, max_bytes=100) is ErrorCode.PAYLOAD_TOO_LARGE
+
+
+def test_a_well_formed_frame_decodes_with_defaults() -> None:
+    message = decode_client_message('{"action": "echo", "payload": null, "extra": 1}')
+    assert (message.id, message.action, message.payload, message.metadata) == (
+        None,
+        "echo",
+        {},
+        {},
+    )
+
+
+def test_large_finite_numbers_are_kept() -> None:
+    message = decode_client_message('{"action": "echo", "payload": {"x": 1e300, "n": 12}}')
+    assert message.payload == {"x": 1e300, "n": 12}
+
+
+def test_timestamps_are_rfc3339_utc_with_milliseconds() -> None:
+    assert format_timestamp(AT) == "2026-11-25T08:00:00.123Z"
+
+
+def test_an_error_without_a_request_id_omits_the_field() -> None:
+    body = json.loads(
+        encode(error_message(StreamerError("INVALID_ACTION", "unknown action"), at=AT))
+    )
+    assert body == {
+        "type": "error",
+        "timestamp": "2026-11-25T08:00:00.123Z",
+        "error": {"code": "INVALID_ACTION", "message": "unknown action", "details": None},
+    }
+
+
+def test_server_messages_round_trip_through_the_client_decoder() -> None:
+    sent = Complete(timestamp=AT, request_id="r1", result={"url": "u"})
+    received = decode_server_message(encode(sent))
+    assert isinstance(received, Complete)
+    assert (received.request_id, received.result) == ("r1", {"url": "u"})
