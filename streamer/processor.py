@@ -340,6 +340,22 @@ class Processor:
         return Outcome.FAILED
 
     async def _hand_back(self, request: AsyncRequest) -> Outcome:
+        """Release the request before the deadline, unless that would loop forever.
+
+        Every hand-back is followed by a new claim, and every claim is an attempt:
+        once a request has had `max_retries + 1` claims (the sweeper's budget
+        too), an action that cannot finish inside one processor invocation fails
+        with TIMEOUT instead of being handed back and restarted endlessly.
+        """
+        if request.attempt > request.max_retries:
+            logger.warning("deadline near and attempts spent; failing", extra=_extra(request))
+            error = RequestError(
+                ErrorCode.TIMEOUT,
+                f"the action did not finish within the processor's time limit in "
+                f"{request.attempt} attempts; its timeout ({request.timeout_s:g} s) must "
+                "fit in one processor invocation",
+            )
+            return await self._finish_failed(request, error, None)
         logger.info("deadline near; handing the request back", extra=_extra(request))
         released = await self._store_call(
             "release",

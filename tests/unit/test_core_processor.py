@@ -565,6 +565,29 @@ async def test_too_close_to_the_deadline_the_request_is_handed_back(
     assert calls.attempts == [2]
 
 
+async def test_an_action_longer_than_the_deadline_fails_once_its_attempts_are_spent(
+    core: Core, calls: Calls
+) -> None:
+    """Handed back, re-claimed and handed back again would loop forever; each claim
+    is an attempt, so after max_retries + 1 of them the request fails with TIMEOUT."""
+    await enqueue(core, "total", {"values": [1]})
+    outcomes = []
+    for _ in range(10):
+        deadline = core.clock.now() + timedelta(seconds=DEADLINE_MARGIN_S)
+        outcome = await core.processor.run(core.key("r1"), deadline=deadline)
+        outcomes.append(outcome)
+        if outcome is not Outcome.HANDED_BACK:
+            break
+    stored = await core.stored("r1")
+    budget = stored.max_retries + 1
+    assert outcomes == [Outcome.HANDED_BACK] * (budget - 1) + [Outcome.FAILED]
+    assert stored.status is RequestStatus.FAILED
+    assert stored.error is not None
+    assert stored.error.code == "TIMEOUT"
+    (last,) = [m for m in core.notifier.messages(ConnectionId("c1")) if m.type == "error"]
+    assert last.error.code == "TIMEOUT"
+
+
 async def test_request_attempt_counts_claims_and_retries(core: Core, calls: Calls) -> None:
     calls.failures_left = 1
     await enqueue(core, "flaky", {})
