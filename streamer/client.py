@@ -654,15 +654,44 @@ class StreamerClient:
         return _Link(ws=ws, generation=generation)
 
     async def _token_value(self) -> str | None:
+        """The token to connect with; a failing token function is a connection error."""
         if self._token is None or isinstance(self._token, str):
             return self._token
-        token = self._token()
-        if inspect.isawaitable(token):
-            token = await token
+        try:
+            token = self._token()
+            if inspect.isawaitable(token):
+                token = await token
+        except Exception as exc:
+            # The type only: the exception's text might quote a credential.
+            raise StreamerConnectionError(
+                f"the token function raised {type(exc).__name__}"
+            ) from exc
         return token
 
     async def _supervise(self, link: _Link) -> None:
-        """Read the socket; after a drop, reconnect and tell every exchange."""
+        """Keep the socket up; whatever stops it for good closes the client and
+        fails every waiting exchange, so none waits forever."""
+        try:
+            await self._keep_connected(link)
+        except StreamerConnectionError as exc:
+            self._state = ConnectionState.CLOSED
+            self._fail(exc)
+        except Exception as exc:
+            logger.exception("the connection supervisor failed; closing the client")
+            self._state = ConnectionState.CLOSED
+            error = StreamerConnectionError(f"the connection failed: {type(exc).__name__}")
+            error.__cause__ = exc
+            self._fail(error)
+            if self._link is not None:
+                with contextlib.suppress(Exception):
+                    await self._link.ws.close()
+
+    async def _keep_connected(self, link: _Link) -> None:
+        """Read the socket; after a drop, reconnect and tell every exchange.
+
+        Raises:
+            StreamerConnectionError: reconnecting failed for good.
+        """
         while True:
             await self._serve(link)
             if self._state is ConnectionState.CLOSED:
@@ -672,12 +701,7 @@ class StreamerClient:
                 self._fail(StreamerConnectionError("the connection was closed by the server"))
                 return
             self._state = ConnectionState.RECONNECTING
-            try:
-                link = await self._reopen(link.generation + 1)
-            except StreamerConnectionError as exc:
-                self._state = ConnectionState.CLOSED
-                self._fail(exc)
-                return
+            link = await self._reopen(link.generation + 1)
             self._reconnects += 1
             self._use(link)
             logger.info("reconnected (generation %d)", link.generation)
@@ -715,7 +739,7 @@ class StreamerClient:
         reason = last.message if last is not None else "no attempts allowed"
         raise StreamerConnectionError(
             f"gave up after {self._max_reconnect_attempts} reconnect attempts: {reason}"
-        )
+        ) from last
 
     async def _heartbeat(self, link: _Link) -> None:
         if self._heartbeat_interval_s is None:

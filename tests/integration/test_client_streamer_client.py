@@ -302,3 +302,41 @@ async def test_a_refused_reconnect_fails_the_waiting_requests(
         steering.gate("r").set()
         assert raised.value.status_code == 401
         assert client.state is ConnectionState.CLOSED
+
+
+async def test_a_token_function_failing_on_reconnect_fails_the_waiting_requests(
+    emulator: EmulatorHarness, steering: Steering
+) -> None:
+    """A token function that raises while reconnecting closes the client and the
+    waiting request raises, instead of waiting forever."""
+    calls = 0
+
+    def token() -> str:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise RuntimeError("the token service is down")
+        return emulator.mint_token()
+
+    first_progress = asyncio.Event()
+    client = StreamerClient(
+        emulator.ws_url, token=token, backoff_initial_s=0.01, max_reconnect_attempts=2
+    )
+    async with client:
+        connection_id = await client.ping()
+        pending = asyncio.create_task(
+            client.request("wait_gate", {"gate": "t"}, on_progress=lambda _: first_progress.set())
+        )
+        async with asyncio.timeout(WAIT_S):
+            await first_progress.wait()
+        await _drop_from_the_server(emulator, connection_id)
+
+        with pytest.raises(StreamerConnectionError) as raised:
+            async with asyncio.timeout(WAIT_S):
+                await pending
+        steering.gate("t").set()
+        assert client.state is ConnectionState.CLOSED
+        assert calls == 3
+        cause = raised.value.__cause__
+        assert isinstance(cause, StreamerConnectionError)
+        assert isinstance(cause.__cause__, RuntimeError)
