@@ -9,7 +9,7 @@ from websockets.exceptions import ConnectionClosed
 from emulator.gateway import SocketRegistry
 from streamer.errors import ConnectionGone, ErrorCode, StreamerError
 from streamer.models import ConnectionId
-from streamer.protocol import ServerMessage, encode
+from streamer.protocol import MAX_MESSAGE_BYTES, ServerMessage, encode
 
 __all__ = ["LocalNotifier"]
 
@@ -42,9 +42,18 @@ class LocalNotifier:
 
         Raises:
             ConnectionGone: no open socket has this id.
-            StreamerError: INTERNAL_ERROR when the client did not take the frame
+            StreamerError: PAYLOAD_TOO_LARGE over API Gateway's 128 KB message
+                limit; INTERNAL_ERROR when the client did not take the frame
                 within the send timeout.
         """
+        size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
+        if size > MAX_MESSAGE_BYTES:
+            # API Gateway refuses these (413); refusing them here too keeps the
+            # emulator from hiding a result that could never reach a real client.
+            raise StreamerError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}",
+            )
         socket = self._registry.get(connection_id)
         if socket is None:
             raise ConnectionGone(connection_id)

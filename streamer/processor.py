@@ -21,7 +21,7 @@ from streamer.errors import ErrorCode, ItemTooLarge, RequestCancelled, Retryable
 from streamer.models import AsyncRequest, RequestChange, RequestError, RequestKey, RequestStatus
 from streamer.ports import Clock, RequestStore
 from streamer.progress import OwnershipLost, Progress
-from streamer.protocol import Complete, ErrorBody, ErrorMessage
+from streamer.protocol import Complete, ErrorBody, ErrorMessage, encode
 from streamer.settings import Settings
 
 __all__ = [
@@ -282,6 +282,20 @@ class Processor:
         except PydanticSerializationError:
             logger.exception("action returned a value that is not JSON", extra=_extra(request))
             error = RequestError(ErrorCode.INTERNAL_ERROR, "internal error")
+            return await self._finish_failed(request, error, progress)
+        probe = Complete(
+            timestamp=self._clock.now(), request_id=request.request_id, result=stored_result
+        )
+        size = len(encode(probe).encode("utf-8", "surrogatepass"))
+        if size > self._settings.max_message_bytes:
+            # Stored, it could never be delivered: API Gateway refuses the POST,
+            # and `status` would be refused the same way. Fail it while we can say why.
+            error = RequestError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"the result is {size} bytes as a message; the WebSocket limit is "
+                f"{self._settings.max_message_bytes}: return a smaller result or a link to it",
+                {"size": size, "limit": self._settings.max_message_bytes},
+            )
             return await self._finish_failed(request, error, progress)
         await progress.flush()
         now = self._clock.now()

@@ -565,6 +565,27 @@ async def test_too_close_to_the_deadline_the_request_is_handed_back(
     assert calls.attempts == [2]
 
 
+async def test_a_result_over_the_message_limit_fails_instead_of_completing_undeliverably(
+    core: Core,
+) -> None:
+    """Under the 400 KB item limit but over the 128 KB message limit: stored, it
+    could never reach the client, so it fails with PAYLOAD_TOO_LARGE."""
+
+    @core.app.action("big", mode="async")
+    async def big(req: Request[dict[str, Any]], progress: Progress) -> dict[str, str]:
+        return {"blob": "x" * (200 * 1024)}
+
+    await enqueue(core, "big", {})
+    assert await core.process("r1") is Outcome.FAILED
+    stored = await core.stored("r1")
+    assert stored.status is RequestStatus.FAILED
+    assert stored.error is not None
+    assert stored.error.code == "PAYLOAD_TOO_LARGE"
+    assert stored.result is None
+    (sent,) = core.notifier.messages(ConnectionId("c1"))
+    assert sent.type == "error"
+
+
 async def test_an_action_longer_than_the_deadline_fails_once_its_attempts_are_spent(
     core: Core, calls: Calls
 ) -> None:
