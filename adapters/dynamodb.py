@@ -572,6 +572,7 @@ def _request_attributes(request: AsyncRequest) -> dict[str, Any]:
         "ProgressDetails": request.progress_details,
         "RetryCount": request.retry_count,
         "Attempt": request.attempt,
+        "Kicks": request.kicks,
     }
     if request.result is not None:
         attributes["Result"] = request.result
@@ -618,6 +619,7 @@ def _request_from_item(item: Mapping[str, Any]) -> AsyncRequest:
         processing_started=_optional_time(values.get("ProcessingStarted")),
         completed_at=_optional_time(values.get("CompletedAt")),
         expires_at=int(ttl) if ttl is not None else None,
+        kicks=int(values.get("Kicks", 0)),
     )
 
 
@@ -651,6 +653,7 @@ class _Update:
 _CANCELLED = RequestError(code="CANCELLED", message="request was cancelled")
 _IN_PROCESSING = "#status = :processing AND Attempt = :attempt"
 _LEASE_EXPIRED = _IN_PROCESSING + " AND LeaseUntil < :now"
+_UNTOUCHED_PENDING = "#status = :pending AND UpdatedAt = :seen"
 
 
 class DynamoDBRequestStore:
@@ -920,6 +923,60 @@ class DynamoDBRequestStore:
             values=self._in_processing(attempt, **{":now": format_time(now)}),
         )
         return await self._apply(key, update) is not None
+
+    async def list_stale_pending(self, *, older_than: datetime, limit: int) -> list[AsyncRequest]:
+        """PENDING requests whose UpdatedAt is before `older_than`, oldest first.
+
+        The index's sort key is CreatedAt, and UpdatedAt is never before it, so
+        the key condition narrows the read and the filter does the rest (a
+        requeued request is old by CreatedAt but fresh by UpdatedAt).
+        """
+        cutoff = {"S": format_time(older_than)}
+        items = await _query_all(
+            self._client,
+            limit=limit,
+            TableName=self._table,
+            IndexName="StatusIndex",
+            KeyConditionExpression="#status = :pending AND CreatedAt < :cutoff",
+            FilterExpression="UpdatedAt < :cutoff",
+            ExpressionAttributeNames={"#status": "Status"},
+            ExpressionAttributeValues={
+                ":pending": {"S": RequestStatus.PENDING.value},
+                ":cutoff": cutoff,
+            },
+        )
+        return [_request_from_item(item) for item in items]
+
+    def _untouched(self, seen_updated_at: datetime) -> dict[str, Any]:
+        return {":pending": RequestStatus.PENDING.value, ":seen": format_time(seen_updated_at)}
+
+    async def kick(self, key: RequestKey, *, seen_updated_at: datetime, now: datetime) -> bool:
+        """UpdatedAt = `now`, Kicks+1 while PENDING with the UpdatedAt seen; the
+        write puts a fresh PENDING image on the stream. False otherwise."""
+        update = _Update(
+            _UNTOUCHED_PENDING,
+            sets={"UpdatedAt": format_time(now)},
+            raw_sets=["Kicks = if_not_exists(Kicks, :zero) + :one"],
+            values={**self._untouched(seen_updated_at), ":zero": 0, ":one": 1},
+        )
+        return await self._apply(key, update) is not None
+
+    async def fail_pending(
+        self,
+        key: RequestKey,
+        *,
+        seen_updated_at: datetime,
+        error: RequestError,
+        now: datetime,
+        expires_at: int,
+    ) -> AsyncRequest | None:
+        """PENDING (with the UpdatedAt seen) → FAILED; the failed request, or None."""
+        update = _Update(
+            _UNTOUCHED_PENDING,
+            sets=self._failed(error, now, expires_at),
+            values=self._untouched(seen_updated_at),
+        )
+        return await self._apply(key, update)
 
     async def list_by_connection(self, connection_id: ConnectionId) -> list[AsyncRequest]:
         """Requests made over one connection, oldest first (`ConnectionIndex`)."""

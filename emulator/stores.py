@@ -70,6 +70,13 @@ class WakingRequestStore:
             self._on_pending()
         return requeued
 
+    async def kick(self, key: RequestKey, *, seen_updated_at: datetime, now: datetime) -> bool:
+        """Re-announce a stale PENDING request; wakes the poller when it happened."""
+        kicked = await self._inner.kick(key, seen_updated_at=seen_updated_at, now=now)
+        if kicked:
+            self._on_pending()
+        return kicked
+
     # -- passed through ------------------------------------------------------------
 
     async def get(self, key: RequestKey) -> AsyncRequest | None:
@@ -146,6 +153,22 @@ class WakingRequestStore:
     ) -> bool:
         return await self._inner.fail_expired(
             key, attempt=attempt, error=error, now=now, expires_at=expires_at
+        )
+
+    async def list_stale_pending(self, *, older_than: datetime, limit: int) -> list[AsyncRequest]:
+        return await self._inner.list_stale_pending(older_than=older_than, limit=limit)
+
+    async def fail_pending(
+        self,
+        key: RequestKey,
+        *,
+        seen_updated_at: datetime,
+        error: RequestError,
+        now: datetime,
+        expires_at: int,
+    ) -> AsyncRequest | None:
+        return await self._inner.fail_pending(
+            key, seen_updated_at=seen_updated_at, error=error, now=now, expires_at=expires_at
         )
 
     async def list_by_connection(self, connection_id: ConnectionId) -> list[AsyncRequest]:

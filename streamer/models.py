@@ -125,6 +125,9 @@ class AsyncRequest:
     completed_at: datetime | None = None
     expires_at: int | None = None
     """`TTL`: epoch seconds; set when the request reaches a terminal state."""
+    kicks: int = 0
+    """How many times the sweeper re-announced the request while it sat PENDING
+    (its stream record was lost); see `RequestStore.kick`."""
 
 
 @dataclass(frozen=True, slots=True)

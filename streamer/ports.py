@@ -201,6 +201,34 @@ class RequestStore(Protocol):
         """PROCESSING with an expired lease (under `attempt`) → FAILED."""
         ...
 
+    async def list_stale_pending(self, *, older_than: datetime, limit: int) -> list[AsyncRequest]:
+        """PENDING requests whose UpdatedAt is before `older_than`, oldest first
+        (`StatusIndex`): nothing has happened to them since, so their stream
+        record was probably lost."""
+        ...
+
+    async def kick(self, key: RequestKey, *, seen_updated_at: datetime, now: datetime) -> bool:
+        """Re-announce a PENDING request: UpdatedAt = `now`, Kicks+1, nothing else.
+
+        The write makes the stream emit a fresh PENDING image for a processor to
+        claim. Conditional on the request being PENDING with the UpdatedAt seen;
+        False otherwise (claimed, finished, or touched meanwhile).
+        """
+        ...
+
+    async def fail_pending(
+        self,
+        key: RequestKey,
+        *,
+        seen_updated_at: datetime,
+        error: RequestError,
+        now: datetime,
+        expires_at: int,
+    ) -> AsyncRequest | None:
+        """PENDING (with the UpdatedAt seen) → FAILED with `Error` and `TTL`; the
+        failed request, or None when it was claimed, finished or touched meanwhile."""
+        ...
+
     async def list_by_connection(self, connection_id: ConnectionId) -> list[AsyncRequest]:
         """Requests made over one connection, oldest first (`ConnectionIndex`)."""
         ...

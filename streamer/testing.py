@@ -344,6 +344,48 @@ class InMemoryRequestStore(_FailureInjection):
         self._store(_failed(item, error, now, expires_at))
         return True
 
+    async def list_stale_pending(self, *, older_than: datetime, limit: int) -> list[AsyncRequest]:
+        self._maybe_fail("list_stale_pending")
+        stale = [
+            item
+            for item in self._oldest_first()
+            if item.status is RequestStatus.PENDING and item.updated_at < older_than
+        ]
+        return [_copy_request(item) for item in stale[:limit]]
+
+    def _untouched(self, key: RequestKey, seen_updated_at: datetime) -> AsyncRequest | None:
+        item = self._items.get(key)
+        if (
+            item is None
+            or item.status is not RequestStatus.PENDING
+            or item.updated_at != seen_updated_at
+        ):
+            return None
+        return item
+
+    async def kick(self, key: RequestKey, *, seen_updated_at: datetime, now: datetime) -> bool:
+        self._maybe_fail("kick")
+        item = self._untouched(key, seen_updated_at)
+        if item is None:
+            return False
+        self._store(replace(item, updated_at=now, kicks=item.kicks + 1))
+        return True
+
+    async def fail_pending(
+        self,
+        key: RequestKey,
+        *,
+        seen_updated_at: datetime,
+        error: RequestError,
+        now: datetime,
+        expires_at: int,
+    ) -> AsyncRequest | None:
+        self._maybe_fail("fail_pending")
+        item = self._untouched(key, seen_updated_at)
+        if item is None:
+            return None
+        return self._store(_failed(item, error, now, expires_at))
+
     async def list_by_connection(self, connection_id: ConnectionId) -> list[AsyncRequest]:
         self._maybe_fail("list_by_connection")
         return [

@@ -703,6 +703,97 @@ async def test_fail_expired_only_after_the_lease_expired(stores: Stores) -> None
     assert stored.expires_at == EXPIRES
 
 
+# --- requests: stale PENDING (a lost stream record) -------------------------------------
+
+
+async def test_stale_pending_requests_are_listed_oldest_first_by_updated_at(
+    stores: Stores,
+) -> None:
+    stale = [await enqueued(stores, a_request(f"s{i}", created=at(i))) for i in range(3)]
+    await enqueued(stores, a_request("fresh", created=at(100)))
+    # Old by CreatedAt, but handed back to PENDING recently: not stale.
+    requeued = await claimed(stores, a_request("requeued", created=at(0.5)))
+    await stores.requests.release(requeued.key, attempt=1, now=at(100))
+    await claimed(stores, a_request("busy", created=at(0.2)))
+
+    listed = await stores.requests.list_stale_pending(older_than=at(50), limit=2)
+    everything = await stores.requests.list_stale_pending(older_than=at(50), limit=10)
+
+    assert [r.key for r in listed] == [stale[0].key, stale[1].key]
+    assert [r.key for r in everything] == [r.key for r in stale]
+    assert await stores.requests.list_stale_pending(older_than=at(0), limit=10) == []
+
+
+async def test_kick_touches_a_pending_request_and_counts_the_kick(stores: Stores) -> None:
+    request = await enqueued(stores)
+
+    kicked = await stores.requests.kick(request.key, seen_updated_at=T0, now=at(400))
+    again = await stores.requests.kick(request.key, seen_updated_at=at(400), now=at(800))
+
+    stored = await stores.requests.get(request.key)
+    assert (kicked, again) == (True, True)
+    assert stored == replace(request, updated_at=at(800), kicks=2)
+
+
+async def test_kick_with_a_stale_updated_at_is_refused(stores: Stores) -> None:
+    request = await enqueued(stores)
+    assert await stores.requests.kick(request.key, seen_updated_at=T0, now=at(400))
+
+    refused = await stores.requests.kick(request.key, seen_updated_at=T0, now=at(800))
+
+    stored = await stores.requests.get(request.key)
+    assert refused is False
+    assert stored is not None
+    assert (stored.updated_at, stored.kicks) == (at(400), 1)
+
+
+async def test_kick_of_a_claimed_request_is_refused(stores: Stores) -> None:
+    request = await claimed(stores)
+
+    refused = await stores.requests.kick(
+        request.key, seen_updated_at=request.updated_at, now=at(400)
+    )
+
+    assert refused is False
+    assert await stores.requests.get(request.key) == request
+
+
+async def test_kick_of_an_unknown_request_is_refused(stores: Stores) -> None:
+    assert await stores.requests.kick(RequestKey("t#u#x"), seen_updated_at=T0, now=at(1)) is False
+
+
+async def test_fail_pending_fails_an_untouched_pending_request(stores: Stores) -> None:
+    request = await enqueued(stores)
+
+    failed = await stores.requests.fail_pending(
+        request.key, seen_updated_at=T0, error=ERROR, now=at(900), expires_at=EXPIRES
+    )
+
+    assert failed is not None
+    assert failed.status is RequestStatus.FAILED
+    assert (failed.error, failed.expires_at, failed.completed_at) == (ERROR, EXPIRES, at(900))
+    assert await stores.requests.get(request.key) == failed
+
+
+async def test_fail_pending_is_refused_once_claimed_or_touched(stores: Stores) -> None:
+    busy = await claimed(stores, a_request("busy"))
+    touched = await enqueued(stores, a_request("touched"))
+    assert await stores.requests.kick(touched.key, seen_updated_at=T0, now=at(400))
+
+    refused = [
+        await stores.requests.fail_pending(
+            key, seen_updated_at=seen, error=ERROR, now=at(900), expires_at=EXPIRES
+        )
+        for key, seen in ((busy.key, busy.updated_at), (touched.key, T0))
+    ]
+
+    assert refused == [None, None]
+    assert await stores.requests.get(busy.key) == busy
+    stored = await stores.requests.get(touched.key)
+    assert stored is not None
+    assert stored.status is RequestStatus.PENDING
+
+
 # --- requests: queries -----------------------------------------------------------------
 
 
