@@ -442,7 +442,10 @@ async def test_store_errors_that_persist_propagate_to_the_caller(core: Core) -> 
     assert "complete" not in [m["type"] for m in core.received("c1")]
 
 
-async def test_a_result_too_large_to_store_fails_cleanly(core: Core) -> None:
+async def test_a_result_too_large_to_store_fails_cleanly(calls: Calls) -> None:
+    # A message limit above the item limit (MAX_MESSAGE_BYTES raised), so the
+    # store's 400 KB limit is the one that refuses.
+    core = make_core(build_app(calls), max_message_bytes=1024 * 1024)
     await enqueue(core, "huge", {})
     assert await core.process("r1") is Outcome.FAILED
     stored = await core.stored("r1")
