@@ -200,6 +200,7 @@ class Gateway:
         self._cleanups: set[asyncio.Task[None]] = set()
         self._server: Server | None = None
         self._port: int | None = None
+        self._is_closing = False
         self.disconnects = 0
         """How many `$disconnect`s ran (for tests and /health)."""
         self._recently_disconnected: deque[ConnectionId] = deque(maxlen=10_000)
@@ -236,7 +237,8 @@ class Gateway:
 
     async def close(self, *, frame_drain_s: float | None = None) -> None:
         """Stop accepting, close every socket with 1001 and wait until each one's
-        `$disconnect` has run.
+        `$disconnect` has run (which then never cancels running requests, even
+        with CANCEL_ON_DISCONNECT: shutdown hands them back instead).
 
         Args:
             frame_drain_s: how long frames still being handled (a sync action)
@@ -246,6 +248,9 @@ class Gateway:
             return
         if frame_drain_s is not None:
             self._frame_drain_s = frame_drain_s
+        # The sockets go because the server does, not the clients: their running
+        # requests are handed back by the poller's drain, never cancelled here.
+        self._is_closing = True
         for socket in self._registry:
             socket.close_reason = socket.close_reason or "server shutdown"
         self._server.close(code=CloseCode.GOING_AWAY, reason=GOING_AWAY_REASON)
@@ -406,7 +411,9 @@ class Gateway:
         websocket = socket.websocket
         reason = socket.close_reason or _close_description(websocket)
         try:
-            await self._connections.disconnect(socket.connection_id, reason=reason)
+            await self._connections.disconnect(
+                socket.connection_id, reason=reason, cancel_running=not self._is_closing
+            )
         except Exception:
             log.exception("disconnect failed", extra={"connection_id": socket.connection_id})
         self.disconnects += 1

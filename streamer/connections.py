@@ -135,15 +135,19 @@ class ConnectionService:
         except AuthError as exc:
             raise _refuse(401, exc.reason, handshake.connection_id) from None
 
-    async def disconnect(self, connection_id: ConnectionId, *, reason: str = "") -> None:
+    async def disconnect(
+        self, connection_id: ConnectionId, *, reason: str = "", cancel_running: bool = True
+    ) -> None:
         """Delete the record and its subscriptions; cancel its running requests
-        when CANCEL_ON_DISCONNECT is set. Idempotent."""
+        when CANCEL_ON_DISCONNECT is set and `cancel_running` (False when the
+        server itself is shutting down: its work is handed back, not cancelled).
+        Idempotent."""
         removed = await self._connections.delete(connection_id)
         if self._limiter is not None:
             self._limiter.forget(connection_id)
         unsubscribed = await self._subscriptions.remove_for_connection(connection_id)
         cancelled = 0
-        if self._settings.cancel_on_disconnect:
+        if self._settings.cancel_on_disconnect and cancel_running:
             cancelled = await self._cancel_requests_of(connection_id)
         logger.info(
             "disconnected",

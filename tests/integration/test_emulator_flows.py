@@ -4,6 +4,7 @@ poller → processor → the client's socket (DESIGN §3, §5)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import uuid
@@ -255,6 +256,31 @@ async def test_shutdown_hands_a_running_request_back_and_the_next_start_finishes
         status = await request(ws, {"action": "status", "payload": {"request_id": "cut"}})
     assert status["data"]["status"] == "COMPLETED"
     assert steering.runs["cut"] == 2
+
+
+async def test_shutdown_with_cancel_on_disconnect_hands_running_work_back_instead_of_cancelling(
+    emulator_factory: EmulatorFactory, dynamodb_settings: Settings, steering: Steering
+) -> None:
+    """Shutdown closes the sockets (1001, one `$disconnect` each) but the server is
+    the one going away: the running request goes back to PENDING, not CANCELLED."""
+    async with contextlib.AsyncExitStack() as sockets:
+        # The socket outlives the emulator: the server closes it, not the client.
+        async with emulator_factory(
+            drain_timeout_s=0.2, settings={"cancel_on_disconnect": True}
+        ) as first:
+            ws = await sockets.enter_async_context(first.connect())
+            await send_json(ws, {"id": "kept", "action": "wait_gate", "payload": {"gate": "kept"}})
+            assert (await recv_json(ws))["type"] == "acknowledgment"
+            assert (await recv_json(ws))["type"] == "progress"
+            gateway = first.emulator.gateway
+            assert gateway is not None
+        steering.gate("kept").set()
+        assert gateway.disconnects == 1
+        assert ws.close_code == 1001
+    async with open_stores(dynamodb_settings) as stores:
+        handed_back = await stores.requests.get(request_key("tenant-1", "user-1", "kept"))
+    assert handed_back is not None
+    assert handed_back.status is RequestStatus.PENDING
 
 
 async def test_the_emulator_runs_on_an_embedded_moto_server_with_dev_keys(

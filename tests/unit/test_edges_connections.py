@@ -300,3 +300,17 @@ async def test_refusal_logs_the_reason_but_never_the_token(
     record = next(r for r in caplog.records if r.getMessage() == "connection refused")
     assert record.__dict__["reason"] == "token expired"
     assert token not in caplog.text
+
+
+async def test_disconnect_without_cancel_running_leaves_requests_even_with_cancel_on_disconnect(
+    keys: KeyPair,
+) -> None:
+    """What a shutting-down server asks for: its work is handed back, not cancelled."""
+    world = World(keys, cancel_on_disconnect=True)
+    await world.service.connect(world.handshake("c1", token=world.token()))
+    await world.requests.enqueue(_request(world, "r1", "c1", RequestStatus.PENDING))
+    await world.service.disconnect(ConnectionId("c1"), reason="shutdown", cancel_running=False)
+    stored = await world.requests.get(request_key("tenant-1", "user-1", "r1"))
+    assert stored is not None
+    assert stored.status is RequestStatus.PENDING
+    assert world.connections.records == {}
