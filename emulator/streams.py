@@ -46,7 +46,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters.aws import client_kwargs
 from adapters.streams import parse_stream_record
-from streamer.models import RequestChange, RequestKey, RequestStatus
+from streamer.models import RequestChange, RequestKey
 from streamer.ports import Clock, RequestStore
 from streamer.processor import Processor
 from streamer.settings import Settings
@@ -210,8 +210,9 @@ class StreamPoller:
         session: the aioboto3 session (the emulator's one).
         settings: table name, region and endpoint.
         processor: handles each claimable record.
-        requests: the requests store (to hand back requests cut by shutdown).
-        clock: wall time for the lag figure and hand-backs.
+        requests: the requests store. Not used: a request cut by shutdown is
+            handed back by the processor, which knows its own claim's attempt.
+        clock: wall time for the lag figure.
         checkpoint_path: the JSON file of per-shard checkpoints.
         batch_size: `GetRecords` Limit (Lambda's batch size; default 10).
         poll_interval_s: pause after an empty read while busy (default 0.05).
@@ -247,7 +248,7 @@ class StreamPoller:
         self._session = session
         self._settings = settings
         self._processor = processor
-        self._requests = requests
+        del requests  # kept in the signature for existing callers
         self._clock = clock
         self._checkpoint_path = checkpoint_path
         self.batch_size = batch_size
@@ -715,28 +716,17 @@ class StreamPoller:
             tracker.done(entry)
             self.records_handled += 1
         except asyncio.CancelledError:
-            await self._hand_back(change.key)
+            # Cut by shutdown (or a replaced stream). The processor, if it had
+            # claimed the request, has released it to PENDING with its claim's
+            # attempt; releasing here with whatever attempt is stored could
+            # release another processor's live claim. The record stays after
+            # the checkpoint, so the next start reads it again.
+            log.info("record cut before it finished", extra={"request_id": change.key})
             raise
         finally:
             self._records_in_flight -= 1
             if self._records_in_flight == 0:
                 self._idle.set()
-
-    async def _hand_back(self, key: RequestKey) -> None:
-        """Put a request cut by shutdown back to PENDING, if it was running here.
-
-        The record stays after the checkpoint, so the next start reads it again.
-        """
-        try:
-            async with asyncio.timeout(5.0):
-                request = await self._requests.get(key)
-                if request is not None and request.status is RequestStatus.PROCESSING:
-                    await self._requests.release(
-                        key, attempt=request.attempt, now=self._clock.now()
-                    )
-                    log.info("handed back at shutdown", extra={"request_id": key})
-        except Exception:
-            log.exception("could not hand a request back", extra={"request_id": key})
 
 
 class _Finished:

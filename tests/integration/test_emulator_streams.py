@@ -362,3 +362,25 @@ async def test_a_table_made_again_gets_its_new_stream_read_from_the_start(
         request_key("t", "u", "before"),
         request_key("t", "u", "after"),
     ]
+
+
+async def test_shutdown_leaves_another_processors_live_claim_alone(
+    dynamodb_settings: Settings, stores: DynamoDBStores, tmp_path: Path
+) -> None:
+    """A record cut by shutdown is handed back by the processor that claimed it;
+    the poller never releases a claim it does not hold (two emulators on one table)."""
+    processor = ScriptedProcessor()
+    theirs = request_key("t", "u", "theirs")
+    processor.gates[theirs] = asyncio.Event()  # never opened: cut by the shutdown
+    async with running_poller(dynamodb_settings, stores, processor, tmp_path / "cp.json"):
+        await stores.requests.enqueue(_pending("theirs"))
+        await processor.wait_for(lambda: theirs in processor.started_keys())
+        now = datetime.now(UTC)
+        claimed = await stores.requests.claim(
+            theirs, now=now, lease_until=now + timedelta(minutes=5)
+        )
+        assert claimed is not None
+    stored = await stores.requests.get(theirs)
+    assert stored is not None
+    assert stored.status is RequestStatus.PROCESSING
+    assert stored.attempt == claimed.attempt
