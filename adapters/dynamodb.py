@@ -22,7 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters.aws import client_kwargs, get_session
-from streamer.errors import ItemTooLarge, StoreUnavailable, StreamerError
+from streamer.errors import ItemTooLarge, StoreUnavailable, StreamerError, UnstorableValue
 from streamer.models import (
     AsyncRequest,
     Connection,
@@ -329,8 +329,26 @@ def _from_decimal(value: Decimal) -> int | float:
 
 
 def to_attribute_value(value: Any) -> dict[str, Any]:
-    """A Python (JSON-like) value as a typed DynamoDB value (`{"M": ...}`, …)."""
-    return _serializer.serialize(_to_storable(value))  # type: ignore[return-value]
+    """A Python (JSON-like) value as a typed DynamoDB value (`{"M": ...}`, …).
+
+    Raises:
+        UnstorableValue: NaN/infinity, a number beyond 38 significant digits, or a
+            type DynamoDB has no form for.
+    """
+    try:
+        return _serializer.serialize(_to_storable(value))  # type: ignore[return-value]
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        # decimal's Inexact/Rounded/Overflow are ArithmeticErrors: DynamoDB numbers
+        # carry at most 38 significant digits.
+        raise UnstorableValue(_unstorable_reason(exc)) from exc
+
+
+def _unstorable_reason(exc: Exception) -> str:
+    if isinstance(exc, ArithmeticError):
+        return "numbers are limited to 38 significant digits"
+    if isinstance(exc, ValueError):
+        return "NaN and infinity are not numbers DynamoDB can store"
+    return "a value of an unsupported type"
 
 
 def from_attribute_value(value: Mapping[str, Any]) -> Any:

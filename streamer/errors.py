@@ -14,6 +14,7 @@ __all__ = [
     "Retryable",
     "StoreUnavailable",
     "StreamerError",
+    "UnstorableValue",
 ]
 
 
@@ -112,6 +113,18 @@ class ItemTooLarge(StreamerError):
 
     def __init__(self, message: str = "item exceeds the 400 KB storage limit") -> None:
         super().__init__(ErrorCode.PAYLOAD_TOO_LARGE, message)
+
+
+class UnstorableValue(StreamerError):
+    """A value the store cannot keep (NaN, infinity, a number beyond DynamoDB's
+    38 significant digits, an unsupported type); nothing was written. Not transient.
+
+    Args:
+        reason: what cannot be stored, safe to show to the client.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(ErrorCode.VALIDATION_ERROR, f"value cannot be stored: {reason}")
 
 
 class StoreUnavailable(StreamerError):

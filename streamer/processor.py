@@ -17,7 +17,14 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from streamer.app import ActionSpec, Request, Streamer
 from streamer.delivery import Delivery
-from streamer.errors import ErrorCode, ItemTooLarge, RequestCancelled, Retryable, StreamerError
+from streamer.errors import (
+    ErrorCode,
+    ItemTooLarge,
+    RequestCancelled,
+    Retryable,
+    StreamerError,
+    UnstorableValue,
+)
 from streamer.models import AsyncRequest, RequestChange, RequestError, RequestKey, RequestStatus
 from streamer.ports import Clock, RequestStore
 from streamer.progress import OwnershipLost, Progress
@@ -310,6 +317,10 @@ class Processor:
                     expires_at=self._expires_at(now),
                 ),
             )
+        except UnstorableValue as exc:
+            # The action's own result: retrying or re-running cannot fix it.
+            error = RequestError(ErrorCode.INTERNAL_ERROR, f"the result {exc.message}")
+            return await self._finish_failed(request, error, None)
         except ItemTooLarge:
             error = RequestError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
@@ -432,11 +443,12 @@ class Processor:
 
     async def _store_call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         """One store call, retried with backoff on store errors; the last error
-        propagates. `ItemTooLarge` is not transient and propagates at once."""
+        propagates. `ItemTooLarge` and `UnstorableValue` are not transient and
+        propagate at once."""
         for attempt in range(1, STORE_ATTEMPTS + 1):
             try:
                 return await call()
-            except ItemTooLarge:
+            except (ItemTooLarge, UnstorableValue):
                 raise
             except Exception:
                 if attempt == STORE_ATTEMPTS:

@@ -12,7 +12,13 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from streamer.app import RESERVED_ACTIONS, ActionSpec, Request, Streamer
 from streamer.delivery import Delivery
-from streamer.errors import ErrorCode, ItemTooLarge, StoreUnavailable, StreamerError
+from streamer.errors import (
+    ErrorCode,
+    ItemTooLarge,
+    StoreUnavailable,
+    StreamerError,
+    UnstorableValue,
+)
 from streamer.ids import new_request_id
 from streamer.models import (
     AsyncRequest,
@@ -352,6 +358,8 @@ class Router:
             raise StreamerError(
                 ErrorCode.PAYLOAD_TOO_LARGE, "the request is too large to store"
             ) from None
+        except UnstorableValue:
+            raise  # VALIDATION_ERROR, saying which value cannot be kept
         except Exception:
             logger.exception("could not enqueue the request", extra=extra)
             raise StreamerError(ErrorCode.INTERNAL_ERROR, _INTERNAL) from None

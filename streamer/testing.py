@@ -23,9 +23,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from streamer.errors import ConnectionGone, ItemTooLarge
+from streamer.errors import ConnectionGone, ItemTooLarge, UnstorableValue
 from streamer.models import (
     AsyncRequest,
     Connection,
@@ -79,9 +80,38 @@ class _FailureInjection:
 
 
 def _json_copy(value: Any) -> Any:
-    """A deep copy through JSON: what a real store gives back. Non-JSON values raise
-    TypeError/ValueError, as they would fail to serialise for a real store."""
-    return json.loads(json.dumps(value, allow_nan=False))
+    """A deep copy through JSON: what a real store gives back.
+
+    Raises:
+        UnstorableValue: what DynamoDB refuses too: NaN, infinity, numbers beyond
+            38 significant digits or its exponent range, non-JSON types.
+    """
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except ValueError as exc:
+        raise UnstorableValue("NaN and infinity are not numbers DynamoDB can store") from exc
+    except TypeError as exc:
+        raise UnstorableValue("a value of an unsupported type") from exc
+    copied = json.loads(text)
+    _check_numbers(copied)
+    return copied
+
+
+def _check_numbers(value: Any) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int | float):
+        number = Decimal(str(value))
+        # Digits as written, like boto3's context: 10**40 is 41 digits, refused.
+        digits = len(number.as_tuple().digits)
+        if digits > 38 or (number and not -130 <= number.adjusted() <= 125):
+            raise UnstorableValue("numbers are limited to 38 significant digits")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_numbers(item)
 
 
 class InMemoryConnectionStore(_FailureInjection):

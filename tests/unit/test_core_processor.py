@@ -568,6 +568,27 @@ async def test_too_close_to_the_deadline_the_request_is_handed_back(
     assert calls.attempts == [2]
 
 
+async def test_an_unstorable_result_fails_at_once_without_rerunning_the_action(
+    core: Core,
+) -> None:
+    """NaN cannot be stored: not a store outage to retry, nor a reason to run again."""
+    runs: list[int] = []
+
+    @core.app.action("nan", mode="async")
+    async def nan(req: Request[dict[str, Any]], progress: Progress) -> dict[str, float]:
+        runs.append(req.attempt)
+        return {"ratio": float("nan")}
+
+    await enqueue(core, "nan", {})
+    assert await core.process("r1") is Outcome.FAILED
+    stored = await core.stored("r1")
+    assert stored.error is not None
+    assert (stored.status, stored.error.code) == (RequestStatus.FAILED, "INTERNAL_ERROR")
+    assert "cannot be stored" in stored.error.message
+    assert runs == [1]
+    assert core.clock.sleeps == []
+
+
 async def test_a_result_over_the_message_limit_fails_instead_of_completing_undeliverably(
     core: Core,
 ) -> None:

@@ -321,6 +321,14 @@ async def test_store_failure_on_status_is_internal_error_not_an_exception(core: 
     assert "socket" not in reply["error"]["message"]
 
 
+async def test_a_payload_number_the_store_cannot_keep_is_a_validation_error(core: Core) -> None:
+    conn = await core.connect()
+    reply = await core.send(conn, "job", {"n": 10**40}, id="r1")
+    assert (reply["request_id"], reply["error"]["code"]) == ("r1", "VALIDATION_ERROR")
+    assert "38 significant digits" in reply["error"]["message"]
+    assert core.requests.items == {}
+
+
 async def test_store_unavailable_on_status_hides_the_stores_words_and_is_logged(
     core: Core, caplog: pytest.LogCaptureFixture
 ) -> None:
