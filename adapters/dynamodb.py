@@ -672,6 +672,8 @@ _CANCELLED = RequestError(code="CANCELLED", message="request was cancelled")
 _IN_PROCESSING = "#status = :processing AND Attempt = :attempt"
 _LEASE_EXPIRED = _IN_PROCESSING + " AND LeaseUntil < :now"
 _UNTOUCHED_PENDING = "#status = :pending AND UpdatedAt = :seen"
+_PENDING_AGAIN: dict[str, Any] = {"Status": RequestStatus.PENDING.value, "Kicks": 0}
+"""Back to PENDING; Kicks count re-announcements since the request last became PENDING."""
 
 
 class DynamoDBRequestStore:
@@ -872,7 +874,7 @@ class DynamoDBRequestStore:
         """PROCESSING (under `attempt`) → PENDING, for another processor to claim."""
         update = _Update(
             _IN_PROCESSING,
-            sets={"Status": RequestStatus.PENDING.value, "UpdatedAt": format_time(now)},
+            sets=_PENDING_AGAIN | {"UpdatedAt": format_time(now)},
             removes=["LeaseUntil"],
             values=self._in_processing(attempt),
         )
@@ -919,7 +921,7 @@ class DynamoDBRequestStore:
         """PROCESSING with an expired lease (under `attempt`) → PENDING."""
         update = _Update(
             _LEASE_EXPIRED,
-            sets={"Status": RequestStatus.PENDING.value, "UpdatedAt": format_time(now)},
+            sets=_PENDING_AGAIN | {"UpdatedAt": format_time(now)},
             removes=["LeaseUntil"],
             values=self._in_processing(attempt, **{":now": format_time(now)}),
         )

@@ -318,7 +318,7 @@ class InMemoryRequestStore(_FailureInjection):
         item = self._owned(key, attempt)
         if item is None:
             return False
-        self._store(replace(item, status=RequestStatus.PENDING, lease_until=None, updated_at=now))
+        self._store(_pending_again(item, now))
         return True
 
     async def cancel(
@@ -355,7 +355,7 @@ class InMemoryRequestStore(_FailureInjection):
         item = self._expired(key, attempt, now)
         if item is None:
             return False
-        self._store(replace(item, status=RequestStatus.PENDING, lease_until=None, updated_at=now))
+        self._store(_pending_again(item, now))
         return True
 
     async def fail_expired(
@@ -443,6 +443,11 @@ class InMemoryRequestStore(_FailureInjection):
     def _oldest_first(self) -> list[AsyncRequest]:
         # sorted() is stable: equal CreatedAt keeps insertion order.
         return sorted(self._items.values(), key=lambda item: item.created_at)
+
+
+def _pending_again(item: AsyncRequest, now: datetime) -> AsyncRequest:
+    # Kicks count re-announcements since the request last became PENDING.
+    return replace(item, status=RequestStatus.PENDING, lease_until=None, updated_at=now, kicks=0)
 
 
 def _failed(

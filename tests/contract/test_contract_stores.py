@@ -762,6 +762,26 @@ async def test_kick_of_an_unknown_request_is_refused(stores: Stores) -> None:
     assert await stores.requests.kick(RequestKey("t#u#x"), seen_updated_at=T0, now=at(1)) is False
 
 
+@pytest.mark.parametrize("hand_back", ["release", "requeue_expired"])
+async def test_kicks_start_again_when_a_request_goes_back_to_pending(
+    stores: Stores, hand_back: str
+) -> None:
+    request = await enqueued(stores)
+    assert await stores.requests.kick(request.key, seen_updated_at=T0, now=at(400))
+    claim = await stores.requests.claim(request.key, now=at(401), lease_until=at(500))
+    assert claim is not None
+    assert claim.kicks == 1
+
+    if hand_back == "release":
+        assert await stores.requests.release(request.key, attempt=1, now=at(600))
+    else:
+        assert await stores.requests.requeue_expired(request.key, attempt=1, now=at(600))
+
+    stored = await stores.requests.get(request.key)
+    assert stored is not None
+    assert (stored.status, stored.kicks) == (RequestStatus.PENDING, 0)
+
+
 async def test_fail_pending_fails_an_untouched_pending_request(stores: Stores) -> None:
     request = await enqueued(stores)
 
