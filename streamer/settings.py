@@ -68,6 +68,10 @@ class Settings:
     """PROGRESS_PERSIST_INTERVAL_SECONDS."""
     lease_grace_s: float = 60.0
     """LEASE_GRACE_SECONDS: added to an action's timeout to make its lease."""
+    pending_stale_s: float = 300.0
+    """PENDING_STALE_SECONDS: a request PENDING this long untouched is re-announced."""
+    pending_max_kicks: int = 3
+    """PENDING_MAX_KICKS: re-announcements before such a request is failed."""
 
     @classmethod
     def from_env(
@@ -336,5 +340,17 @@ _SPECS: tuple[_Spec, ...] = (
         "LEASE_GRACE_SECONDS",
         _number(positive=False),
         "Added to an action's timeout to make its processing lease",
+    ),
+    _Spec(
+        "pending_stale_s",
+        "PENDING_STALE_SECONDS",
+        _number(positive=True),
+        "A request PENDING this long untouched is re-announced on the stream by the sweeper",
+    ),
+    _Spec(
+        "pending_max_kicks",
+        "PENDING_MAX_KICKS",
+        _positive_int,
+        "Re-announcements of a stale PENDING request before the sweeper fails it",
     ),
 )

@@ -1,5 +1,6 @@
 """Scheduled entrypoint (an EventBridge rule, e.g. every minute): recover requests
-whose processor died, and publish a fresh `ActiveConnections` count."""
+whose processor died or whose stream record was lost, and publish a fresh
+`ActiveConnections` count."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ __all__ = ["BATCH_LIMIT", "handler"]
 logger = logging.getLogger("streamer.lambda.sweeper")
 
 BATCH_LIMIT: Final = 100
-"""Expired leases recovered per pass; passes repeat while a pass comes back full."""
+"""Expired leases and stale PENDING requests recovered per pass (each); passes
+repeat while a pass moves that many."""
 _MARGIN: Final = timedelta(seconds=5)
 
 
@@ -29,16 +31,19 @@ def handler(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str
 async def sweep(
     runtime: Runtime, raw: Mapping[str, Any], context: LambdaContext | None
 ) -> dict[str, Any]:
-    """Sweep expired leases until none are left or time runs short."""
+    """Sweep expired leases and stale PENDING requests until none are left or time
+    runs short."""
     started = time.perf_counter()
     deadline = runtime.deadline(context, margin=_MARGIN)
     metrics = runtime.metrics(context)
-    requeued = failed = 0
+    requeued = failed = kicked = 0
     while True:
         report = await runtime.services.sweeper.sweep_once(limit=BATCH_LIMIT)
         requeued += report.requeued
         failed += report.failed
-        if report.requeued + report.failed < BATCH_LIMIT or runtime.clock.now() >= deadline:
+        kicked += report.kicked
+        moved = report.requeued + report.failed + report.kicked
+        if moved < BATCH_LIMIT or runtime.clock.now() >= deadline:
             break
     if failed:
         metrics.add(Metric.REQUESTS_FAILED, failed)
@@ -50,9 +55,9 @@ async def sweep(
     logger.info(
         "sweep done",
         extra={
-            "count": requeued + failed,
-            "outcome": f"requeued={requeued} failed={failed}",
+            "count": requeued + failed + kicked,
+            "outcome": f"requeued={requeued} kicked={kicked} failed={failed}",
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
         },
     )
-    return {"requeued": requeued, "failed": failed}
+    return {"requeued": requeued, "failed": failed, "kicked": kicked}

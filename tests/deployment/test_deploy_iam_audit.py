@@ -322,7 +322,7 @@ def _walk_every_path(s: Session, *, cancel_on_disconnect: bool) -> None:
     assert s.status("cancel") == "CANCELLED"
     s.expire_lease("requeue", attempt=1)
     s.expire_lease("fail", attempt=99)
-    assert s.sweep() == {"requeued": 1, "failed": 1}
+    assert s.sweep() == {"requeued": 1, "failed": 1, "kicked": 0}
     # A reply that finds its client gone disconnects it (cancelling its requests).
     s.send(leaver, {"id": "left", "action": "echo_async", "payload": {}})
     s.send(leaver, {"action": "subscribe", "payload": {"request_id": "left"}})

@@ -521,7 +521,11 @@ def test_the_sweeper_requeues_an_expired_lease_and_counts_connections(
         },
     )
     capsys.readouterr()
-    assert sweeper.handler(_load("scheduled.json"), Context()) == {"requeued": 1, "failed": 0}
+    assert sweeper.handler(_load("scheduled.json"), Context()) == {
+        "requeued": 1,
+        "failed": 0,
+        "kicked": 0,
+    }
     assert aws_lambda.status("n1") == "PENDING"
     [emf] = _emf_lines(capsys.readouterr().out)
     assert emf["ActiveConnections"] == 1

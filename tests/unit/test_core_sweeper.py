@@ -14,7 +14,7 @@ from streamer.models import ConnectionId, RequestStatus, Subscription
 from streamer.progress import Progress
 from streamer.protocol import Response
 from streamer.ratelimit import RateLimiter
-from streamer.sweeper import EXHAUSTED_MESSAGE, SweepReport
+from streamer.sweeper import EXHAUSTED_MESSAGE, NOT_PICKED_UP_MESSAGE, SweepReport
 from streamer.testing import ManualClock
 
 
@@ -85,6 +85,102 @@ async def test_one_failing_item_does_not_stop_the_sweep(core: Core) -> None:
     core.clock.advance(91)
     core.requests.inject_failure("requeue_expired", StoreUnavailable())
     assert await core.sweeper.sweep_once() == SweepReport(requeued=1)
+
+
+# -- stale PENDING requests (their stream record was lost) ------------------------------
+
+
+@pytest.fixture
+def lossy() -> Core:
+    """Stale after 60 s; failed after two kicks."""
+    return make_core(job_app(), pending_stale_s=60, pending_max_kicks=2)
+
+
+async def test_a_pending_request_younger_than_the_threshold_is_left_alone(lossy: Core) -> None:
+    conn = await lossy.connect()
+    await lossy.send(conn, "job", {}, id="r1")
+    lossy.clock.advance(60)
+    assert await lossy.sweeper.sweep_once() == SweepReport()
+    assert (await lossy.stored("r1")).kicks == 0
+
+
+async def test_a_stale_pending_request_is_kicked_and_can_then_be_processed(lossy: Core) -> None:
+    conn = await lossy.connect()
+    await lossy.send(conn, "job", {}, id="r1")
+    lossy.clock.advance(61)
+    assert await lossy.sweeper.sweep_once() == SweepReport(kicked=1)
+    stored = await lossy.stored("r1")
+    assert (stored.status, stored.kicks, stored.updated_at) == (
+        RequestStatus.PENDING,
+        1,
+        lossy.clock.now(),
+    )
+    assert await lossy.sweeper.sweep_once() == SweepReport()  # just kicked: not stale
+    assert await lossy.process("r1") == "COMPLETED"
+
+
+async def test_a_request_never_picked_up_after_its_kicks_fails_and_tells_the_followers(
+    lossy: Core,
+) -> None:
+    conn = await lossy.connect()
+    await lossy.send(conn, "job", {}, id="r1")
+    reports = []
+    for _ in range(3):
+        lossy.clock.advance(61)
+        reports.append(await lossy.sweeper.sweep_once())
+    assert reports == [SweepReport(kicked=1), SweepReport(kicked=1), SweepReport(failed=1)]
+    stored = await lossy.stored("r1")
+    assert stored.status is RequestStatus.FAILED
+    assert stored.error is not None
+    assert (stored.error.code, stored.error.message) == ("PROCESSING_FAILED", NOT_PICKED_UP_MESSAGE)
+    assert stored.expires_at == int((lossy.clock.now() + timedelta(days=7)).timestamp())
+    (message,) = lossy.received("c1")
+    assert (message["request_id"], message["error"]["message"]) == ("r1", NOT_PICKED_UP_MESSAGE)
+    assert await lossy.process("r1") != "COMPLETED"
+
+
+async def test_the_failure_is_stored_before_the_followers_hear_of_it(
+    lossy: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = await lossy.connect()
+    await lossy.send(conn, "job", {}, id="r1")
+    for _ in range(2):
+        lossy.clock.advance(61)
+        await lossy.sweeper.sweep_once()
+    seen: list[RequestStatus] = []
+    send = lossy.notifier.send
+
+    async def send_noting_the_stored_status(connection_id: Any, message: Any) -> None:
+        seen.append((await lossy.stored("r1")).status)
+        await send(connection_id, message)
+
+    monkeypatch.setattr(lossy.notifier, "send", send_noting_the_stored_status)
+    lossy.clock.advance(61)
+    assert await lossy.sweeper.sweep_once() == SweepReport(failed=1)
+    assert seen == [RequestStatus.FAILED]
+
+
+async def test_a_request_claimed_meanwhile_is_neither_kicked_nor_failed(lossy: Core) -> None:
+    """The sweeper's write is conditional on the UpdatedAt it listed."""
+    conn = await lossy.connect()
+    await lossy.send(conn, "job", {}, id="r1")
+    lossy.clock.advance(61)
+    listed = await lossy.requests.list_stale_pending(older_than=lossy.clock.now(), limit=10)
+    await claim(lossy)
+    assert not await lossy.requests.kick(
+        listed[0].key, seen_updated_at=listed[0].updated_at, now=lossy.clock.now()
+    )
+    assert await lossy.sweeper.sweep_once() == SweepReport()
+    assert (await lossy.stored("r1")).status is RequestStatus.PROCESSING
+
+
+async def test_one_failing_kick_does_not_stop_the_sweep(lossy: Core) -> None:
+    conn = await lossy.connect()
+    for rid in ("r1", "r2"):
+        await lossy.send(conn, "job", {}, id=rid)
+    lossy.clock.advance(61)
+    lossy.requests.inject_failure("kick", StoreUnavailable())
+    assert await lossy.sweeper.sweep_once() == SweepReport(kicked=1)
 
 
 # -- delivery ---------------------------------------------------------------------------
