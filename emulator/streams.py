@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ log = logging.getLogger("emulator.streams")
 
 _FILE_VERSION = 1
 
+_WRITE_LOCK = threading.Lock()
+"""Checkpoint writes of this process, one at a time (they share temporary names)."""
+
 
 @dataclass(slots=True)
 class StreamCheckpoint:
@@ -82,8 +86,8 @@ class CheckpointFile:
     """Per-shard checkpoints of one stream, kept in a small JSON file.
 
     Other streams' entries in the same file are preserved. Writes are atomic
-    (temporary file, then rename) and batched: `flush` writes only when
-    something changed.
+    and durable (temporary file, fsync, then rename), run in a worker thread,
+    and are batched: `flush` writes only when something changed.
 
     Args:
         path: the JSON file; its folder is created on first write.
@@ -96,20 +100,43 @@ class CheckpointFile:
         self.min_interval_s = min_interval_s
         self._dirty = False
         self._written_at = -math.inf
+        self._snapshots = 0
+        """Snapshots handed to a writer thread; a write older than the last one
+        written is dropped."""
+        self._written_snapshot = 0
+        self._writes_running = 0
         self.state = self._read()
 
     def _read(self) -> StreamCheckpoint:
+        """The stream's checkpoints. No file, or no entry for this stream: a first
+        start (LATEST). An unreadable or corrupt file: every shard from its start
+        (TRIM_HORIZON), since starting at LATEST would silently skip PENDING
+        requests written while the emulator was down, and replaying is safe
+        (claims are conditional)."""
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-            entry = data["streams"][self.stream_arn]
         except FileNotFoundError:
             return StreamCheckpoint(is_known=False)
-        except (KeyError, TypeError, ValueError):
-            return StreamCheckpoint(is_known=False)
-        positions = {str(k): (None if v is None else str(v)) for k, v in entry["shards"].items()}
-        return StreamCheckpoint(
-            is_known=True, positions=positions, finished={str(s) for s in entry["finished"]}
+        except (OSError, ValueError):
+            return self._unreadable()
+        try:
+            entry = data["streams"].get(self.stream_arn)
+            if entry is None:
+                return StreamCheckpoint(is_known=False)
+            positions = {
+                str(k): (None if v is None else str(v)) for k, v in entry["shards"].items()
+            }
+            finished = {str(s) for s in entry["finished"]}
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return self._unreadable()
+        return StreamCheckpoint(is_known=True, positions=positions, finished=finished)
+
+    def _unreadable(self) -> StreamCheckpoint:
+        log.warning(
+            "the stream checkpoint file is unreadable; reading every shard from its start",
+            extra={"path": str(self.path)},
         )
+        return StreamCheckpoint(is_known=True)
 
     def set_position(self, shard_id: str, sequence_number: str | None) -> None:
         """Record that `shard_id` is done up to `sequence_number` (None: nothing yet)."""
@@ -122,24 +149,52 @@ class CheckpointFile:
         self.state.positions.pop(shard_id, None)
         self._dirty = True
 
-    def flush(self, *, force: bool = False) -> None:
+    async def flush(self, *, force: bool = False) -> None:
         """Write the file if anything changed, at most every `min_interval_s`
-        unless `force`. A failed write is logged and tried again at the next
-        flush; processing goes on."""
+        and not while a write is running, unless `force`.
+
+        The file I/O runs in a thread, off the event loop. Writes are
+        serialised and never go back in time: the state is copied here, and a
+        copy older than one already written is dropped. A failed write is
+        logged and tried again at the next flush; processing goes on.
+        """
         if not self._dirty:
             return
         now = time.monotonic()
-        if not force and now - self._written_at < self.min_interval_s:
+        if not force and (self._writes_running or now - self._written_at < self.min_interval_s):
             return
         self._written_at = now
+        self._snapshots += 1
+        snapshot = self._snapshots
+        entry = {
+            "shards": dict(sorted(self.state.positions.items())),
+            "finished": sorted(self.state.finished),
+        }
+        self._dirty = False
+        self._writes_running += 1
         try:
-            self._write()
+            await asyncio.to_thread(self._write, entry, snapshot)
         except OSError:
+            self._dirty = True
             log.exception("cannot write the stream checkpoints", extra={"path": str(self.path)})
+        except asyncio.CancelledError:
+            self._dirty = True  # the thread may or may not finish: write it again
+            raise
         else:
-            self._dirty = False
+            self.state.is_known = True
+        finally:
+            self._writes_running -= 1
 
-    def _write(self) -> None:
+    def _write(self, entry: dict[str, Any], snapshot: int) -> None:
+        """Merge `entry` into the file (in a worker thread): temporary file,
+        fsync, rename."""
+        with _WRITE_LOCK:
+            if snapshot <= self._written_snapshot:
+                return  # a newer snapshot is already on disk
+            self._write_file(entry)
+            self._written_snapshot = snapshot
+
+    def _write_file(self, entry: dict[str, Any]) -> None:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             streams = data.get("streams", {}) if isinstance(data, dict) else {}
@@ -148,19 +203,15 @@ class CheckpointFile:
         # A recreated table (an embedded moto starts empty) has a new stream:
         # the old stream's entry can never be used again.
         table_prefix = self.stream_arn.split("/stream/")[0] + "/stream/"
-        streams = {arn: entry for arn, entry in streams.items() if not arn.startswith(table_prefix)}
-        streams[self.stream_arn] = {
-            "shards": dict(sorted(self.state.positions.items())),
-            "finished": sorted(self.state.finished),
-        }
+        streams = {arn: kept for arn, kept in streams.items() if not arn.startswith(table_prefix)}
+        streams[self.stream_arn] = entry
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        temporary.write_text(
-            json.dumps({"version": _FILE_VERSION, "streams": streams}, indent=2) + "\n",
-            encoding="utf-8",
-        )
+        with temporary.open("w", encoding="utf-8") as file:
+            file.write(json.dumps({"version": _FILE_VERSION, "streams": streams}, indent=2) + "\n")
+            file.flush()
+            os.fsync(file.fileno())  # the rename must never expose an unwritten file
         os.replace(temporary, self.path)
-        self.state.is_known = True
 
 
 @dataclass(eq=False, slots=True)
@@ -357,7 +408,7 @@ class StreamPoller:
                 try:
                     arn = await self._follow(streams, dynamodb, is_first_start)
                 finally:
-                    self._checkpoints.flush(force=True)
+                    await self._checkpoints.flush(force=True)
                 if arn is not None:
                     log.warning(
                         "the requests table has a new stream; reading it from its start",
@@ -469,7 +520,7 @@ class StreamPoller:
                 tracker = _ShardTracker(shard_id, checkpoints, start)
                 self._trackers[shard_id] = tracker
                 group.create_task(self._guard_shard(streams, tracker, group))
-            checkpoints.flush(force=True)
+            await checkpoints.flush(force=True)
             if not is_positioned:
                 await self._wait_refresh(self._retry_max_s)
                 continue
@@ -625,7 +676,7 @@ class StreamPoller:
             records = page.get("Records", [])
             for raw in records:
                 self._dispatch(tracker, raw, group)
-            self._checkpoints.flush()
+            await self._checkpoints.flush()
             # The stubs say it is always there; a closed shard read to its end has none.
             iterator = cast("dict[str, Any]", page).get("NextShardIterator")
             if iterator is None:
@@ -642,7 +693,7 @@ class StreamPoller:
         if not await self._drained(tracker):
             return  # the stream was replaced: its records were cut
         self._checkpoints.finish(shard_id)
-        self._checkpoints.flush(force=True)
+        await self._checkpoints.flush(force=True)
         self._trackers.pop(shard_id, None)
         self._lag_ms.pop(shard_id, None)
         self._refresh.set()  # its children may start now

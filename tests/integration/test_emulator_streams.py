@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from adapters.aws import client_kwargs, get_session
 from adapters.dynamodb import DynamoDBStores, create_tables, open_stores
-from emulator.streams import StreamPoller
+from emulator.streams import CheckpointFile, StreamPoller
 from streamer.clock import SystemClock
 from streamer.models import (
     AsyncRequest,
@@ -33,6 +35,7 @@ from streamer.processor import Outcome
 from streamer.settings import Settings
 
 WAIT_S = 15.0
+ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/requests/stream/2026-01-01T00:00:00.000"
 
 
 class ScriptedProcessor:
@@ -384,3 +387,42 @@ async def test_shutdown_leaves_another_processors_live_claim_alone(
     assert stored is not None
     assert stored.status is RequestStatus.PROCESSING
     assert stored.attempt == claimed.attempt
+
+
+async def test_concurrent_checkpoint_flushes_leave_the_newest_positions_on_disk(
+    tmp_path: Path,
+) -> None:
+    """Flushes run off the loop and may overlap; an older snapshot never
+    overwrites a newer one."""
+    path = tmp_path / "cp.json"
+    checkpoints = CheckpointFile(path, ARN, min_interval_s=0)
+    flushes = []
+    for n in range(20):
+        checkpoints.set_position("shard-1", str(n))
+        flushes.append(asyncio.create_task(checkpoints.flush(force=True)))
+    await asyncio.gather(*flushes)
+    assert json.loads(path.read_text())["streams"][ARN]["shards"] == {"shard-1": "19"}
+    assert CheckpointFile(path, ARN).state.positions == {"shard-1": "19"}
+
+
+async def test_a_checkpoint_is_fsynced_before_it_replaces_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        steps.append("fsync")
+        real_fsync(fd)
+
+    def replace(source: Any, target: Any) -> None:
+        steps.append("replace")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    checkpoints = CheckpointFile(tmp_path / "cp.json", ARN)
+    checkpoints.set_position("shard-1", "7")
+    await checkpoints.flush()
+    assert steps == ["fsync", "replace"]
+    assert checkpoints.state.is_known
