@@ -8,6 +8,9 @@ Semantics (as Lambda's mapping, with the differences said):
 - First start on a stream: only records written from now on (`LATEST`). It is
   done by reading each open shard to its end once and checkpointing there, so
   a shard that gets no record before a restart still resumes from that point.
+  A checkpoint file that exists but cannot be read or parsed is not a first
+  start: every shard is read from `TRIM_HORIZON` (one warning), since replays
+  are safe (claims are conditional) and `LATEST` would skip requests.
 - Later: each shard resumes `AFTER_SEQUENCE_NUMBER` its checkpoint; shards
   that appear later are read from `TRIM_HORIZON`, a child only once its
   parent is finished; closed shards are finished and remembered.
