@@ -202,9 +202,11 @@ class Session:
         item: dict[str, Any] = reply["Item"]
         return item
 
-    def process(self, request_id: str) -> None:
+    def process(self, request_id: str, *, without: tuple[str, ...] = ()) -> None:
+        """Hand the processor the request's stream record (minus the `without`
+        attributes, as an image written by an older version would be)."""
         record: dict[str, Any] = copy.deepcopy(_event("dynamodb_stream.json")["Records"][0])
-        item = self.item(request_id)
+        item = {k: v for k, v in self.item(request_id).items() if k not in without}
         self.sequence += 1
         record["dynamodb"].update(
             Keys={"RequestID": item["RequestID"]},
@@ -303,7 +305,7 @@ def _walk_every_path(s: Session, *, cancel_on_disconnect: bool) -> None:
         s.connect(connection_id)
     # A sync action, then async ones: to run, to cancel, to sweep, to leave behind.
     assert s.send(origin, {"id": "e1", "action": "echo", "payload": {"a": 1}})["statusCode"] == 200
-    for request_id in ("run", "cancel", "requeue", "fail", "queued"):
+    for request_id in ("run", "legacy", "cancel", "requeue", "fail", "queued"):
         s.send(origin, {"id": request_id, "action": "echo_async", "payload": {"n": 1}})
     for connection_id, request_id in (
         (follower, "run"),
@@ -318,6 +320,9 @@ def _walk_every_path(s: Session, *, cancel_on_disconnect: bool) -> None:
     s.api.gone.update({follower, watcher})
     s.process("run")
     assert s.status("run") == "COMPLETED"
+    # An image without TimeoutSeconds (written before it existed): read, then claim.
+    s.process("legacy", without=("TimeoutSeconds",))
+    assert s.status("legacy") == "COMPLETED"
     s.send(origin, {"action": "cancel", "payload": {"request_id": "cancel"}})
     assert s.status("cancel") == "CANCELLED"
     s.expire_lease("requeue", attempt=1)
