@@ -30,7 +30,7 @@ from bench.procs import (
     start_echo_server,
     start_moto,
 )
-from bench.report import write_performance_doc
+from bench.report import write_performance_doc, write_readme_section
 from bench.scenarios import async_latency, connections, lambda_cold, lambda_zip, progress, sync_rtt
 
 RESULTS_DIR = REPO / "bench" / "results"
@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             results, machine, RESULTS_DIR / "scaling.png", idle_target=max(FULL.idle_levels)
         )
         written += [scaling, run, png, write_performance_doc(results, machine, png)]
+        written.append(write_readme_section(results, machine, png))
     else:
         png = plot_scaling(
             results,
@@ -183,7 +184,8 @@ def _render() -> int:
         results, machine, RESULTS_DIR / "scaling.png", idle_target=max(FULL.idle_levels)
     )
     doc = write_performance_doc(results, machine, png)
-    print(f"wrote {png.relative_to(REPO)}, {doc.relative_to(REPO)}")
+    readme = write_readme_section(results, machine, png)
+    print(f"wrote {png.relative_to(REPO)}, {doc.relative_to(REPO)}, {readme.relative_to(REPO)}")
     return 0
 
 

@@ -13,9 +13,11 @@ from bench.machine import Machine
 from bench.metrics import Results
 from bench.procs import REPO
 
-__all__ = ["write_performance_doc"]
+__all__ = ["README_END", "README_START", "write_performance_doc", "write_readme_section"]
 
 DOC_PARTS = Path(__file__).resolve().parent / "doc"
+README_START = "<!-- bench:start (written by `make bench`) -->"
+README_END = "<!-- bench:end -->"
 _SYMBOLS = {"<=": "≤", ">=": "≥"}
 _MARKS = {"met": "✅", "MISSED": "❌"}
 
@@ -82,3 +84,28 @@ def write_performance_doc(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts))
     return path
+
+
+def write_readme_section(
+    results: Results, machine: Machine, png: Path, readme: Path | None = None
+) -> Path:
+    """Replace the README's figures (between the bench markers) with this run's."""
+    readme = readme or REPO / "README.md"
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} markers")
+    body = "\n".join(
+        [
+            README_START,
+            "",
+            f"Last full run (`make bench`): {machine.one_line()}.",
+            "",
+            _table(results),
+            "",
+            f"![growth curves]({png.relative_to(REPO).as_posix()})",
+            "",
+        ]
+    )
+    readme.write_text(text[:start] + body + text[end:])
+    return readme

@@ -24,6 +24,13 @@ def test_readme_configuration_table_lists_every_setting_with_its_default() -> No
 
 def test_readme_links_resolve_to_files_in_the_repository() -> None:
     root = Path(__file__).resolve().parents[2]
-    for target in ("docs/client.md", "docs/lambda.md", "docs/design-notes.md", "RELIABILITY.md"):
+    for target in (
+        "docs/client.md",
+        "docs/lambda.md",
+        "docs/design-notes.md",
+        "docs/performance.md",
+        "RELIABILITY.md",
+        "bench/results/scaling.png",
+    ):
         assert f"({target})" in README
         assert (root / target).is_file(), target
