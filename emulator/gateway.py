@@ -42,7 +42,7 @@ from streamer.errors import ConnectRefused, ErrorCode, StreamerError
 from streamer.ids import new_connection_id
 from streamer.models import Connection, ConnectionId, UserId
 from streamer.ports import Clock
-from streamer.protocol import ServerMessage, encode, error_message
+from streamer.protocol import MAX_MESSAGE_BYTES, ServerMessage, encode, error_message
 from streamer.router import Router
 
 __all__ = [
@@ -388,8 +388,18 @@ class Gateway:
                     StreamerError(ErrorCode.INTERNAL_ERROR, "internal error"),
                     at=self._clock.now(),
                 )
+        text = encode(reply)
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
+            # API Gateway refuses a POST over its message limit; the Lambda router
+            # then answers with the error instead, and so do we.
+            too_large = StreamerError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"the reply is over the {MAX_MESSAGE_BYTES}-byte message limit",
+            )
+            request_id = getattr(reply, "request_id", None)
+            text = encode(error_message(too_large, at=self._clock.now(), request_id=request_id))
         with contextlib.suppress(ConnectionClosed):
-            await socket.send(encode(reply))
+            await socket.send(text)
 
     async def _watch(self, socket: LiveSocket) -> None:
         """Close with 1001 after the idle timeout or the maximum lifetime."""

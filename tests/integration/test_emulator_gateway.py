@@ -173,6 +173,19 @@ async def test_a_message_over_128_kb_closes_the_socket_with_1009(
     await emulator.emulator.gateway.wait_disconnected(ping["data"]["connection_id"])  # type: ignore[union-attr]
 
 
+async def test_a_reply_over_128_kb_is_replaced_by_payload_too_large(
+    emulator: EmulatorHarness,
+) -> None:
+    """The frame fits; its echo (the same text plus the envelope) does not."""
+    blob = "x" * (128 * 1024 - 100)
+    async with emulator.connect() as ws:
+        reply = await request(ws, {"id": "big", "action": "echo", "payload": {"s": blob}})
+        pong = await request(ws, {"action": "ping"})
+    assert reply["type"] == "error"
+    assert (reply["request_id"], reply["error"]["code"]) == ("big", "PAYLOAD_TOO_LARGE")
+    assert pong["type"] == "response"
+
+
 @pytest.mark.emulator(settings={"rate_limit_per_minute": 5})
 async def test_messages_past_the_rate_limit_answer_rate_limited(
     emulator: EmulatorHarness,
