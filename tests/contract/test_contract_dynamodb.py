@@ -29,7 +29,7 @@ from adapters.dynamodb import (
     parse_time,
     to_attribute_value,
 )
-from streamer.errors import ItemTooLarge, StoreUnavailable
+from streamer.errors import ItemTooLarge, StoreUnavailable, UnstorableValue
 from streamer.models import (
     AsyncRequest,
     Connection,
@@ -406,7 +406,7 @@ def test_integral_numbers_come_back_as_int_and_others_as_float() -> None:
 
 
 def test_nan_cannot_be_stored() -> None:
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(UnstorableValue, match="NaN"):
         to_attribute_value({"x": float("nan")})
 
 
