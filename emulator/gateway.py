@@ -42,7 +42,13 @@ from streamer.errors import ConnectRefused, ErrorCode, StreamerError
 from streamer.ids import new_connection_id
 from streamer.models import Connection, ConnectionId, UserId
 from streamer.ports import Clock
-from streamer.protocol import MAX_MESSAGE_BYTES, ServerMessage, encode, error_message
+from streamer.protocol import (
+    MAX_MESSAGE_BYTES,
+    ServerMessage,
+    encode,
+    encoded_size,
+    error_message,
+)
 from streamer.router import Router
 
 __all__ = [
@@ -389,7 +395,7 @@ class Gateway:
                     at=self._clock.now(),
                 )
         text = encode(reply)
-        if len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
+        if encoded_size(text) > MAX_MESSAGE_BYTES:
             # API Gateway refuses a POST over its message limit; the Lambda router
             # then answers with the error instead, and so do we.
             too_large = StreamerError(

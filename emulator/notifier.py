@@ -9,7 +9,7 @@ from websockets.exceptions import ConnectionClosed
 from emulator.gateway import SocketRegistry
 from streamer.errors import ConnectionGone, ErrorCode, StreamerError
 from streamer.models import ConnectionId
-from streamer.protocol import MAX_MESSAGE_BYTES, ServerMessage, encode
+from streamer.protocol import MAX_MESSAGE_BYTES, ServerMessage, encode, encoded_size
 
 __all__ = ["LocalNotifier"]
 
@@ -46,7 +46,7 @@ class LocalNotifier:
                 limit; INTERNAL_ERROR when the client did not take the frame
                 within the send timeout.
         """
-        size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
+        size = encoded_size(data)
         if size > MAX_MESSAGE_BYTES:
             # API Gateway refuses these (413); refusing them here too keeps the
             # emulator from hiding a result that could never reach a real client.

@@ -28,7 +28,7 @@ from streamer.errors import (
 from streamer.models import AsyncRequest, RequestChange, RequestError, RequestKey, RequestStatus
 from streamer.ports import Clock, RequestStore
 from streamer.progress import OwnershipLost, Progress
-from streamer.protocol import Complete, ErrorBody, ErrorMessage, encode
+from streamer.protocol import Complete, ErrorBody, ErrorMessage, encode, encoded_size
 from streamer.settings import Settings
 
 __all__ = [
@@ -293,7 +293,7 @@ class Processor:
         probe = Complete(
             timestamp=self._clock.now(), request_id=request.request_id, result=stored_result
         )
-        size = len(encode(probe).encode("utf-8", "surrogatepass"))
+        size = encoded_size(encode(probe))
         if size > self._settings.max_message_bytes:
             # Stored, it could never be delivered: API Gateway refuses the POST,
             # and `status` would be refused the same way. Fail it while we can say why.

@@ -30,6 +30,7 @@ __all__ = [
     "decode_client_message",
     "decode_server_message",
     "encode",
+    "encoded_size",
     "error_message",
     "format_timestamp",
 ]
@@ -142,6 +143,11 @@ def encode(message: ServerMessage) -> str:
     return text
 
 
+def encoded_size(frame: str | bytes) -> int:
+    """A frame's size in bytes on the wire (UTF-8), as API Gateway's limits count it."""
+    return len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8", "surrogatepass"))
+
+
 def decode_server_message(frame: str | bytes) -> ServerMessage:
     """Parse a server frame (the client SDK's side).
 
@@ -192,7 +198,7 @@ def decode_client_message(
             an object, a bad `id`, `payload` or `metadata`; INVALID_ACTION for a
             missing, empty or non-string `action`. Nothing else escapes.
     """
-    size = len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8", "surrogatepass"))
+    size = encoded_size(frame)
     if size > max_bytes:
         raise StreamerError(
             ErrorCode.PAYLOAD_TOO_LARGE,
