@@ -238,7 +238,6 @@ class Emulator:
                 session=session,
                 settings=settings,
                 processor=services.processor,
-                requests=self.stores.requests,
                 clock=clock,
                 checkpoint_path=config.state_dir / CHECKPOINT_FILE,
                 batch_size=config.batch_size,

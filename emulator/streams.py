@@ -51,7 +51,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from adapters.aws import client_kwargs
 from adapters.streams import parse_stream_record
 from streamer.models import RequestChange, RequestKey
-from streamer.ports import Clock, RequestStore
+from streamer.ports import Clock
 from streamer.processor import Processor
 from streamer.settings import Settings
 
@@ -264,8 +264,6 @@ class StreamPoller:
         session: the aioboto3 session (the emulator's one).
         settings: table name, region and endpoint.
         processor: handles each claimable record.
-        requests: the requests store. Not used: a request cut by shutdown is
-            handed back by the processor, which knows its own claim's attempt.
         clock: wall time for the lag figure.
         checkpoint_path: the JSON file of per-shard checkpoints.
         batch_size: `GetRecords` Limit (Lambda's batch size; default 10).
@@ -285,7 +283,6 @@ class StreamPoller:
         session: Any,
         settings: Settings,
         processor: Processor,
-        requests: RequestStore,
         clock: Clock,
         checkpoint_path: Path,
         batch_size: int = 10,
@@ -302,7 +299,6 @@ class StreamPoller:
         self._session = session
         self._settings = settings
         self._processor = processor
-        del requests  # kept in the signature for existing callers
         self._clock = clock
         self._checkpoint_path = checkpoint_path
         self.batch_size = batch_size

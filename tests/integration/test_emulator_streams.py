@@ -156,7 +156,6 @@ async def running_poller(
         session=session or get_session(),
         settings=settings,
         processor=processor,  # type: ignore[arg-type]
-        requests=stores.requests,
         clock=SystemClock(),
         checkpoint_path=checkpoint_path,
         **(
@@ -238,7 +237,6 @@ def test_idle_pauses_double_from_the_poll_interval_up_to_the_idle_cap(
         session=None,
         settings=dynamodb_settings,
         processor=ScriptedProcessor(),  # type: ignore[arg-type]
-        requests=None,  # type: ignore[arg-type]
         clock=SystemClock(),
         checkpoint_path=tmp_path / "cp.json",
         poll_interval_s=0.05,
@@ -259,7 +257,6 @@ def test_the_idle_cap_is_never_below_the_poll_interval(
         session=None,
         settings=dynamodb_settings,
         processor=ScriptedProcessor(),  # type: ignore[arg-type]
-        requests=None,  # type: ignore[arg-type]
         clock=SystemClock(),
         checkpoint_path=tmp_path / "cp.json",
         poll_interval_s=2.0,
