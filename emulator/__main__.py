@@ -3,7 +3,7 @@
 Flags fall back to environment variables, then to defaults; the core settings
 (tables, JWT, limits, `STREAMER_APP`, `DYNAMODB_ENDPOINT_URL`) come from the
 environment as in Lambda (DESIGN §7). A start-up failure prints one line and
-exits non-zero; SIGINT/SIGTERM shut down gracefully (a second Ctrl-C quits at once).
+exits non-zero; SIGINT/SIGTERM shut down gracefully, a second one quits within a second.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -61,6 +62,15 @@ def _positive(text: str) -> float:
     if not value > 0:
         raise ValueError(text)
     return value
+
+
+def _flag(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
 
 
 def _arg(parse: Callable[[str], T], what: str) -> Callable[[str], T]:
@@ -156,7 +166,21 @@ def _parser() -> argparse.ArgumentParser:
         "--state-dir",
         metavar="DIR",
         type=Path,
-        help="dev keys and stream checkpoints (env EMULATOR_STATE_DIR; .streamer)",
+        help="dev keys, stream checkpoints and saved tables (env EMULATOR_STATE_DIR; .streamer)",
+    )
+    add(
+        "--ephemeral",
+        action="store_true",
+        default=None,
+        help="keep nothing across restarts: the embedded moto starts empty "
+        "(env EMULATOR_EPHEMERAL; off: requests and subscriptions are saved in the state folder)",
+    )
+    add(
+        "--save-interval",
+        metavar="SECONDS",
+        type=_arg(_positive, "a positive number"),
+        help="seconds between saves of the embedded moto's tables; a kill -9 loses at most "
+        "this much, a graceful stop nothing (env EMULATOR_SAVE_INTERVAL; 5)",
     )
     add("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR (env LOG_LEVEL; INFO)")
     return parser
@@ -213,6 +237,11 @@ def parse_config(argv: Sequence[str] | None = None) -> EmulatorConfig:
                 _env("EMULATOR_DRAIN_TIMEOUT", float, defaults.drain_timeout_s),
             ),
             state_dir=args.state_dir or _env("EMULATOR_STATE_DIR", Path, defaults.state_dir),
+            persist=not _first(args.ephemeral, _env("EMULATOR_EPHEMERAL", _flag, False)),
+            save_interval_s=_first(
+                args.save_interval,
+                _env("EMULATOR_SAVE_INTERVAL", _positive, defaults.save_interval_s),
+            ),
         )
     except _StartupError as exc:
         raise SettingsError(str(exc)) from None
@@ -278,27 +307,65 @@ def _send_options(emulator: Emulator, ws_url: str) -> str:
     return options
 
 
-async def run(
-    config: EmulatorConfig, *, on_ready: Callable[[Emulator], None] | None = None
-) -> None:
-    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+HARD_EXIT_S = 0.8
+"""After a second signal, the process ends by then whatever is still running."""
+
+
+async def run(config: EmulatorConfig, *, on_ready: Callable[[Emulator], None] | None = None) -> int:
+    """Run until SIGINT or SIGTERM, then shut down gracefully; returns the exit status.
+
+    The first signal starts the graceful shutdown (drain, hand back, save). A
+    second one cuts the drain short (running actions are handed back at once)
+    and ends the process within `HARD_EXIT_S` whatever is left, with status
+    128 + the signal's number.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    running: Emulator | None = None
+    seen: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        # A plain handler, not the loop's: it runs at once even while the loop is
+        # busy, and it touches the loop only through call_soon_threadsafe.
+        seen.append(signum)
+        if len(seen) == 1:
+            loop.call_soon_threadsafe(stop.set)
+        elif len(seen) == 2:
+            os.write(2, b"Quitting now.\n")
+            if running is not None:
+                loop.call_soon_threadsafe(running.hurry)
+            _exit_after(HARD_EXIT_S, 128 + signum)
+
     signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
+    previous = {signum: signal.signal(signum, on_signal) for signum in signals}
     try:
         async with Emulator(config) as emulator:
+            running = emulator
             if on_ready is not None:
                 on_ready(emulator)
             await stop.wait()
-            # A second Ctrl-C during the drain quits at once.
-            for signum in signals:
-                loop.remove_signal_handler(signum)
-            print("Shutting down…", file=sys.stderr, flush=True)
+            print("Shutting down… (Ctrl-C again quits at once)", file=sys.stderr, flush=True)
     finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
+        if not seen:
+            # No signal (start-up failed): leave the process as it was. After a
+            # signal the handler stays until exit, so a late Ctrl-C never turns
+            # into a KeyboardInterrupt traceback during interpreter shutdown.
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    return 128 + seen[1] if len(seen) > 1 else 0
+
+
+def _exit_after(delay_s: float, status: int) -> None:
+    """End the process in `delay_s` from a thread, even if the loop is busy."""
+
+    def hard_exit() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+    timer = threading.Timer(delay_s, hard_exit)
+    timer.daemon = True
+    timer.start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -314,8 +381,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streamer-emulator: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run(config, on_ready=lambda emulator: print(banner(emulator), flush=True)))
-    except KeyboardInterrupt:
+        return asyncio.run(
+            run(config, on_ready=lambda emulator: print(banner(emulator), flush=True))
+        )
+    except KeyboardInterrupt:  # a signal before the handlers are installed
         return 130
     except OSError as exc:
         print(f"streamer-emulator: cannot start: {_one_line(exc)}", file=sys.stderr)
@@ -326,7 +395,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         print(f"streamer-emulator: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 1
-    return 0
 
 
 def _one_line(exc: BaseException) -> str:

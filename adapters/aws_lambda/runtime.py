@@ -24,15 +24,15 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 from adapters.apigateway import ApiGatewayNotifier, open_management_client
 from adapters.aws_lambda.metrics import Metric, MetricsBatch
 from adapters.dynamodb import DynamoDBStores
+from adapters.jwks import UrllibJwksFetcher
 from streamer.app import Streamer, load_app
-from streamer.auth import AuthError, TokenVerifier
 from streamer.clock import SystemClock
 from streamer.errors import ErrorCode, StreamerError
 from streamer.logs import configure_logging
-from streamer.models import ConnectionId, Identity
+from streamer.models import ConnectionId
 from streamer.ports import Clock, Notifier
 from streamer.protocol import ServerMessage
-from streamer.services import Services, build_services
+from streamer.services import Services, build_services, build_verifier
 from streamer.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -88,17 +88,6 @@ def remaining_time(context: LambdaContext | None) -> timedelta:
     if context is None:
         return timedelta(milliseconds=DEFAULT_REMAINING_MS)
     return timedelta(milliseconds=max(0, context.get_remaining_time_in_millis()))
-
-
-class _RefusingVerifier(TokenVerifier):
-    """Stands in where no `JWT_PUBLIC_KEY` is configured (functions that never
-    verify tokens): every token is refused."""
-
-    def __init__(self) -> None:
-        pass
-
-    def verify(self, token: str) -> Identity:
-        raise AuthError("no JWT_PUBLIC_KEY configured")
 
 
 class _UnconfiguredNotifier:
@@ -297,13 +286,9 @@ async def _build_runtime(settings: Settings) -> Runtime:
             notifier = ApiGatewayNotifier(client, sleep=clock.sleep)
         else:
             notifier = _UnconfiguredNotifier()
-        verifier: TokenVerifier
-        if settings.jwt_public_key:
-            verifier = TokenVerifier(
-                settings.jwt_public_key, clock=clock, issuer=settings.jwt_issuer
-            )
-        else:
-            verifier = _RefusingVerifier()
+        # The JWKS, if any, is fetched at the first token that needs it, never at
+        # cold start; with neither key setting every token is refused.
+        verifier = build_verifier(settings, clock=clock, fetcher=UrllibJwksFetcher())
         services = build_services(
             app=app,
             settings=settings,
