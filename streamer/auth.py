@@ -6,16 +6,17 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from streamer.errors import StreamerError
-from streamer.keys import MAX_KID_CHARS, KeyRing, split_pem_blocks
+from streamer.keys import MAX_KID_CHARS, KeyRing
 from streamer.models import Identity, TenantId, UserId
+from streamer.pem import load_public_key, load_public_keys
 from streamer.ports import Clock
-from streamer.settings import normalise_pem
 
-# PyJWT and cryptography (~50 ms to import) are imported where a key is loaded
-# or a token decoded: the core services import this module in every Lambda
-# function, and only the connect function verifies tokens.
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+# PyJWT (with cryptography, ~50 ms to import) is imported where a token is decoded:
+# the core services import this module in every Lambda function, and only the
+# connect function verifies tokens.
 
 __all__ = [
     "MAX_TOKEN_BYTES",
@@ -23,7 +24,6 @@ __all__ = [
     "TokenVerifier",
     "load_public_key",
     "load_public_keys",
-    "normalise_pem_blocks",
     "token_from_request",
 ]
 
@@ -39,58 +39,6 @@ class AuthError(StreamerError):
     def __init__(self, reason: str) -> None:
         super().__init__("UNAUTHORIZED", "Unauthorized")
         self.reason = reason
-
-
-def load_public_keys(pems: str) -> tuple[RSAPublicKey, ...]:
-    """Every RSA public key in a text of PEM blocks (several rotate keys); () for
-    blank text.
-
-    Raises:
-        ValueError: a block is not an RSA public key (one line saying which).
-    """
-    if not pems.strip():
-        return ()
-    blocks = split_pem_blocks(normalise_pem_blocks(pems))
-    keys = []
-    for number, block in enumerate(blocks, start=1):
-        try:
-            keys.append(load_public_key(block))
-        except ValueError as exc:
-            where = f" (PEM block {number} of {len(blocks)})" if len(blocks) > 1 else ""
-            raise ValueError(f"{exc}{where}") from None
-    return tuple(keys)
-
-
-def normalise_pem_blocks(text: str) -> str:
-    """`normalise_pem` applied to each PEM block of `text`, joined by a newline."""
-    cleaned = text.strip().strip("\"'").replace("\\r", "").replace("\\n", "\n")
-    return "".join(normalise_pem(block) for block in split_pem_blocks(cleaned))
-
-
-def load_public_key(pem: str | bytes) -> RSAPublicKey:
-    """The RSA public key in a PEM block (SPKI `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`).
-
-    Raises:
-        ValueError: not a PEM public key, or not RSA (one line saying which).
-    """
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-
-    text = pem.decode("ascii", "replace") if isinstance(pem, bytes) else pem
-    text = normalise_pem(text)
-    if "PRIVATE KEY-----" in text:
-        raise ValueError("is a private key; give the RSA public key")
-    try:
-        key = serialization.load_pem_public_key(text.encode("ascii", "replace"))
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise ValueError(
-            "is not a PEM public key "
-            "(expected -----BEGIN PUBLIC KEY----- or -----BEGIN RSA PUBLIC KEY-----)"
-        ) from None
-    if not isinstance(key, RSAPublicKey):
-        raise ValueError(f"is a {type(key).__name__.lstrip('_')}, not an RSA public key")
-    return key
 
 
 class TokenVerifier:

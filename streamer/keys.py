@@ -7,7 +7,6 @@ import base64
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -25,7 +24,6 @@ __all__ = [
     "KeyRing",
     "key_id_of",
     "parse_jwks",
-    "split_pem_blocks",
 ]
 
 logger = logging.getLogger(__name__)
@@ -38,8 +36,6 @@ provider retired stop being accepted); until then the cached one is used."""
 MAX_JWKS_BYTES = 512 * 1024
 """A bigger JWKS document is refused unread (no provider publishes one)."""
 MAX_KID_CHARS = 256
-
-_PEM_BLOCK = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?-----END [A-Z0-9 ]+-----", re.DOTALL)
 
 
 class JwksUnavailable(Exception):
@@ -60,13 +56,6 @@ class JwksFetcher(Protocol):
             JwksUnavailable: the document could not be fetched (network, status, size).
         """
         ...
-
-
-def split_pem_blocks(text: str) -> tuple[str, ...]:
-    """Each `-----BEGIN …-----`…`-----END …-----` block in `text`, in order
-    (several PEMs in one setting rotate keys); the whole text when it has none."""
-    blocks = tuple(m.group(0) for m in _PEM_BLOCK.finditer(text))
-    return blocks or (text,)
 
 
 def key_id_of(key: RSAPublicKey) -> str:

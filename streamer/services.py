@@ -44,7 +44,7 @@ def build_verifier(
     Raises:
         ValueError: `JWT_JWKS_URL` is set and no fetcher is given, or a key is malformed.
     """
-    from streamer.auth import load_public_keys
+    from streamer.pem import load_public_keys
 
     keys = KeyRing(
         load_public_keys(settings.jwt_public_key or ""),

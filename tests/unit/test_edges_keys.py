@@ -16,8 +16,8 @@ from streamer.keys import (
     KeyRing,
     key_id_of,
     parse_jwks,
-    split_pem_blocks,
 )
+from streamer.pem import split_pem_blocks
 from streamer.testing import ManualClock
 from streamer.tokens import generate_rsa_key_pair
 
