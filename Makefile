@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/streamer-emulator
 
+# Browser tests need Debian's chromium: installed here when missing and root
+# (apt-get); otherwise they are skipped and the summary says how to enable them.
 test: $(STAMP)
+	@sh .ci/browser-deps
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from emulator.server import Emulator, EmulatorConfig
+from streamer.cli import emulator_http_port
 from streamer.logs import configure_logging
 from streamer.settings import Settings, SettingsError
 
@@ -112,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
         "--http-port",
         metavar="N",
         type=_arg(_port, "a port"),
-        help="HTTP port: @connections, /health, console (env EMULATOR_HTTP_PORT; 3002)",
+        help="HTTP port: @connections, /health, console "
+        "(env EMULATOR_HTTP_PORT; the WebSocket port + 1, so 3002)",
     )
     add(
         "--dynamodb-endpoint",
@@ -204,11 +206,15 @@ def parse_config(argv: Sequence[str] | None = None) -> EmulatorConfig:
     settings = Settings.from_env(environ)
     defaults = EmulatorConfig()
     try:
+        ws_port = _first(args.port, _env("EMULATOR_PORT", _port, None))
         config = EmulatorConfig(
             settings=settings,
             host=args.host or _env("EMULATOR_HOST", str, defaults.host),
-            port=_first(args.port, _env("EMULATOR_PORT", _port, defaults.port)),
-            http_port=_first(args.http_port, _env("EMULATOR_HTTP_PORT", _port, defaults.http_port)),
+            port=_first(ws_port, defaults.port),
+            http_port=_first(
+                args.http_port,
+                _env("EMULATOR_HTTP_PORT", _port, _http_port_for(ws_port, defaults.http_port)),
+            ),
             poll_interval_s=_first(
                 args.poll_interval,
                 _env("EMULATOR_POLL_INTERVAL", _positive, defaults.poll_interval_s),
@@ -252,6 +258,12 @@ def parse_config(argv: Sequence[str] | None = None) -> EmulatorConfig:
     return config
 
 
+def _http_port_for(ws_port: int | None, default: int) -> int:
+    """The HTTP port when only the WebSocket one is given: the next one, the rule
+    `streamer send` uses to find the dev-token endpoint from its `--url`."""
+    return default if ws_port is None else emulator_http_port(ws_port)
+
+
 def _first(value: T | None, fallback: T) -> T:
     return fallback if value is None else value
 
@@ -292,8 +304,15 @@ def banner(emulator: Emulator) -> str:
             f"--payload '{payload}'",
         ]
     else:
-        lines += ["", "Tokens are checked against JWT_PUBLIC_KEY."]
-    lines += ["", "Ctrl-C stops (running actions get the drain time, then go back to PENDING)."]
+        lines += ["", "Tokens are checked against JWT_PUBLIC_KEY / JWT_JWKS_URL."]
+    if emulator.table_state is not None:
+        kept = f"; requests are kept in {emulator.table_state.path.parent}/ for the next start"
+    else:
+        kept = ""
+    lines += [
+        "",
+        f"Ctrl-C stops (running actions get the drain time, then go back to PENDING{kept}).",
+    ]
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
 __all__ = [
+    "REQUIRED_ONE_OF",
     "REQUIRED_SETTINGS",
     "ActiveConnectionsGauge",
     "FunctionName",
@@ -58,13 +60,18 @@ FunctionName = Literal["connect", "disconnect", "router", "processor", "sweeper"
 _TABLES_AND_REGION = ("CONNECTIONS_TABLE", "AWS_REGION")
 _POSTING = ("CONNECTIONS_TABLE", "REQUESTS_TABLE", "WEBSOCKET_ENDPOINT", "AWS_REGION")
 REQUIRED_SETTINGS: Final[Mapping[FunctionName, tuple[str, ...]]] = {
-    "connect": ("JWT_PUBLIC_KEY", *_TABLES_AND_REGION),
+    "connect": _TABLES_AND_REGION,
     "disconnect": _TABLES_AND_REGION,
     "router": _POSTING,
     "processor": _POSTING,
     "sweeper": _POSTING,
 }
 """The environment each function refuses to start without (DESIGN §7)."""
+REQUIRED_ONE_OF: Final[Mapping[FunctionName, tuple[tuple[str, ...], ...]]] = {
+    "connect": (("JWT_PUBLIC_KEY", "JWT_JWKS_URL"),),
+}
+"""Groups of settings of which a function needs at least one (a key, or an
+identity provider's JWKS)."""
 
 DEFAULT_REMAINING_MS: Final = 900_000
 """Assumed when there is no Lambda context (a local call): Lambda's maximum."""
@@ -264,6 +271,9 @@ def current_runtime() -> Runtime | None:
 
 def _settings_for(function: FunctionName) -> Settings:
     try:
+        for names in REQUIRED_ONE_OF.get(function, ()):
+            if not any(os.environ.get(name, "").strip() for name in names):
+                raise SettingsError(f"{' or '.join(names)} is required")
         return Settings.from_env(required=REQUIRED_SETTINGS[function])
     except SettingsError as exc:
         logger.critical(f"invalid configuration for the {function} function: {exc}")

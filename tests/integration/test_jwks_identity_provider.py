@@ -157,48 +157,77 @@ async def test_a_storm_of_unknown_kids_fetches_the_jwks_once_a_minute(
         assert idp.hits == 1
 
 
-def test_lambda_connect_fetches_the_jwks_at_the_first_token_not_at_cold_start(
-    dynamodb_settings: Settings,
-    moto_endpoint: str,
-    idp: JwksServer,
-    idp_keys: dict[str, tuple[str, str]],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The connect function verifies an IdP token by kid; a static key alone never fetches."""
-    from adapters.aws_lambda import connect, runtime
+@pytest.fixture
+def lambda_env(
+    dynamodb_settings: Settings, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """The connect function's environment without any key setting; a cold start each test."""
+    from adapters.aws_lambda import runtime
 
-    events = Path(__file__).parent.parent / "fixtures" / "lambda_events"
-    idp.publish(k1=idp_keys["k1"][1])
     environment = {
         "CONNECTIONS_TABLE": dynamodb_settings.connections_table,
         "REQUESTS_TABLE": dynamodb_settings.requests_table,
         "SUBSCRIPTIONS_TABLE": dynamodb_settings.subscriptions_table,
         "DYNAMODB_ENDPOINT_URL": moto_endpoint,
         "AWS_REGION": "us-east-1",
-        "JWT_PUBLIC_KEY": idp_keys["k3"][1],
-        "JWT_JWKS_URL": idp.url,
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-
-    def handshake(connection_id: str, token: str) -> int:
-        event = json.loads((events / "connect.json").read_text())
-        event["requestContext"]["connectionId"] = connection_id
-        event["queryStringParameters"] = {"Authorization": token}
-        status: int = connect.handler(event, None)["statusCode"]
-        return status
-
+    for name in ("JWT_PUBLIC_KEY", "JWT_JWKS_URL", "JWT_AUDIENCE", "JWT_ISSUER"):
+        monkeypatch.delenv(name, raising=False)
     runtime.reset_for_tests()
-    try:
-        static = jwt.encode(
-            {"sub": "u", "tenant_id": "tenant-1", "exp": 4102444800},
-            idp_keys["k3"][0],
-            algorithm="RS256",
-        )
-        assert handshake("static-1", static) == 200
-        assert idp.hits == 0
-        assert handshake("idp-1", idp_token(idp_keys, "k1")) == 200
-        assert idp.hits == 1
-        assert handshake("idp-2", idp_token(idp_keys, "k2")) == 401
-    finally:
-        runtime.reset_for_tests()
+    yield
+    runtime.reset_for_tests()
+
+
+def _handshake(connection_id: str, token: str) -> int:
+    from adapters.aws_lambda import connect
+
+    events = Path(__file__).parent.parent / "fixtures" / "lambda_events"
+    event = json.loads((events / "connect.json").read_text())
+    event["requestContext"]["connectionId"] = connection_id
+    event["queryStringParameters"] = {"Authorization": token}
+    status: int = connect.handler(event, None)["statusCode"]
+    return status
+
+
+def test_lambda_connect_fetches_the_jwks_at_the_first_token_not_at_cold_start(
+    lambda_env: None,
+    idp: JwksServer,
+    idp_keys: dict[str, tuple[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connect function verifies an IdP token by kid; a static key alone never fetches."""
+    idp.publish(k1=idp_keys["k1"][1])
+    monkeypatch.setenv("JWT_PUBLIC_KEY", idp_keys["k3"][1])
+    monkeypatch.setenv("JWT_JWKS_URL", idp.url)
+    static = jwt.encode(
+        {"sub": "u", "tenant_id": "tenant-1", "exp": 4102444800},
+        idp_keys["k3"][0],
+        algorithm="RS256",
+    )
+    assert _handshake("static-1", static) == 200
+    assert idp.hits == 0
+    assert _handshake("idp-1", idp_token(idp_keys, "k1")) == 200
+    assert idp.hits == 1
+    assert _handshake("idp-2", idp_token(idp_keys, "k2")) == 401
+
+
+def test_lambda_connect_runs_on_a_jwks_alone(
+    lambda_env: None,
+    idp: JwksServer,
+    idp_keys: dict[str, tuple[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    idp.publish(k1=idp_keys["k1"][1])
+    monkeypatch.setenv("JWT_JWKS_URL", idp.url)
+    monkeypatch.setenv("JWT_AUDIENCE", "streamer")
+    assert _handshake("idp-1", idp_token(idp_keys, "k1", aud="streamer")) == 200
+    assert _handshake("idp-2", idp_token(idp_keys, "k1", aud="someone-else")) == 401
+
+
+def test_lambda_connect_without_any_key_setting_fails_its_cold_start(lambda_env: None) -> None:
+    from streamer.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="JWT_PUBLIC_KEY or JWT_JWKS_URL is required"):
+        _handshake("none-1", "x.y.z")
