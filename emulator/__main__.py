@@ -326,7 +326,7 @@ def _send_options(emulator: Emulator, ws_url: str) -> str:
     return options
 
 
-HARD_EXIT_S = 0.8
+HARD_EXIT_S = 0.6
 """After a second signal, the process ends by then whatever is still running."""
 
 
@@ -377,12 +377,10 @@ async def run(config: EmulatorConfig, *, on_ready: Callable[[Emulator], None] | 
 def _exit_after(delay_s: float, status: int) -> None:
     """End the process in `delay_s` from a thread, even if the loop is busy."""
 
-    def hard_exit() -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-
-    timer = threading.Timer(delay_s, hard_exit)
+    # No flush before `os._exit`: the main thread may hold a stream's lock (it
+    # was interrupted anywhere), and waiting for it would hang the exit. What
+    # matters was written unbuffered (`os.write`, the log handlers' flushes).
+    timer = threading.Timer(delay_s, os._exit, args=(status,))
     timer.daemon = True
     timer.start()
 
@@ -400,9 +398,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streamer-emulator: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(
+        status = asyncio.run(
             run(config, on_ready=lambda emulator: print(banner(emulator), flush=True))
         )
+        if status != 0:
+            # A second signal: the shutdown is done, and the interpreter's own
+            # teardown (a full garbage collection of moto's and botocore's
+            # objects, seconds on a busy machine) is not worth waiting for.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+        return status
     except KeyboardInterrupt:  # a signal before the handlers are installed
         return 130
     except OSError as exc:

@@ -69,10 +69,14 @@ class EmulatorProcess:
 
     async def wait_exit(self, timeout_s: float) -> int:
         """The exit status, once the process has ended and its output is read."""
-        async with asyncio.timeout(timeout_s):
-            status = await self.process.wait()
-            if self._reader is not None:
-                await self._reader
+        try:
+            async with asyncio.timeout(timeout_s):
+                status = await self.process.wait()
+                if self._reader is not None:
+                    await self._reader
+        except TimeoutError:
+            shown = "\n".join(self.lines[-30:])
+            raise AssertionError(f"still running after {timeout_s} s; it printed:\n{shown}") from None
         return status
 
     async def _read(self) -> None:

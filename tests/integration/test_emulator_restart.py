@@ -20,8 +20,8 @@ pytestmark = pytest.mark.timeout(240)
 
 EXIT_TIMEOUT_S = 30.0
 """A graceful stop on a loaded machine (drain, hand back, save, stop moto)."""
-SECOND_SIGNAL_EXIT_S = 3.0
-"""The emulator ends itself 0.8 s after a second signal; the rest is headroom
+SECOND_SIGNAL_EXIT_S = 5.0
+"""The emulator ends itself 0.6 s after a second signal; the rest is headroom
 for a machine shared by many test runs."""
 
 APP = '''
