@@ -76,7 +76,8 @@ class EmulatorProcess:
                     await self._reader
         except TimeoutError:
             shown = "\n".join(self.lines[-30:])
-            raise AssertionError(f"still running after {timeout_s} s; it printed:\n{shown}") from None
+            message = f"still running after {timeout_s} s; it printed:\n{shown}"
+            raise AssertionError(message) from None
         return status
 
     async def _read(self) -> None:
