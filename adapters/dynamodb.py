@@ -36,7 +36,7 @@ from streamer.models import (
     TenantId,
     UserId,
 )
-from streamer.ports import EnqueueResult
+from streamer.ports import DEFAULT_PAGE_SIZE, EnqueueResult
 from streamer.settings import Settings
 
 if TYPE_CHECKING:
@@ -550,6 +550,42 @@ class DynamoDBConnectionStore:
             ExpressionAttributeValues={":v": {"S": value}},
         )
         return [_connection_from_item(item) for item in items]
+
+    async def pages_by_user(
+        self, user_id: UserId, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[list[Connection]]:
+        """Connections of one user, one `Query` page (`Limit=page_size`) at a time."""
+        async for page in self._pages("UserIndex", "UserID", user_id, page_size):
+            yield page
+
+    async def pages_by_tenant(
+        self, tenant_id: TenantId, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[list[Connection]]:
+        """Connections of one tenant, one `Query` page (`Limit=page_size`) at a time."""
+        async for page in self._pages("TenantIndex", "TenantID", tenant_id, page_size):
+            yield page
+
+    async def _pages(
+        self, index: str, attribute: str, value: str, page_size: int
+    ) -> AsyncIterator[list[Connection]]:
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": index,
+            "KeyConditionExpression": "#k = :v",
+            "ExpressionAttributeNames": {"#k": attribute},
+            "ExpressionAttributeValues": {":v": {"S": value}},
+            "Limit": page_size,
+        }
+        while True:
+            with map_client_errors():
+                page = await self._client.query(**query)
+            items = page.get("Items", [])
+            if items:
+                yield [_connection_from_item(item) for item in items]
+            last_key = page.get("LastEvaluatedKey")
+            if not last_key:
+                return
+            query["ExclusiveStartKey"] = last_key
 
 
 def _error_value(error: RequestError) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from streamer.connections import ConnectionService
 from streamer.delivery import Delivery
 from streamer.ports import Clock, ConnectionStore, Notifier, RequestStore, SubscriptionStore
 from streamer.processor import Processor
+from streamer.push import Pusher
 from streamer.ratelimit import RateLimiter
 from streamer.router import Router
 from streamer.settings import Settings
@@ -27,6 +28,8 @@ class Services:
     processor: Processor
     sweeper: Sweeper
     delivery: Delivery
+    push: Pusher
+    """Server push to a connection, a user or a tenant (also `req.push` in actions)."""
 
 
 def build_services(
@@ -48,6 +51,7 @@ def build_services(
         clock=clock,
         subscriber_cache_s=settings.progress_persist_interval_s,
     )
+    pusher = Pusher(connections=connections, delivery=delivery, clock=clock)
     limiter = RateLimiter(per_minute=settings.rate_limit_per_minute, clock=clock)
     return Services(
         connections=ConnectionService(
@@ -68,10 +72,17 @@ def build_services(
             limiter=limiter,
             clock=clock,
             settings=settings,
+            pusher=pusher,
         ),
         processor=Processor(
-            app=app, requests=requests, delivery=delivery, clock=clock, settings=settings
+            app=app,
+            requests=requests,
+            delivery=delivery,
+            clock=clock,
+            settings=settings,
+            pusher=pusher,
         ),
         sweeper=Sweeper(requests=requests, delivery=delivery, clock=clock, settings=settings),
         delivery=delivery,
+        push=pusher,
     )

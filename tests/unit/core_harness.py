@@ -24,6 +24,7 @@ from streamer.models import (
 )
 from streamer.processor import Outcome, Processor
 from streamer.protocol import ServerMessage, encode
+from streamer.push import Pusher
 from streamer.ratelimit import RateLimiter
 from streamer.router import Router
 from streamer.settings import Settings
@@ -57,6 +58,7 @@ class Core:
             clock=self.clock,
             subscriber_cache_s=self.settings.progress_persist_interval_s,
         )
+        self.pusher = Pusher(connections=self.connections, delivery=self.delivery, clock=self.clock)
         self.limiter = RateLimiter(per_minute=self.settings.rate_limit_per_minute, clock=self.clock)
         self.router = Router(
             app=self.app,
@@ -66,6 +68,7 @@ class Core:
             limiter=self.limiter,
             clock=self.clock,
             settings=self.settings,
+            pusher=self.pusher,
         )
         self.processor = self.new_processor()
         self.sweeper = Sweeper(
@@ -80,6 +83,7 @@ class Core:
             clock=self.clock,
             settings=self.settings,
             rng=random.Random(7),
+            pusher=self.pusher,
         )
 
     async def connect(
