@@ -1,10 +1,10 @@
 """The installed `streamer` command: the core's subcommands plus those that need AWS.
 
 `streamer.cli` holds the core's subcommands (`token`, `send`, `status`,
-`cancel`, `listen`); this module adds `tables`, `lambda build` and `push`, which
-reach DynamoDB and the management API or build the bundle, and is what
-`[project.scripts] streamer` runs. A new AWS-bound subcommand is one `_add_*`
-function listed in `AWS_COMMANDS`.
+`cancel`, `listen`, `asyncapi`, `codegen`); this module adds `tables`, `lambda
+build` and `push`, which reach DynamoDB and the management API or build the bundle,
+and is what `[project.scripts] streamer` runs. A new AWS-bound subcommand is one
+`_add_*` function listed in `AWS_COMMANDS`.
 """
 
 from __future__ import annotations

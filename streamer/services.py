@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from streamer.app import Streamer
@@ -42,8 +43,13 @@ def build_services(
     notifier: Notifier,
     clock: Clock,
     verifier: TokenVerifier,
+    rng: random.Random | None = None,
 ) -> Services:
-    """Build every service from the ports a runtime chose."""
+    """Build every service from the ports a runtime chose.
+
+    `rng` is the processor's source of backoff jitter (default: a fresh one);
+    tests seed it so a run is repeatable.
+    """
     delivery = Delivery(
         notifier=notifier,
         connections=connections,
@@ -80,6 +86,7 @@ def build_services(
             delivery=delivery,
             clock=clock,
             settings=settings,
+            rng=rng,
             pusher=pusher,
         ),
         sweeper=Sweeper(requests=requests, delivery=delivery, clock=clock, settings=settings),
