@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
 __all__ = [
+    "PUSHER_SETTINGS",
     "REQUIRED_ONE_OF",
     "REQUIRED_SETTINGS",
     "ActiveConnectionsGauge",
@@ -55,7 +56,7 @@ __all__ = [
 
 logger = logging.getLogger("streamer.lambda")
 
-FunctionName = Literal["connect", "disconnect", "router", "processor", "sweeper"]
+FunctionName = Literal["connect", "disconnect", "router", "processor", "sweeper", "pusher"]
 
 _TABLES_AND_REGION = ("CONNECTIONS_TABLE", "AWS_REGION")
 _POSTING = ("CONNECTIONS_TABLE", "REQUESTS_TABLE", "WEBSOCKET_ENDPOINT", "AWS_REGION")
@@ -66,12 +67,14 @@ REQUIRED_SETTINGS: Final[Mapping[FunctionName, tuple[str, ...]]] = {
     "processor": _POSTING,
     "sweeper": _POSTING,
 }
-"""The environment each function refuses to start without (DESIGN §7)."""
+"""The environment each function of the stack refuses to start without (DESIGN §7)."""
 REQUIRED_ONE_OF: Final[Mapping[FunctionName, tuple[tuple[str, ...], ...]]] = {
     "connect": (("JWT_PUBLIC_KEY", "JWT_JWKS_URL"),),
 }
 """Groups of settings of which a function needs at least one (a key, or an
 identity provider's JWKS)."""
+PUSHER_SETTINGS: Final = ("CONNECTIONS_TABLE", "WEBSOCKET_ENDPOINT", "AWS_REGION")
+"""What a user's own pushing function (`adapters.aws_lambda.pusher`) needs."""
 
 DEFAULT_REMAINING_MS: Final = 900_000
 """Assumed when there is no Lambda context (a local call): Lambda's maximum."""
@@ -274,7 +277,8 @@ def _settings_for(function: FunctionName) -> Settings:
         for names in REQUIRED_ONE_OF.get(function, ()):
             if not any(os.environ.get(name, "").strip() for name in names):
                 raise SettingsError(f"{' or '.join(names)} is required")
-        return Settings.from_env(required=REQUIRED_SETTINGS[function])
+        required = PUSHER_SETTINGS if function == "pusher" else REQUIRED_SETTINGS[function]
+        return Settings.from_env(required=required)
     except SettingsError as exc:
         logger.critical(f"invalid configuration for the {function} function: {exc}")
         raise
