@@ -29,6 +29,7 @@ from streamer.models import AsyncRequest, RequestChange, RequestError, RequestKe
 from streamer.ports import Clock, RequestStore
 from streamer.progress import OwnershipLost, Progress
 from streamer.protocol import Complete, ErrorBody, ErrorMessage, encode, encoded_size
+from streamer.push import UNWIRED_PUSHER, Pusher
 from streamer.settings import Settings
 
 __all__ = [
@@ -38,7 +39,6 @@ __all__ = [
     "Processor",
     "request_metadata",
     "request_permissions",
-    "takes_progress",
     "validation_details",
 ]
 
@@ -47,7 +47,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEADLINE_MARGIN_S = 5.0
-"""Time kept before a `deadline` to hand the request back (one conditional write)."""
+"""Time kept before a `deadline` to hand the request back (one conditional write)
+and, in Lambda, return the batch response. The only margin: a runtime passes the
+real end of its time (the invocation's end, a shutdown) as the `deadline`."""
 STORE_ATTEMPTS = 3
 """Tries of one store call (claim, complete, fail, …) before the error propagates."""
 
@@ -89,6 +91,7 @@ class Processor:
         delivery: fan-out of progress/complete/error.
         clock: time source (backoff waits go through `clock.sleep`).
         settings: TTLs, progress rate, persist interval, lease grace.
+        pusher: handed to actions as `req.push` (optional).
         backoff_base_s, backoff_max_s: exponential backoff between retries.
         rng: the random source of the jitter (tests may seed one).
     """
@@ -104,6 +107,7 @@ class Processor:
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         rng: random.Random | None = None,
+        pusher: Pusher | None = None,
     ) -> None:
         self._app = app
         self._requests = requests
@@ -113,6 +117,7 @@ class Processor:
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._rng = rng or random.Random()
+        self._pusher = pusher if pusher is not None else UNWIRED_PUSHER
 
     async def handle(self, change: RequestChange, *, deadline: datetime | None = None) -> Outcome:
         """Handle one stream record: skip it unless claimable, else `run` it (with
@@ -212,7 +217,7 @@ class Processor:
             if bounded_by_deadline and bound_s <= 0:
                 return await self._hand_back(request)
             req: Request[Any] = _build_request(
-                request, payload, run_number=request.attempt + retry_count
+                request, payload, run_number=request.attempt + retry_count, push=self._pusher
             )
             scope = asyncio.timeout(bound_s)
             try:
@@ -254,7 +259,7 @@ class Processor:
                 logger.warning("retries exhausted", extra={**_extra(request), "code": error.code})
                 return await self._finish_failed(request, error, progress)
             delay_s = self._backoff_s(retry_count)
-            if deadline is not None and self._seconds_left(deadline) <= delay_s:
+            if deadline is not None and self.seconds_left(deadline) <= delay_s:
                 return await self._hand_back(request)
             logger.info(
                 "transient failure; retrying in %.2f s",
@@ -425,12 +430,14 @@ class Processor:
         """How long the next run may take, and whether the deadline is what limits it."""
         if deadline is None:
             return timeout_s, False
-        left_s = self._seconds_left(deadline)
+        left_s = self.seconds_left(deadline)
         if left_s < timeout_s:
             return left_s, True
         return timeout_s, False
 
-    def _seconds_left(self, deadline: datetime) -> float:
+    def seconds_left(self, deadline: datetime) -> float:
+        """How long work may still run before `deadline`, less `DEADLINE_MARGIN_S`
+        (at or below 0: there is no time to start anything)."""
         return (deadline - self._clock.now()).total_seconds() - DEADLINE_MARGIN_S
 
     def _backoff_s(self, retry_index: int) -> float:
@@ -478,7 +485,9 @@ def _validated_payload(spec: ActionSpec, payload: dict[str, Any]) -> Any:
     return spec.payload_model.model_validate(payload)
 
 
-def _build_request(request: AsyncRequest, payload: Any, *, run_number: int) -> Request[Any]:
+def _build_request(
+    request: AsyncRequest, payload: Any, *, run_number: int, push: Pusher
+) -> Request[Any]:
     return Request(
         request_id=request.request_id,
         action=request.action,
@@ -490,6 +499,7 @@ def _build_request(request: AsyncRequest, payload: Any, *, run_number: int) -> R
         metadata=request_metadata(request),
         permissions=request_permissions(request),
         attempt=run_number,
+        push=push,
     )
 
 
@@ -511,12 +521,6 @@ async def _call(spec: ActionSpec, req: Request[Any], progress: Progress) -> Any:
     if spec.takes_progress:
         return await spec.handler(req, progress)
     return await spec.handler(req)
-
-
-def takes_progress(spec: ActionSpec) -> bool:
-    """Whether the handler takes `(req, progress)` rather than `(req)` (decided
-    at registration: `ActionSpec.takes_progress`)."""
-    return spec.takes_progress
 
 
 def _details(details: dict[str, Any] | list[Any] | None) -> dict[str, Any] | None:
