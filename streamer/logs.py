@@ -34,7 +34,16 @@ CONTEXT_FIELDS = (
 
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object: `ts, level, logger, msg`, context fields,
-    and `exception` (the formatted traceback) when there is one."""
+    and `exception` (the formatted traceback) when there is one.
+
+    Args:
+        line_end: appended to every record: `""` for a `StreamHandler` (which ends
+            the line itself), `"\\n"` for a handler that writes records as given.
+    """
+
+    def __init__(self, *, line_end: str = "") -> None:
+        super().__init__()
+        self._line_end = line_end
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -49,7 +58,8 @@ class JsonFormatter(logging.Formatter):
                 line[name] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False, separators=(",", ":"))
+        encoded = json.dumps(line, default=str, ensure_ascii=False, separators=(",", ":"))
+        return encoded + self._line_end
 
 
 def _timestamp(created: float) -> str:
@@ -61,7 +71,9 @@ def configure_logging(level: str = "INFO", *, stream: IO[str] | None = None) -> 
     """Send the root logger's records out as JSON lines at `level`. Idempotent.
 
     In AWS Lambda the runtime's own handler gets the JSON formatter (so lines
-    are not written twice); elsewhere one stream handler is added, once.
+    are not written twice), ending each record with a newline as Lambda's own
+    format does: without a telemetry fd (Lambda RIE, `sam local`) the runtime
+    writes records to stdout as given. Elsewhere one stream handler is added, once.
     """
     root = logging.getLogger()
     root.setLevel(level.upper())
@@ -76,7 +88,7 @@ def configure_logging(level: str = "INFO", *, stream: IO[str] | None = None) -> 
     ]
     if lambda_handlers:
         for handler in lambda_handlers:
-            handler.setFormatter(JsonFormatter())
+            handler.setFormatter(JsonFormatter(line_end="\n"))
             setattr(handler, _MARK, True)
         return
     handler = logging.StreamHandler(stream or sys.stderr)

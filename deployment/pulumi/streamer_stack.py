@@ -61,11 +61,11 @@ APIGATEWAY_CLOUDWATCH_POLICY = (
     "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
 )
 
-PENDING_FILTER_PATTERN = (
-    '{"eventName": ["INSERT", "MODIFY"], "dynamodb": {"NewImage": {"Status": {"S": ["PENDING"]}}}}'
-)
+PENDING_FILTER_PATTERN = '{"dynamodb": {"NewImage": {"Status": {"S": ["PENDING"]}}}}'
 """Only a claimable PENDING image invokes the processor; progress writes,
-completions and removals never leave the stream."""
+completions and removals never leave the stream. On the `dynamodb` key alone, as
+AWS documents DynamoDB stream filtering: a REMOVE has no `NewImage`, so INSERT and
+MODIFY are the only records it can select."""
 
 ACCESS_LOG_FORMAT = (
     '{"requestId":"$context.requestId","ip":"$context.identity.sourceIp",'
