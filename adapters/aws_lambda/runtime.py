@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 
 from adapters.apigateway import ApiGatewayNotifier, open_management_client
+from adapters.aws import ThreadedSession
 from adapters.aws_lambda.metrics import Metric, MetricsBatch
 from adapters.dynamodb import DynamoDBStores
 from streamer.app import Streamer, load_app
@@ -289,11 +290,16 @@ async def _build_runtime(settings: Settings) -> Runtime:
         except ValueError as exc:
             raise SettingsError(f"STREAMER_APP: {exc}") from None
         clock = SystemClock()
-        stores = await DynamoDBStores.open(settings)
+        # botocore's clients, not aioboto3's: see adapters/aws.py.
+        session = ThreadedSession()
+        stack.callback(session.shutdown)
+        stores = await DynamoDBStores.open(settings, session=session)
         stack.push_async_callback(stores.aclose)
         notifier: Notifier
         if settings.websocket_endpoint:
-            client = await stack.enter_async_context(open_management_client(settings))
+            client = await stack.enter_async_context(
+                open_management_client(settings, session=session)
+            )
             notifier = ApiGatewayNotifier(client, sleep=clock.sleep)
         else:
             notifier = _UnconfiguredNotifier()
