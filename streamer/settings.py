@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 import os
-import re
-import textwrap
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+
+from streamer.pem import load_public_key, normalise_pem
 
 __all__ = ["SettingDoc", "Settings", "SettingsError", "normalise_pem"]
 
@@ -48,6 +48,9 @@ class Settings:
     websocket_endpoint: str | None = None
     aws_region: str = "us-east-1"
     log_level: str = "INFO"
+    wire_log_level: str | None = None
+    """STREAMER_WIRE_LOG_LEVEL: the level of the wire-level libraries' loggers
+    (botocore, aiohttp, websockets, ...); None holds them at INFO or above."""
     connection_ttl_hours: float = 24.0
     request_ttl_days: float = 7.0
     max_connections_per_user: int = 10
@@ -113,24 +116,6 @@ class Settings:
             )
             for spec in _SPECS
         )
-
-
-def normalise_pem(text: str) -> str:
-    """A PEM block with real line breaks, from the shapes env vars carry it in.
-
-    Handles literal `\\n` sequences, surrounding quotes, and a block flattened
-    onto one line with spaces. Text without a PEM block is returned stripped.
-    """
-    cleaned = text.strip().strip("\"'").replace("\\r", "").replace("\\n", "\n").strip()
-    match = _PEM_BLOCK.search(cleaned)
-    if match is None:
-        return cleaned
-    label, body = match.group(1), match.group(2)
-    lines = "\n".join(textwrap.wrap("".join(body.split()), 64))
-    return f"-----BEGIN {label}-----\n{lines}\n-----END {label}-----\n"
-
-
-_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
 
 
 def _present(env: Mapping[str, str], name: str) -> bool:
@@ -216,9 +201,6 @@ def _tenants(name: str, raw: str) -> frozenset[str] | None:
 
 
 def _public_key(name: str, raw: str) -> str:
-    # Imported here: auth pulls in PyJWT/cryptography, which only a key needs.
-    from streamer.auth import load_public_key
-
     pem = normalise_pem(raw)
     try:
         load_public_key(pem)
@@ -267,6 +249,14 @@ _SPECS: tuple[_Spec, ...] = (
     ),
     _Spec("aws_region", "AWS_REGION", _text, "AWS region (falls back to AWS_DEFAULT_REGION)"),
     _Spec("log_level", "LOG_LEVEL", _log_level, "Logging verbosity"),
+    _Spec(
+        "wire_log_level",
+        "STREAMER_WIRE_LOG_LEVEL",
+        _log_level,
+        "Level of the wire-level loggers (botocore, aiobotocore, urllib3, aiohttp, "
+        "websockets); unset holds them at INFO. Even at DEBUG, credentials, tokens "
+        "and bodies are redacted",
+    ),
     _Spec(
         "connection_ttl_hours",
         "CONNECTION_TTL_HOURS",
