@@ -41,6 +41,7 @@ __all__ = [
     "client_config",
     "client_kwargs",
     "get_session",
+    "get_threaded_session",
 ]
 
 DUMMY_CREDENTIALS = {
@@ -51,6 +52,7 @@ DUMMY_CREDENTIALS = {
 """What a local endpoint (moto, DynamoDB Local) is given when nothing is configured."""
 
 _session: aioboto3.Session | None = None
+_threaded_session: ThreadedSession | None = None
 
 
 def get_session() -> aioboto3.Session:
@@ -62,6 +64,14 @@ def get_session() -> aioboto3.Session:
 
         _session = aioboto3.Session()
     return _session
+
+
+def get_threaded_session() -> ThreadedSession:
+    """The process's `ThreadedSession` (the Lambda functions'), made on first use."""
+    global _threaded_session
+    if _threaded_session is None:
+        _threaded_session = ThreadedSession()
+    return _threaded_session
 
 
 _PASSED_THROUGH: Final = frozenset({"can_paginate", "get_paginator", "get_waiter"})
@@ -136,14 +146,19 @@ class ThreadedSession:
         finally:
             made.close()
 
-    def _create_client(self, service: str, kwargs: dict[str, Any]) -> Any:
+    @property
+    def botocore_session(self) -> botocore.session.Session:
+        """The botocore session its clients come from (made on first use), e.g. to
+        register an event hook on."""
         with self._botocore_lock:
             if self._botocore is None:
                 import botocore.session
 
                 self._botocore = botocore.session.get_session()
-            session = self._botocore
-        return session.create_client(service, **kwargs)
+            return self._botocore
+
+    def _create_client(self, service: str, kwargs: dict[str, Any]) -> Any:
+        return self.botocore_session.create_client(service, **kwargs)
 
     def shutdown(self) -> None:
         """Stop its threads (tests; a Lambda container is simply frozen)."""

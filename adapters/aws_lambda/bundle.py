@@ -16,6 +16,7 @@ the same zip.
 
 from __future__ import annotations
 
+import gzip
 import importlib.metadata
 import json
 import os
@@ -133,7 +134,10 @@ class BundleManifest:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"malformed {MANIFEST_NAME}: {exc}") from None
-        _version_tuple(manifest.python_version)
+        try:
+            _version_tuple(manifest.python_version)
+        except ValueError as exc:
+            raise ValueError(f"{MANIFEST_NAME}: {exc}") from None
         if manifest.architecture not in _ARCHES:
             raise ValueError(f"{MANIFEST_NAME}: unknown architecture {manifest.architecture!r}")
         return manifest
@@ -283,9 +287,9 @@ def find_interpreter(python_version: str, *, python_exe: str | None = None) -> s
     if python_exe is not None:
         version = _version_of(python_exe)
         if version != python_version:
-            found = f"Python {version}" if version else "nothing that runs"
+            found = f" (it is Python {version})" if version else ""
             raise InterpreterNotFound(
-                f"--python-exe {python_exe} is {found}, not Python {python_version}"
+                f"--python-exe {python_exe} is not a working Python {python_version}{found}"
             )
         return python_exe
     if f"{sys.version_info.major}.{sys.version_info.minor}" == python_version:
@@ -341,6 +345,28 @@ def _compile_bytecode(stage: Path, interpreter: str, bytecode_tag: str) -> int:
             f"{interpreter} compiled no bytecode" + (f": {detail[-1]}" if detail else "")
         )
     return compiled
+
+
+def _endpoint_prefix(service_dir: Path) -> str:
+    """The `endpointPrefix` of a botocore service model (its key in endpoints.json)."""
+    for model in sorted(service_dir.glob("*/service-2.json*")):
+        raw = model.read_bytes()
+        text = gzip.decompress(raw) if model.suffix == ".gz" else raw
+        return str(json.loads(text)["metadata"]["endpointPrefix"])
+    raise RuntimeError(f"no service model under {service_dir}")
+
+
+def _trim_endpoints(stage: Path) -> None:
+    """Keep only the kept services' entries in botocore's `endpoints.json` (1.2 MB for
+    300 services, parsed at every cold start by the first client), written compact."""
+    data_dir = stage / "botocore" / "data"
+    endpoints = data_dir / "endpoints.json"
+    prefixes = {_endpoint_prefix(data_dir / service) for service in BOTOCORE_SERVICES}
+    document = json.loads(endpoints.read_text())
+    for partition in document["partitions"]:
+        services = partition.get("services", {})
+        partition["services"] = {k: v for k, v in services.items() if k in prefixes}
+    endpoints.write_text(json.dumps(document, separators=(",", ":"), sort_keys=True))
 
 
 def _strip_tool() -> list[str] | None:
@@ -450,6 +476,7 @@ def build_bundle(
                 "pip could not install the runtime's wheels: " + (detail[-1] if detail else "")
             )
         stripped = _strip_shared_objects(stage)
+        _trim_endpoints(stage)
         for package in _PROJECT_PACKAGES:
             shutil.copytree(
                 project / package,

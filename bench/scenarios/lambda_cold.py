@@ -3,11 +3,14 @@ invocation and a bare boto3 handler's (a DynamoDB client and one `GetItem`);
 medians of each. Both talk to a moto server and a stub management API.
 
 Two pairs. From the project's virtualenv (bytecode cached, site-packages):
-`lambda_cold_*`. As Lambda runs it: both sides from the unpacked zip that
-`streamer lambda build` makes (its bytecode, its boto3), under an interpreter of
-the bundle's Python with `-I -S -B` (no site-packages, nothing written, as
-Lambda's read-only `/var/task`): `lambda_bundle_cold_*`. The zip is the one the
-`zip` scenario keeps, built here when there is none.
+`lambda_cold_*`. As Lambda runs them, `lambda_bundle_cold_*`: under an
+interpreter of the bundle's Python with `-I -S -B` (no site-packages, nothing
+written, as Lambda's read-only `/var/task`), the router from the unpacked zip
+that `streamer lambda build` makes (its wheels and bytecode), the bare handler
+from a tree standing for Lambda's own `/var/runtime`: the same boto3 and
+botocore releases, installed whole (every service's data) and compiled to
+bytecode. The zip is the one the `zip` scenario keeps, built here when there is
+none.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from bench.procs import CACHE_DIR, HOST, REPO, python_env, start_moto
 from bench.scenarios.lambda_zip import build, cached_bundle
 
 UNPACKED = CACHE_DIR / "lambda-unpacked"
+LAMBDA_RUNTIME = CACHE_DIR / "lambda-runtime-boto3"
 CPU_RATIO = MetricSpec(
     "lambda_bundle_cold_cpu_ratio", "x", note="CPU time; steadier on a shared machine"
 )
@@ -44,9 +48,10 @@ LAMBDA_ENV = {
     "SUBSCRIPTIONS_TABLE": "streamer-subscriptions-bench",
     "AWS_REGION": "us-east-1",
     "LOG_LEVEL": "WARNING",
+    "AWS_LAMBDA_FUNCTION_NAME": "streamer-router-bench",
 }
 """The router's environment as the Pulumi program deploys it (no `JWT_PUBLIC_KEY`:
-only the connect function verifies tokens)."""
+only the connect function verifies tokens), and the name Lambda sets."""
 
 
 class _ManagementApi(BaseHTTPRequestHandler):
@@ -117,9 +122,7 @@ class _Pair:
     bare_cpu_ms: float
 
 
-def _alternate(
-    ours: Sequence[str], bare: Sequence[str], env: dict[str, str], rounds: int
-) -> _Pair:
+def _alternate(ours: Sequence[str], bare: Sequence[str], env: dict[str, str], rounds: int) -> _Pair:
     """Medians of `rounds` fresh processes each, alternating which goes first."""
     # One unrecorded pair first: it fills the page cache for both sides.
     _cold_ms(ours, env)
@@ -142,7 +145,11 @@ def run(bench: Bench) -> None:
     rounds = bench.sizes.cold_rounds
     with start_moto() as moto, _management_api() as management:
         env = python_env(
-            {**LAMBDA_ENV, "DYNAMODB_ENDPOINT_URL": moto.http_url or "", "WEBSOCKET_ENDPOINT": management}
+            {
+                **LAMBDA_ENV,
+                "DYNAMODB_ENDPOINT_URL": moto.http_url or "",
+                "WEBSOCKET_ENDPOINT": management,
+            }
         )
         env.pop("JWT_PUBLIC_KEY", None)
         asyncio.run(_register_connection(env))
@@ -158,17 +165,18 @@ def run(bench: Bench) -> None:
         bench.results.record("lambda_cold_ratio", venv.ours_ms / venv.bare_ms)
 
         python, tree = _bundle_interpreter_and_tree()
+        runtime_tree = _lambda_runtime_tree(python)
         lambda_like = [python, "-I", "-S", "-B", str(SCRIPT)]
-        tree_args = (*side_args, "--path", str(tree))
         bundled = _alternate(
-            [*lambda_like, "streamer", *tree_args], [*lambda_like, "boto3", *tree_args], env, rounds
+            [*lambda_like, "streamer", *side_args, "--path", str(tree)],
+            [*lambda_like, "boto3", *side_args, "--path", str(runtime_tree)],
+            env,
+            rounds,
         )
         bench.results.record("lambda_bundle_cold_ms", bundled.ours_ms)
         bench.results.record("boto3_bundle_cold_ms", bundled.bare_ms)
         bench.results.record("lambda_bundle_cold_ratio", bundled.ours_ms / bundled.bare_ms)
-        bench.results.record(
-            CPU_RATIO.name, bundled.ours_cpu_ms / bundled.bare_cpu_ms, CPU_RATIO
-        )
+        bench.results.record(CPU_RATIO.name, bundled.ours_cpu_ms / bundled.bare_cpu_ms, CPU_RATIO)
 
 
 def _bundle_interpreter_and_tree() -> tuple[str, Path]:
@@ -195,3 +203,24 @@ def _bundle_interpreter_and_tree() -> tuple[str, Path]:
             archive.extractall(UNPACKED)
         stamp.write_text(str(bundle.stat().st_mtime_ns))
     return python, UNPACKED
+
+
+def _lambda_runtime_tree(python: str) -> Path:
+    """boto3 and botocore as Lambda's runtime ships them: whole, with bytecode
+    (the bundle's releases, so only what the bundle does to them differs)."""
+    from adapters.aws_lambda.bundle import requirement_pins
+
+    pins = [pin for pin in requirement_pins() if pin.split("==")[0] in ("boto3", "botocore")]
+    stamp = LAMBDA_RUNTIME / ".pins"
+    if stamp.exists() and stamp.read_text() == " ".join(pins):
+        return LAMBDA_RUNTIME
+    if LAMBDA_RUNTIME.exists():
+        shutil.rmtree(LAMBDA_RUNTIME)
+    install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile"]
+    install += ["--disable-pip-version-check", "--target", str(LAMBDA_RUNTIME), *pins]
+    subprocess.run(install, check=True, capture_output=True)
+    compile_all = [python, "-m", "compileall", "-q", "-j", "0"]
+    compile_all += ["--invalidation-mode", "unchecked-hash", str(LAMBDA_RUNTIME)]
+    subprocess.run(compile_all, check=False, capture_output=True)
+    stamp.write_text(" ".join(pins))
+    return LAMBDA_RUNTIME
