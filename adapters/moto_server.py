@@ -2,22 +2,32 @@
 
 moto's `ThreadedMotoServer` serves requests on parallel threads without locking
 its backends, so two concurrent conditional updates of one item can both pass
-their condition — a race real DynamoDB never loses. This server keeps moto's
-threaded connection handling but applies one request at a time.
+their condition — a race real DynamoDB never loses. This server applies one
+request at a time, and serves them with waitress: HTTP/1.1 keep-alive on a small
+thread pool, where werkzeug's server answers every request with
+`Connection: close` and starts a thread for it (a TCP handshake and a thread
+per DynamoDB call).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from werkzeug.serving import BaseWSGIServer, make_server
+import waitress
+from waitress import wasyncore
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 __all__ = ["LocalMotoServer"]
+
+_THREADS = 4
+"""Connection work (parsing, writing) overlaps; moto itself runs one call at a time."""
+_CONNECTION_LIMIT = 1000
+"""Above any client pool (aiobotocore keeps 50 per client) times the clients of a test run."""
 
 
 class LocalMotoServer:
@@ -31,17 +41,15 @@ class LocalMotoServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._host = host
         self._port = port
-        self._server: BaseWSGIServer | None = None
+        self._server: Any = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Bind and serve on a daemon thread; returns once the socket is listening."""
-        from moto.moto_server.werkzeug_app import (
-            DomainDispatcherApplication,
-            MotoRequestHandler,
-            create_backend_app,
-        )
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+        # Requests queue behind the lock by design: waitress's "Task queue depth" is noise.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         app = DomainDispatcherApplication(create_backend_app)
         lock = threading.Lock()
 
@@ -52,16 +60,15 @@ class LocalMotoServer:
                 body: Any = app(environ, start_response)
                 return list(body)
 
-        self._server = make_server(
-            self._host, self._port, one_at_a_time, threaded=True, request_handler=MotoRequestHandler
+        self._server = waitress.create_server(
+            one_at_a_time,
+            host=self._host,
+            port=self._port,
+            threads=_THREADS,
+            connection_limit=_CONNECTION_LIMIT,
+            ident="moto",
         )
-        server = self._server
-        self._thread = threading.Thread(
-            # A short poll: `stop` waits up to one poll interval for the loop to end.
-            target=lambda: server.serve_forever(poll_interval=0.05),
-            name="moto-server",
-            daemon=True,
-        )
+        self._thread = threading.Thread(target=self._server.run, name="moto-server", daemon=True)
         self._thread.start()
 
     @property
@@ -74,14 +81,17 @@ class LocalMotoServer:
         """The bound address (the same call as on moto's `ThreadedMotoServer`)."""
         if self._server is None:
             raise RuntimeError("LocalMotoServer is not started")
-        return self._host, self._server.server_port
+        return self._host, int(self._server.effective_port)
 
     def stop(self) -> None:
-        """Stop serving and join the thread (idempotent)."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        """Stop serving, close every socket and join the threads (idempotent)."""
+        server, self._server = self._server, None
+        thread, self._thread = self._thread, None
+        if server is None:
+            return
+        socket_map = server._map
+        # Closed on the serving thread, between polls: the loop ends when its map is empty.
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(socket_map))
+        if thread is not None:
+            thread.join()
+        server.task_dispatcher.shutdown()

@@ -428,7 +428,7 @@ def _start_moto() -> Any:
     except ImportError:
         raise RuntimeError(
             "no DynamoDB endpoint given and moto is not installed: set "
-            "DYNAMODB_ENDPOINT_URL (--dynamodb-endpoint) or install 'moto[server]'"
+            "DYNAMODB_ENDPOINT_URL (--dynamodb-endpoint) or install 'moto[server]' and 'waitress'"
         ) from None
 
     server = LocalMotoServer()

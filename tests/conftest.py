@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -46,8 +45,6 @@ def moto_endpoint(_dummy_aws_credentials: None) -> Iterator[str]:
     so conditional writes are atomic as on DynamoDB (`ThreadedMotoServer` lets
     two concurrent claims of one item both succeed).
     """
-    # werkzeug would log every request moto serves.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = LocalMotoServer()
     server.start()
     try:
