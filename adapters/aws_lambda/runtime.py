@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import os
 import time
@@ -22,7 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 
+from adapters import aws_lambda
 from adapters.apigateway import ApiGatewayNotifier, open_management_client
+from adapters.aws import get_threaded_session
 from adapters.aws_lambda.metrics import Metric, MetricsBatch
 from adapters.dynamodb import DynamoDBStores
 from adapters.jwks import UrllibJwksFetcher
@@ -292,11 +295,15 @@ async def _build_runtime(settings: Settings) -> Runtime:
         except ValueError as exc:
             raise SettingsError(f"STREAMER_APP: {exc}") from None
         clock = SystemClock()
-        stores = await DynamoDBStores.open(settings)
+        # botocore's clients, not aioboto3's: see adapters/aws.py.
+        session = get_threaded_session()
+        stores = await DynamoDBStores.open(settings, session=session)
         stack.push_async_callback(stores.aclose)
         notifier: Notifier
         if settings.websocket_endpoint:
-            client = await stack.enter_async_context(open_management_client(settings))
+            client = await stack.enter_async_context(
+                open_management_client(settings, session=session)
+            )
             notifier = ApiGatewayNotifier(client, sleep=clock.sleep)
         else:
             notifier = _UnconfiguredNotifier()
@@ -377,7 +384,22 @@ def invoke(
         finally:
             _aws_request_id.reset(token)
 
-    return runner.run(run())
+    try:
+        return runner.run(run())
+    finally:
+        _resume_collector()
+
+
+_collector_paused = aws_lambda.COLD_START_PAUSED_GC
+
+
+def _resume_collector() -> None:
+    """After the first invocation: freeze what the cold start made, collect again."""
+    global _collector_paused
+    if _collector_paused:
+        _collector_paused = False
+        gc.freeze()
+        gc.enable()
 
 
 def reset_for_tests() -> None:
