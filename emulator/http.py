@@ -35,6 +35,7 @@ from emulator.gateway import Gateway, SocketRegistry
 from emulator.notifier import LocalNotifier
 from streamer.app import RESERVED_ACTIONS, Streamer
 from streamer.errors import ConnectionGone, StreamerError
+from streamer.frames import MESSAGE_LIMIT_BYTES
 from streamer.protocol import format_timestamp
 
 __all__ = ["CONSOLE_DIR", "DevTokenMinter", "HttpSide"]
@@ -105,7 +106,7 @@ class HttpSide:
         dev_token: DevTokenMinter | None,
         dev_token_ttl_s: float,
         ws_url: Callable[[], str],
-        max_message_bytes: int = 128 * 1024,
+        max_message_bytes: int = MESSAGE_LIMIT_BYTES,
         console_dir: Path = CONSOLE_DIR,
     ) -> None:
         self._config = _Config(

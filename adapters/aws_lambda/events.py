@@ -57,7 +57,8 @@ class WebSocketEvent:
         request_time_epoch_ms: `requestTimeEpoch`.
         headers: request headers, names lower-cased (CONNECT and DISCONNECT only).
         query: `queryStringParameters` (CONNECT only).
-        body: the frame (MESSAGE only): text, or bytes when it was base64 encoded.
+        body: the message (MESSAGE only): text, or bytes for a binary one
+            (`isBase64Encoded`), which the frame policy closes with 1003.
         message_id: `messageId` (MESSAGE only).
         disconnect_status_code, disconnect_reason: DISCONNECT only.
     """
@@ -137,8 +138,8 @@ def _body_of(event: Mapping[str, Any]) -> str | bytes | None:
         try:
             return base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
-            # Not base64 after all: let the protocol decoder refuse it as it is.
-            return body
+            # Marked binary but not base64: still a binary message.
+            return body.encode("utf-8", "surrogatepass")
     return body
 
 

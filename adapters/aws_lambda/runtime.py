@@ -294,7 +294,9 @@ async def _build_runtime(settings: Settings) -> Runtime:
         notifier: Notifier
         if settings.websocket_endpoint:
             client = await stack.enter_async_context(open_management_client(settings))
-            notifier = ApiGatewayNotifier(client, sleep=clock.sleep)
+            notifier = ApiGatewayNotifier(
+                client, sleep=clock.sleep, frame_policy=settings.frame_policy
+            )
         else:
             notifier = _UnconfiguredNotifier()
         verifier: TokenVerifier

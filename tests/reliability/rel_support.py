@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from streamer.app import Streamer
 from streamer.delivery import Delivery
 from streamer.errors import ErrorCode, StoreUnavailable, StreamerError
+from streamer.frames import Close, Send, Verdict
 from streamer.models import (
     Connection,
     ConnectionId,
@@ -143,9 +144,12 @@ def make_rig(app: Streamer, **settings: Any) -> CoreRig:
     return CoreRig(app=app, settings=replace(Settings(), **settings))
 
 
-def wire(message: ServerMessage) -> dict[str, Any]:
-    """A server message as the client receives it (must be sendable as UTF-8)."""
-    text = encode(message)
+def wire(reply: ServerMessage | Verdict) -> dict[str, Any]:
+    """A server message (or the router's `Send` verdict) as the client receives it
+    (must be sendable as UTF-8)."""
+    if isinstance(reply, Close):
+        raise AssertionError(f"the router closed the socket: {reply}")
+    text = reply.text if isinstance(reply, Send) else encode(reply)
     text.encode("utf-8")  # a frame that cannot be sent is as bad as no reply
     decoded: dict[str, Any] = json.loads(text)
     return decoded

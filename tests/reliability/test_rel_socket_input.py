@@ -1,5 +1,6 @@
 """Bad input over real sockets: hypothesis frames to the emulator's WebSocket API
-(one typed reply each, the server and a second connection unaffected) and
+(one typed reply each, or the close API Gateway gives: 1003 for a binary frame,
+1009 over 32 KB; the server and a second connection unaffected) and
 arbitrary paths, methods and bodies to its `@connections` API (never a 5xx)."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from yarl import URL
 from emulator.testing import EmulatorHarness, recv_json, request
 
 _EXAMPLES = SOCKET_EXAMPLES * (5 if SOAK else 1)
+_FRAME_LIMIT_BYTES = 32 * 1024
 _MAX_BYTES = 128 * 1024
 
 
@@ -57,9 +59,9 @@ class Session:
             "error",
         )
 
-    async def replies_to(self, frame: str | bytes) -> list[dict[str, Any]] | None:
-        """Every reply to `frame` (pushes left out); None when the server closed
-        the socket instead (an oversized message: 1009)."""
+    async def replies_to(self, frame: str | bytes) -> list[dict[str, Any]] | int:
+        """Every reply to `frame` (pushes left out), or the close code when the
+        server closed the socket instead (1003 or 1009)."""
         assert self.attacker is not None
         try:
             await self.attacker.send(frame)
@@ -76,10 +78,10 @@ class Session:
                     replies.append(message)
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd is not None else None
-            if code != 1009:
-                raise AssertionError(f"socket closed with {code}, not 1009") from closed
+            if code not in (1003, 1009):
+                raise AssertionError(f"socket closed with {code}, not 1003/1009") from closed
             await self.reopen()
-            return None
+            return code
 
     async def _next_reply(self) -> dict[str, Any]:
         assert self.attacker is not None
@@ -135,8 +137,12 @@ async def test_any_frame_over_a_socket_gets_one_typed_reply_and_the_server_keeps
     replies = await session.replies_to(frame)
 
     size = len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8"))
-    if replies is None:
-        assert size > _MAX_BYTES, "closed the socket for a frame within the limit"
+    if isinstance(frame, bytes):
+        expected = 1009 if size > _MAX_BYTES else 1003
+        assert replies == expected, "a binary frame was not closed as API Gateway does"
+    elif isinstance(replies, int):
+        assert replies == 1009
+        assert size > _FRAME_LIMIT_BYTES, "closed the socket for a frame within the limit"
     else:
         assert len(replies) == 1, replies
         (reply,) = replies

@@ -11,6 +11,7 @@ from typing import Any
 
 from streamer.app import Streamer
 from streamer.delivery import Delivery
+from streamer.frames import Close, Send, Verdict
 from streamer.models import (
     AsyncRequest,
     Connection,
@@ -185,9 +186,13 @@ def make_core(app: Streamer, **settings: Any) -> Core:
     return Core(app=app, settings=replace(Settings(), **settings))
 
 
-def wire(message: ServerMessage) -> dict[str, Any]:
-    """A server message as the JSON object the client receives."""
-    decoded: dict[str, Any] = json.loads(encode(message))
+def wire(reply: ServerMessage | Verdict) -> dict[str, Any]:
+    """A server message (or the router's `Send` verdict) as the JSON object the
+    client receives."""
+    if isinstance(reply, Close):
+        raise AssertionError(f"the router closed the socket: {reply}")
+    text = reply.text if isinstance(reply, Send) else encode(reply)
+    decoded: dict[str, Any] = json.loads(text)
     return decoded
 
 
