@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from streamer.errors import StreamerError
 from streamer.models import Identity, TenantId, UserId
+from streamer.pem import load_public_key
 from streamer.ports import Clock
-from streamer.settings import normalise_pem
 
-# PyJWT and cryptography (~50 ms to import) are imported where a key is loaded
-# or a token decoded: the core services import this module in every Lambda
-# function, and only the connect function verifies tokens.
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+# PyJWT (with cryptography, ~50 ms to import) is imported where a token is decoded:
+# the core services import this module in every Lambda function, and only the
+# connect function verifies tokens.
 
 __all__ = [
     "MAX_TOKEN_BYTES",
@@ -36,32 +34,6 @@ class AuthError(StreamerError):
     def __init__(self, reason: str) -> None:
         super().__init__("UNAUTHORIZED", "Unauthorized")
         self.reason = reason
-
-
-def load_public_key(pem: str | bytes) -> RSAPublicKey:
-    """The RSA public key in a PEM block (SPKI `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`).
-
-    Raises:
-        ValueError: not a PEM public key, or not RSA (one line saying which).
-    """
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-
-    text = pem.decode("ascii", "replace") if isinstance(pem, bytes) else pem
-    text = normalise_pem(text)
-    if "PRIVATE KEY-----" in text:
-        raise ValueError("is a private key; give the RSA public key")
-    try:
-        key = serialization.load_pem_public_key(text.encode("ascii", "replace"))
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise ValueError(
-            "is not a PEM public key "
-            "(expected -----BEGIN PUBLIC KEY----- or -----BEGIN RSA PUBLIC KEY-----)"
-        ) from None
-    if not isinstance(key, RSAPublicKey):
-        raise ValueError(f"is a {type(key).__name__.lstrip('_')}, not an RSA public key")
-    return key
 
 
 class TokenVerifier:

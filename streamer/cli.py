@@ -1,12 +1,13 @@
-"""The `streamer` command: dev tokens, sending actions, tables and the Lambda bundle.
+"""The `streamer` command's core: dev tokens and talking to the API (send, status, cancel).
 
 Exit codes: 0 success; 1 a local failure (no token, AWS unreachable…); 2 the
 server answered with an error (`CODE: message` on stderr); 3 the WebSocket could
 not be opened, was refused or was lost; 4 no answer within `--timeout`;
 64 bad usage; 130 interrupted.
 
-Adapters (aioboto3, the bundle builder) are imported inside their subcommands,
-so `streamer send` starts quickly.
+The subcommands that need AWS (`tables`, `lambda build`) live in
+`adapters.commands`, which builds the installed `streamer` command from this
+parser plus its own: the core imports no adapter.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import shutil
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, TypeAlias
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 __all__ = [
+    "CORE_COMMANDS",
     "EXIT_CONNECTION",
     "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
@@ -34,6 +36,9 @@ __all__ = [
     "EXIT_SERVER_ERROR",
     "EXIT_TIMEOUT",
     "EXIT_USAGE",
+    "AddCommand",
+    "CliError",
+    "Subcommands",
     "build_parser",
     "main",
 ]
@@ -75,8 +80,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `streamer` and its subcommands."""
+Subcommands: TypeAlias = "argparse._SubParsersAction[_Parser]"
+"""What `add_subparsers()` returns; each subcommand adds itself to it."""
+AddCommand: TypeAlias = Callable[[Subcommands], None]
+"""Adds one subcommand (its parser, and `handler=` a function of the args to an exit code)."""
+
+
+def build_parser(extra: Sequence[AddCommand] = ()) -> argparse.ArgumentParser:
+    """The argument parser of `streamer`: the core's subcommands, then `extra` ones.
+
+    Args:
+        extra: subcommands from outside the core (the AWS-bound ones, see
+            `adapters.commands`), added after `CORE_COMMANDS`.
+    """
     parser = _Parser(
         prog="streamer",
         description="Talk to a Streamer WebSocket API and manage its resources.",
@@ -85,7 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the client does")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (*CORE_COMMANDS, *extra):
+        add(commands)
+    return parser
 
+
+def _add_token(commands: Subcommands) -> None:
+    """`streamer token`: mint a JWT."""
     token = commands.add_parser(
         "token",
         help="mint a JWT (the dev key by default)",
@@ -105,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--issuer", help="the `iss` claim (for JWT_ISSUER)")
     token.set_defaults(handler=_cmd_token)
 
+
+def _add_send(commands: Subcommands) -> None:
+    """`streamer send ACTION`: run an action, print its result."""
     send = commands.add_parser(
         "send",
         help="run an action and print its result",
@@ -128,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.set_defaults(handler=_cmd_send)
 
+
+def _add_status(commands: Subcommands) -> None:
+    """`streamer status ID`: a request's stored state."""
     status = commands.add_parser(
         "status",
         help="show the stored state of an async request",
@@ -140,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--timeout", type=float, default=900.0, help="seconds to wait (900)")
     status.set_defaults(handler=_cmd_status)
 
+
+def _add_cancel(commands: Subcommands) -> None:
+    """`streamer cancel ID`."""
     cancel = commands.add_parser(
         "cancel",
         help="cancel an async request",
@@ -150,43 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (30)")
     cancel.set_defaults(handler=_cmd_cancel)
 
-    tables = commands.add_parser(
-        "tables",
-        help="create, delete or list the DynamoDB tables",
-        description="Manage the three tables named by CONNECTIONS_TABLE, REQUESTS_TABLE and "
-        "SUBSCRIPTIONS_TABLE on AWS or any endpoint (moto, DynamoDB Local).",
-    )
-    tables.add_argument("operation", choices=["create", "delete", "list"])
-    tables.add_argument(
-        "--endpoint-url",
-        default=None,
-        help="a DynamoDB endpoint, e.g. http://localhost:5000 (default: DYNAMODB_ENDPOINT_URL, "
-        "else AWS)",
-    )
-    tables.set_defaults(handler=_cmd_tables)
 
-    lambda_ = commands.add_parser(
-        "lambda",
-        help="build the Lambda deployment bundle",
-        description="Build the zip the four Lambda functions are deployed from.",
-    )
-    lambda_commands = lambda_.add_subparsers(dest="lambda_command", required=True, metavar="STEP")
-    build = lambda_commands.add_parser(
-        "build",
-        help="build the deployable zip",
-        description="Build the deployable zip with dependencies for the Lambda runtime.",
-    )
-    build.add_argument("--output", type=Path, default=Path("dist"), help="directory (dist)")
-    build.add_argument("--arch", choices=["x86_64", "arm64"], default="x86_64")
-    build.add_argument("--python", dest="python_version", default="3.12", help="(3.12)")
-    build.add_argument(
-        "--compile",
-        dest="compile_bytecode",
-        action="store_true",
-        help="ship .pyc files (faster cold start, ~4.5 MB more; needs that Python on PATH)",
-    )
-    build.set_defaults(handler=_cmd_lambda_build)
-    return parser
+CORE_COMMANDS: tuple[AddCommand, ...] = (_add_token, _add_send, _add_status, _add_cancel)
+"""The subcommands that need no AWS library, in `--help` order: add a new one here."""
 
 
 def _add_key_options(parser: argparse.ArgumentParser) -> None:
@@ -228,9 +225,14 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     _add_identity_options(parser)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run `streamer` with `argv` (default: the process's); returns the exit code."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, *, extra: Sequence[AddCommand] = ()) -> int:
+    """Run `streamer` with `argv` (default: the process's); returns the exit code.
+
+    Args:
+        argv: the arguments after the program name.
+        extra: subcommands beyond the core's (see `build_parser`).
+    """
+    parser = build_parser(extra)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -487,63 +489,3 @@ class _ProgressBar:
             self._stream.write("\n")
             self._stream.flush()
             self._drawn = False
-
-
-# -- tables, lambda --------------------------------------------------------------------------
-
-
-def _cmd_tables(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from streamer.settings import Settings, SettingsError
-
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        raise CliError(str(exc)) from None
-    if args.endpoint_url:
-        settings = dataclasses.replace(settings, dynamodb_endpoint_url=args.endpoint_url)
-    return asyncio.run(_tables(args.operation, settings))
-
-
-async def _tables(operation: str, settings: Any) -> int:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from adapters.dynamodb import create_tables, delete_tables, list_tables
-
-    names = [settings.connections_table, settings.requests_table, settings.subscriptions_table]
-    try:
-        if operation == "create":
-            created = await create_tables(settings)
-            for name in names:
-                print(f"{name}\t{'created' if name in created else 'exists'}")
-        elif operation == "delete":
-            deleted = await delete_tables(settings)
-            for name in names:
-                print(f"{name}\t{'deleted' if name in deleted else 'missing'}")
-        else:
-            for name, status in (await list_tables(settings)).items():
-                print(f"{name}\t{status}")
-    except (BotoCoreError, ClientError) as exc:
-        raise CliError(f"DynamoDB: {exc}") from None
-    return EXIT_OK
-
-
-def _cmd_lambda_build(args: argparse.Namespace) -> int:
-    from adapters.aws_lambda.bundle import build_bundle
-
-    try:
-        path = build_bundle(
-            args.output,
-            arch=args.arch,
-            python_version=args.python_version,
-            compile_bytecode=args.compile_bytecode,
-        )
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise CliError(f"lambda build: {exc}") from None
-    print(path)
-    return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

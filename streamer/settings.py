@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-import re
-import textwrap
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from streamer.frames import FRAME_LIMIT_BYTES, MESSAGE_LIMIT_BYTES, FramePolicy
+from streamer.pem import load_public_key, normalise_pem
 
 __all__ = ["SettingDoc", "Settings", "SettingsError", "normalise_pem"]
 
@@ -125,24 +124,6 @@ class Settings:
         )
 
 
-def normalise_pem(text: str) -> str:
-    """A PEM block with real line breaks, from the shapes env vars carry it in.
-
-    Handles literal `\\n` sequences, surrounding quotes, and a block flattened
-    onto one line with spaces. Text without a PEM block is returned stripped.
-    """
-    cleaned = text.strip().strip("\"'").replace("\\r", "").replace("\\n", "\n").strip()
-    match = _PEM_BLOCK.search(cleaned)
-    if match is None:
-        return cleaned
-    label, body = match.group(1), match.group(2)
-    lines = "\n".join(textwrap.wrap("".join(body.split()), 64))
-    return f"-----BEGIN {label}-----\n{lines}\n-----END {label}-----\n"
-
-
-_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
-
-
 def _present(env: Mapping[str, str], name: str) -> bool:
     return bool(env.get(name, "").strip())
 
@@ -226,9 +207,6 @@ def _tenants(name: str, raw: str) -> frozenset[str] | None:
 
 
 def _public_key(name: str, raw: str) -> str:
-    # Imported here: auth pulls in PyJWT/cryptography, which only a key needs.
-    from streamer.auth import load_public_key
-
     pem = normalise_pem(raw)
     try:
         load_public_key(pem)

@@ -11,9 +11,9 @@ import aioboto3
 import boto3
 import pytest
 
+from adapters import commands
 from adapters.aws import client_kwargs
 from adapters.dynamodb import create_tables, delete_tables, list_tables
-from streamer import cli
 from streamer.settings import Settings
 
 
@@ -166,9 +166,9 @@ def test_streamer_tables_create_twice_on_a_fresh_server_yields_the_schema(
     monkeypatch.setenv("SUBSCRIPTIONS_TABLE", fresh_settings.subscriptions_table)
     argv = ["tables", "create", "--endpoint-url", str(fresh_settings.dynamodb_endpoint_url)]
 
-    first = cli.main(argv)
+    first = commands.main(argv)
     first_output = capsys.readouterr().out
-    second = cli.main(argv)
+    second = commands.main(argv)
     second_output = capsys.readouterr().out
 
     assert (first, second) == (0, 0)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import jwt
 import pytest
 
+from adapters.commands import main
 from emulator.server import Emulator, EmulatorConfig
 from emulator.testing import EmulatorHarness
 from streamer.cli import (
@@ -24,7 +25,6 @@ from streamer.cli import (
     EXIT_SERVER_ERROR,
     EXIT_TIMEOUT,
     EXIT_USAGE,
-    main,
 )
 from streamer.client import StreamerClient
 from streamer.errors import StreamerError
@@ -51,13 +51,13 @@ class Run:
 
 
 async def streamer(*args: str, cwd: Path | None = None, **env: str) -> Run:
-    """Run `python -m streamer.cli ARGS` without blocking the emulator's loop."""
+    """Run `python -m adapters.commands ARGS` (what `streamer` runs) off the emulator's loop."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
     environ.update(env)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "streamer.cli",
+        "adapters.commands",
         *args,
         cwd=cwd,
         env=environ,

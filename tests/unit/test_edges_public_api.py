@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import pkgutil
 import subprocess
@@ -50,3 +51,49 @@ def test_core_modules_import_no_aws_or_socket_library() -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout) == []
+
+
+def _imports_by_core_module() -> dict[str, set[str]]:
+    """Every module each core module imports, at top level or inside a function."""
+    package_dir = Path(streamer.__file__).parent
+    imported: dict[str, set[str]] = {}
+    for path in sorted(package_dir.glob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        imported[f"streamer.{path.stem}"] = names
+    return imported
+
+
+def test_no_core_module_imports_adapters_or_emulator() -> None:
+    """Arrows point inward: not even a function-level import leaves the core."""
+    outward = {
+        module: sorted(n for n in names if n.split(".")[0] in ("adapters", "emulator"))
+        for module, names in _imports_by_core_module().items()
+    }
+    assert {module: names for module, names in outward.items() if names} == {}
+
+
+def test_core_modules_import_each_other_without_a_cycle() -> None:
+    imports = _imports_by_core_module()
+    edges = {module: (names & imports.keys()) - {module} for module, names in imports.items()}
+    done: set[str] = set()
+
+    def cycle_from(module: str, path: tuple[str, ...]) -> tuple[str, ...] | None:
+        if module in path:
+            return (*path[path.index(module) :], module)
+        if module in done:
+            return None
+        for target in sorted(edges[module]):
+            found = cycle_from(target, (*path, module))
+            if found:
+                return found
+        done.add(module)
+        return None
+
+    cycles = [found for module in sorted(edges) if (found := cycle_from(module, ()))]
+    assert cycles == []
