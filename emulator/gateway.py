@@ -25,7 +25,7 @@ import http
 import json
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -330,8 +330,8 @@ class Gateway:
         handshake = Handshake(
             connection_id=new_connection_id(),
             endpoint=f"{self._endpoint}{stage}",
-            query=dict(parse_qsl(url.query, keep_blank_values=True)),
-            headers=dict(request.headers.raw_items()),
+            query=_every_value(parse_qsl(url.query, keep_blank_values=True)),
+            headers=_every_value(request.headers.raw_items()),
             source_ip=_source_ip(websocket),
             user_agent=user_agent,
         )
@@ -500,6 +500,14 @@ def wire_logger() -> logging.Logger:
     if not any(isinstance(f, WireRedactor) for f in logger.filters):
         logger.addFilter(WireRedactor())
     return logger
+
+
+def _every_value(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Name → every value it was given (the core refuses two `Authorization`s)."""
+    values: dict[str, list[str]] = {}
+    for name, value in pairs:
+        values.setdefault(name, []).append(value)
+    return values
 
 
 def _meter_of(websocket: ServerConnection) -> FrameMeter:

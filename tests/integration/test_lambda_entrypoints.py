@@ -183,6 +183,7 @@ class Lambda:
             event["multiValueQueryStringParameters"] = None
         else:
             event["queryStringParameters"] = {"Authorization": token}
+            event["multiValueQueryStringParameters"] = {"Authorization": [token]}
         return connect.handler(event, Context(function_name="streamer-connect-test"))
 
     def send(self, connection_id: str, body: str | bytes | dict[str, Any]) -> dict[str, Any]:
@@ -336,6 +337,30 @@ def test_a_refused_connect_returns_its_status_and_stores_nothing(
 
 
 # --- $disconnect -----------------------------------------------------------------------
+
+
+def test_two_authorization_values_in_the_query_are_refused_with_401(aws_lambda: Lambda) -> None:
+    """API Gateway keeps the last value in `queryStringParameters`; the connect
+    handler reads `multiValueQueryStringParameters` and refuses the ambiguity."""
+    valid = aws_lambda.token()
+    event = _load("connect.json")
+    event["requestContext"]["connectionId"] = "TWOTOKENSTWOTOK0"
+    event["queryStringParameters"] = {"Authorization": valid}
+    event["multiValueQueryStringParameters"] = {"Authorization": ["forged.token.x", valid]}
+    assert connect.handler(event, Context()) == {"statusCode": 401}
+    assert aws_lambda.connection_item("TWOTOKENSTWOTOK0") is None
+
+
+def test_a_query_token_and_a_different_header_are_refused_with_401(aws_lambda: Lambda) -> None:
+    event = _load("connect.json")
+    event["requestContext"]["connectionId"] = "QUERYANDHEADER00"
+    event["queryStringParameters"] = {"Authorization": aws_lambda.token()}
+    event["multiValueQueryStringParameters"] = {"Authorization": [aws_lambda.token()]}
+    other = aws_lambda.token(user="user-2")
+    event["headers"]["Authorization"] = f"Bearer {other}"
+    event["multiValueHeaders"]["Authorization"] = [f"Bearer {other}"]
+    assert connect.handler(event, Context()) == {"statusCode": 401}
+    assert aws_lambda.connection_item("QUERYANDHEADER00") is None
 
 
 def test_disconnect_deletes_the_record(
