@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import quote
@@ -152,6 +153,46 @@ async def test_any_frame_over_a_socket_gets_one_typed_reply_and_the_server_keeps
     assert session.bystander is not None
     pong = await request(session.bystander, {"id": "still-there", "action": "ping"})
     assert pong["data"]["pong"] is True
+
+
+def _nested_payload(levels: int) -> str:
+    """A message `levels` deep (the message object is level 1)."""
+    return (
+        '{"action": "echo_async", "id": "deep", "payload": '
+        + ('{"a":' * (levels - 2) + "{}" + "}" * (levels - 2))
+        + "}"
+    )
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        _nested_payload(33),
+        _nested_payload(200),
+        _nested_payload(900),
+        '{"action": "echo_async", "id": "s1", "payload": {"x": "\\ud800"}}',
+        '{"action": "echo_async", "id": "s2", "payload": {"\\udfff": "key"}}',
+        '{"action": "echo", "metadata": {"m": ["\\udc00"]}}',
+        '{"action": "echo_async", "id": "' + "i" * 129 + '"}',
+        '{"action": "status", "payload": {"request_id": "' + "r" * 129 + '"}}',
+        '{"action": "echo_async", "id": "e1", "payload": {"": 1}}',
+    ],
+)
+async def test_what_dynamodb_could_not_store_is_a_validation_error_and_never_an_error_log(
+    emulator: EmulatorHarness, caplog: pytest.LogCaptureFixture, frame: str
+) -> None:
+    """Before, nesting of 200-900 levels and lone surrogates answered INTERNAL_ERROR
+    with a traceback in the log, and 40 levels were acknowledged."""
+    async with emulator.connect("mallory", "tenant-evil") as ws:
+        await ws.send(frame)
+        reply = await recv_json(ws)
+        pong = await request(ws, {"id": "after", "action": "ping"})
+
+    assert reply["type"] == "error"
+    assert reply["error"]["code"] == "VALIDATION_ERROR"
+    assert pong["data"]["pong"] is True
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert not any(r.exc_info for r in caplog.records)
 
 
 async def test_invalid_utf8_in_a_text_frame_closes_only_that_socket(
