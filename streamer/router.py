@@ -48,6 +48,7 @@ from streamer.protocol import (
     format_timestamp,
     is_valid_request_id,
 )
+from streamer.push import UNWIRED_PUSHER, Pusher
 from streamer.ratelimit import RateLimiter
 from streamer.settings import Settings
 
@@ -76,6 +77,7 @@ class Router:
         limiter: per-connection rate limit.
         clock: time source.
         settings: async threshold, TTLs, the frame policy's limits.
+        pusher: handed to sync actions as `req.push` (optional).
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class Router:
         limiter: RateLimiter,
         clock: Clock,
         settings: Settings,
+        pusher: Pusher | None = None,
     ) -> None:
         self._app = app
         self._requests = requests
@@ -97,6 +100,7 @@ class Router:
         self._clock = clock
         self._settings = settings
         self._policy = settings.frame_policy
+        self._pusher = pusher if pusher is not None else UNWIRED_PUSHER
 
     async def route(
         self, connection: Connection, frame: str | bytes, *, is_fragmented: bool = False
@@ -319,6 +323,7 @@ class Router:
             received_at=self._clock.now(),
             metadata=dict(message.metadata),
             permissions=connection.metadata.permissions,
+            push=self._pusher,
         )
         timeout_s = spec.effective_timeout_s(self._settings.async_threshold_s)
         scope = asyncio.timeout(timeout_s)
