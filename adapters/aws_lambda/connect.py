@@ -57,7 +57,7 @@ async def connect(
         status_code = 500
     else:
         metrics.add(Metric.CONNECTION_ESTABLISHED)
-        await runtime.record_active_connections(metrics, delta=+1)
+        await runtime.record_active_connections(metrics)
     metrics.flush()
     logger.info(
         "connect handled",

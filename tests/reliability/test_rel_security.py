@@ -76,7 +76,10 @@ def _count_items(settings: Settings, table: str) -> int:
     client = boto3.client(
         "dynamodb", endpoint_url=settings.dynamodb_endpoint_url, region_name="us-east-1"
     )
-    return int(client.scan(TableName=table, Select="COUNT")["Count"])
+    # Connection records only: the table also holds the ActiveConnections counter
+    # item, which has no UserID.
+    records = "attribute_exists(UserID)"
+    return int(client.scan(TableName=table, Select="COUNT", FilterExpression=records)["Count"])
 
 
 async def _stored_connections(harness: EmulatorHarness) -> int:
