@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 
 from adapters.apigateway import ApiGatewayNotifier, open_management_client
 from adapters.aws_lambda.metrics import Metric, MetricsBatch
-from adapters.dynamodb import DynamoDBStores
+from adapters.dynamodb import DynamoDBConnectionStore, DynamoDBStores
 from streamer.app import Streamer, load_app
 from streamer.auth import AuthError, TokenVerifier
 from streamer.clock import SystemClock
@@ -36,7 +36,7 @@ from streamer.services import Services, build_services
 from streamer.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from types_aiobotocore_dynamodb import DynamoDBClient
+    pass
 
 __all__ = [
     "REQUIRED_SETTINGS",
@@ -111,23 +111,21 @@ class _UnconfiguredNotifier:
 class ActiveConnectionsGauge:
     """A cheap estimate of the open connections, for the `ActiveConnections` metric.
 
-    A `Scan` with `Select=COUNT` reads the whole connections table, so it runs at
-    most once per `refresh_s` per container; between scans the estimate is the
-    last count plus this container's own connects and disconnects. Records past
-    their TTL (which DynamoDB deletes late) are not counted.
+    Counting (`DynamoDBConnectionStore.count_live`) reads the whole connections
+    table, so it runs at most once per `refresh_s` per container; between counts
+    the estimate is the last count plus this container's own connects and
+    disconnects.
 
     Args:
-        client: the DynamoDB client.
-        table: the connections table.
+        connections: the connections store that counts.
         clock: time source (TTL comparison and refresh interval).
-        refresh_s: least time between two scans (default 60).
+        refresh_s: least time between two counts (default 60).
     """
 
     def __init__(
-        self, client: DynamoDBClient, table: str, *, clock: Clock, refresh_s: float = 60.0
+        self, connections: DynamoDBConnectionStore, *, clock: Clock, refresh_s: float = 60.0
     ) -> None:
-        self._client = client
-        self._table = table
+        self._connections = connections
         self._clock = clock
         self._refresh_s = refresh_s
         self._counted: int | None = None
@@ -142,25 +140,12 @@ class ActiveConnectionsGauge:
         return max(0, self._counted + self._delta)
 
     async def refresh(self) -> int:
-        """Count now (a paginated `Scan`, `Select=COUNT`)."""
-        now_epoch = int(self._clock.now().timestamp())
-        total = 0
-        start_key: dict[str, Any] | None = None
-        while True:
-            kwargs: dict[str, Any] = {
-                "TableName": self._table,
-                "Select": "COUNT",
-                "FilterExpression": "attribute_not_exists(#ttl) OR #ttl > :now",
-                "ExpressionAttributeNames": {"#ttl": "TTL"},
-                "ExpressionAttributeValues": {":now": {"N": str(now_epoch)}},
-            }
-            if start_key is not None:
-                kwargs["ExclusiveStartKey"] = start_key
-            page = await self._client.scan(**kwargs)
-            total += int(page.get("Count", 0))
-            start_key = page.get("LastEvaluatedKey")
-            if not start_key:
-                break
+        """Count now.
+
+        Raises:
+            StoreUnavailable: the count failed (mapped by the store).
+        """
+        total = await self._connections.count_live(self._clock.now())
         self._counted = total
         self._counted_at = self._clock.monotonic()
         self._delta = 0
@@ -324,9 +309,7 @@ async def _build_runtime(settings: Settings) -> Runtime:
         stores=stores,
         notifier=notifier,
         services=services,
-        active_connections=ActiveConnectionsGauge(
-            stores.client, settings.connections_table, clock=clock
-        ),
+        active_connections=ActiveConnectionsGauge(stores.connections, clock=clock),
         _stack=stack,
     )
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from adapters.dynamodb.codec import format_time
 from adapters.dynamodb.errors import ConditionFailed, map_client_errors
 from adapters.dynamodb.items import connection_from_item, connection_item
 from adapters.dynamodb.paging import query_all
+from adapters.dynamodb.tables import TTL_ATTRIBUTE
 from streamer.models import Connection, ConnectionId, TenantId, UserId
 
 if TYPE_CHECKING:
@@ -70,6 +71,31 @@ class DynamoDBConnectionStore:
         except ConditionFailed:
             return False
         return True
+
+    async def count_live(self, now: datetime) -> int:
+        """How many records have not passed their TTL at `now` (DynamoDB deletes
+        expired ones late). A paginated `Scan` with `Select=COUNT`: it reads the
+        whole table, so callers count rarely (the `ActiveConnections` metric).
+
+        Raises:
+            StoreUnavailable: the table could not be read.
+        """
+        total = 0
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "Select": "COUNT",
+            "FilterExpression": "attribute_not_exists(#ttl) OR #ttl > :now",
+            "ExpressionAttributeNames": {"#ttl": TTL_ATTRIBUTE},
+            "ExpressionAttributeValues": {":now": {"N": str(int(now.timestamp()))}},
+        }
+        with map_client_errors():
+            while True:
+                page = await self._client.scan(**query)
+                total += int(page.get("Count", 0))
+                last_key = page.get("LastEvaluatedKey")
+                if not last_key:
+                    return total
+                query["ExclusiveStartKey"] = last_key
 
     async def list_by_user(self, user_id: UserId) -> list[Connection]:
         """Connections of one user (`UserIndex`)."""

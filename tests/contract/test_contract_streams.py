@@ -12,6 +12,7 @@ import pytest
 from adapters.aws import client_kwargs
 from adapters.dynamodb import DynamoDBStores
 from adapters.streams import parse_stream_record
+from streamer import transitions
 from streamer.models import (
     AsyncRequest,
     ConnectionId,
@@ -220,7 +221,7 @@ async def test_records_read_from_a_moto_stream_parse_to_changes(
         updated_at=now,
     )
     await dynamodb_stores.requests.enqueue(request)
-    await dynamodb_stores.requests.claim(request.key, now=now, lease_until=now)
+    await dynamodb_stores.requests.apply(request.key, transitions.claim(now=now, lease_until=now))
 
     described = await dynamodb_stores.client.describe_table(
         TableName=dynamodb_settings.requests_table

@@ -6,7 +6,7 @@ import asyncio
 import json
 import random
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from streamer.app import Streamer
@@ -35,6 +35,7 @@ from streamer.testing import (
     ManualClock,
     RecordingNotifier,
 )
+from streamer.transitions import Transition
 
 
 @dataclass
@@ -152,31 +153,17 @@ class HeldWrites(InMemoryRequestStore):
         self.in_flight = 0
         self.most_in_flight = 0
 
-    async def record_progress(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        percentage: float,
-        message: str,
-        details: dict[str, Any],
-        now: datetime,
-    ) -> bool:
-        self.writes.append((percentage, message))
+    async def apply(self, key: RequestKey, transition: Transition) -> AsyncRequest | None:
+        if transition.name != "record_progress":
+            return await super().apply(key, transition)
+        self.writes.append((transition.sets["progress"], transition.sets["progress_message"]))
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
             self.started.set()
             if self.hold is not None:
                 await self.hold.wait()
-            return await super().record_progress(
-                key,
-                attempt=attempt,
-                percentage=percentage,
-                message=message,
-                details=details,
-                now=now,
-            )
+            return await super().apply(key, transition)
         finally:
             self.in_flight -= 1
 
