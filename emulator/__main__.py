@@ -23,7 +23,7 @@ from emulator.server import Emulator, EmulatorConfig
 from streamer.logs import configure_logging
 from streamer.settings import Settings, SettingsError
 
-__all__ = ["main", "parse_config", "run"]
+__all__ = ["main", "parse_config", "raise_open_file_limit", "run"]
 
 T = TypeVar("T")
 
@@ -301,12 +301,32 @@ async def run(
             loop.remove_signal_handler(signum)
 
 
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit, so idle
+    sockets run out of the HTTP side's cap, never of file descriptors; returns
+    the soft limit now in force (-1 where the platform has none)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):  # e.g. macOS caps it below an infinite hard limit
+            return int(soft)
+        return int(target)
+    return int(soft)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The `streamer-emulator` command; returns the exit status."""
+    raise_open_file_limit()
     try:
         config = parse_config(argv)
-        configure_logging(config.settings.log_level)
-        if config.settings.log_level != "DEBUG":
+        configure_logging(config.settings.log_level, wire_level=config.settings.wire_log_level)
+        if config.settings.log_level != "DEBUG" and config.settings.wire_log_level is None:
             # One line per socket close and per moto call drowns what matters.
             logging.getLogger("emulator.websockets").setLevel(logging.WARNING)
             logging.getLogger("werkzeug").setLevel(logging.WARNING)

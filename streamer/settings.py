@@ -48,6 +48,9 @@ class Settings:
     websocket_endpoint: str | None = None
     aws_region: str = "us-east-1"
     log_level: str = "INFO"
+    wire_log_level: str | None = None
+    """STREAMER_WIRE_LOG_LEVEL: the level of the wire-level libraries' loggers
+    (botocore, aiohttp, websockets, ...); None holds them at INFO or above."""
     connection_ttl_hours: float = 24.0
     request_ttl_days: float = 7.0
     max_connections_per_user: int = 10
@@ -246,6 +249,14 @@ _SPECS: tuple[_Spec, ...] = (
     ),
     _Spec("aws_region", "AWS_REGION", _text, "AWS region (falls back to AWS_DEFAULT_REGION)"),
     _Spec("log_level", "LOG_LEVEL", _log_level, "Logging verbosity"),
+    _Spec(
+        "wire_log_level",
+        "STREAMER_WIRE_LOG_LEVEL",
+        _log_level,
+        "Level of the wire-level loggers (botocore, aiobotocore, urllib3, aiohttp, "
+        "websockets); unset holds them at INFO. Even at DEBUG, credentials, tokens "
+        "and bodies are redacted",
+    ),
     _Spec(
         "connection_ttl_hours",
         "CONNECTION_TTL_HOURS",

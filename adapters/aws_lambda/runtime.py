@@ -236,8 +236,8 @@ def _stamp_request_id(
     return make
 
 
-def _configure_logging(level: str) -> None:
-    configure_logging(level)
+def _configure_logging(level: str, wire_level: str | None = None) -> None:
+    configure_logging(level, wire_level=wire_level)
     factory = logging.getLogRecordFactory()
     if not getattr(factory, "_streamer_stamp", False):
         logging.setLogRecordFactory(_stamp_request_id(factory))
@@ -320,7 +320,7 @@ async def _ensure_runtime(function: FunctionName) -> Runtime:
         return _runtime
     _configure_logging("INFO")
     settings = _settings_for(function)
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.wire_log_level)
     if _runtime is None:
         started = time.perf_counter()
         try:

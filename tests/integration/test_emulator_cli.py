@@ -165,7 +165,8 @@ def test_compose_runs_moto_with_a_healthcheck_and_the_emulator_after_it() -> Non
     emulator = services["emulator"]
     assert emulator["build"] in (".", {"context": "."})
     assert emulator["depends_on"]["moto"]["condition"] == "service_healthy"
-    assert {"3001:3001", "3002:3002"} <= set(emulator["ports"])
+    # Published on loopback only: a LAN neighbour reaches neither port.
+    assert {"127.0.0.1:3001:3001", "127.0.0.1:3002:3002"} == set(emulator["ports"])
     environment = emulator["environment"]
     assert environment["DYNAMODB_ENDPOINT_URL"] == "http://moto:5000"
     assert environment["EMULATOR_HOST"] == "0.0.0.0"
