@@ -21,9 +21,12 @@ from adapters.dynamodb import (
     ERROR_CODES,
     MAX_ITEM_BYTES,
     DynamoDBStores,
+    create_tables,
+    delete_tables,
     format_time,
     from_attribute_value,
     item_size,
+    list_tables,
     map_client_errors,
     open_stores,
     parse_time,
@@ -544,3 +547,14 @@ async def test_a_request_id_holding_hashes_is_read_back_from_its_key(
 
     assert stored is not None
     assert stored.request_id == rid
+
+
+async def test_table_admin_refusals_are_typed_store_errors(dynamodb_settings: Settings) -> None:
+    """The emulator and the `streamer tables` command get the core's error, never botocore's."""
+    denied = (400, {"__type": "com.amazonaws.dynamodb.v20120810#AccessDeniedException"})
+    async with scripted_dynamodb([denied]) as (url, calls):
+        settings = replace(dynamodb_settings, dynamodb_endpoint_url=url)
+        for admin in (create_tables, delete_tables, list_tables):
+            with pytest.raises(StoreUnavailable, match="AccessDeniedException"):
+                await admin(settings)
+    assert calls[0].endswith("CreateTable")
