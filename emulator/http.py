@@ -10,6 +10,8 @@ Routes:
   `{"message": ...}` with `x-amzn-ErrorType: GoneException`, so botocore's
   `apigatewaymanagementapi` client raises `GoneException` as against AWS.
 - `GET /health`: status, open connections, DynamoDB endpoint, poller lag, URLs.
+- `GET /asyncapi.json`: the app's AsyncAPI 3.0 document (`streamer.asyncapi`), its
+  local server being this emulator's WebSocket URL.
 - `GET /api/actions`: `{"app", "actions": [{"name", "mode", "description",
   "timeout_s", "builtin", "payload_schema"}]}`.
 - `GET /api/connections`: `{"connections": [{"id", "user", "tenant",
@@ -21,6 +23,7 @@ Routes:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket as socketlib
 from collections.abc import Callable, Mapping
@@ -34,6 +37,7 @@ from aiohttp import web
 from emulator.gateway import Gateway, SocketRegistry
 from emulator.notifier import LocalNotifier
 from streamer.app import RESERVED_ACTIONS, Streamer
+from streamer.asyncapi import asyncapi_document
 from streamer.errors import ConnectionGone, StreamerError
 from streamer.protocol import format_timestamp
 
@@ -122,6 +126,7 @@ class HttpSide:
             console_dir=console_dir,
         )
         self._runner: web.AppRunner | None = None
+        self._asyncapi_document: dict[str, Any] | None = None
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
@@ -136,6 +141,7 @@ class HttpSide:
             client_max_size=max(1024 * 1024, 2 * self._config.max_message_bytes)
         )
         application.router.add_get("/health", self._health)
+        application.router.add_get("/asyncapi.json", self._asyncapi)
         application.router.add_get("/api/actions", self._actions)
         application.router.add_get("/api/connections", self._connections)
         application.router.add_get("/api/dev-token", self._dev_token)
@@ -159,6 +165,19 @@ class HttpSide:
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response(dict(self._config.health()))
+
+    async def _asyncapi(self, request: web.Request) -> web.Response:
+        config = self._config
+        if self._asyncapi_document is None:
+            # Made once (the app does not change), off the loop: pydantic's schema
+            # generation is CPU work.
+            self._asyncapi_document = await asyncio.to_thread(
+                asyncapi_document,
+                config.app,
+                async_threshold_s=config.async_threshold_s,
+                server_url=config.ws_url(),
+            )
+        return web.json_response(self._asyncapi_document)
 
     async def _actions(self, request: web.Request) -> web.Response:
         config = self._config
