@@ -1,12 +1,12 @@
-"""The `streamer` command's core: dev tokens, talking to the API (send, status, cancel), and
-the app's AsyncAPI document and typed clients (asyncapi, codegen).
+"""The `streamer` command's core: dev tokens, talking to the API (send, status, cancel,
+listen), and the app's AsyncAPI document and typed clients (asyncapi, codegen).
 
 Exit codes: 0 success; 1 a local failure (no token, AWS unreachable…); 2 the
 server answered with an error (`CODE: message` on stderr); 3 the WebSocket could
 not be opened, was refused or was lost; 4 no answer within `--timeout`;
 64 bad usage; 130 interrupted.
 
-The subcommands that need AWS (`tables`, `lambda build`) live in
+The subcommands that need AWS (`tables`, `lambda build`, `push`) live in
 `adapters.commands`, which builds the installed `streamer` command from this
 parser plus its own: the core imports no adapter.
 """
@@ -183,6 +183,21 @@ def _add_cancel(commands: Subcommands) -> None:
     cancel.set_defaults(handler=_cmd_cancel)
 
 
+def _add_listen(commands: Subcommands) -> None:
+    """`streamer listen`: print the notifications pushed to this connection."""
+    listen = commands.add_parser(
+        "listen",
+        help="print the notifications pushed to this connection",
+        description="Connect and print every notification (server push) as one JSON line "
+        "on stdout as it comes, until Ctrl-C or --count. The connection id goes to stderr "
+        "(for `streamer push --connection`).",
+    )
+    listen.add_argument("--topic", help="only notifications of this topic")
+    listen.add_argument("--count", type=int, metavar="N", help="exit after N notifications")
+    _add_connection_options(listen)
+    listen.set_defaults(handler=_cmd_listen)
+
+
 def _add_asyncapi(commands: Subcommands) -> None:
     """`streamer asyncapi`: print the app's AsyncAPI 3.0 document."""
     asyncapi = commands.add_parser(
@@ -234,6 +249,7 @@ CORE_COMMANDS: tuple[AddCommand, ...] = (
     _add_send,
     _add_status,
     _add_cancel,
+    _add_listen,
     _add_asyncapi,
     _add_codegen,
 )
@@ -462,6 +478,31 @@ async def _cancel(args: argparse.Namespace, token: str) -> int:
         async with StreamerClient(args.url, token=token, reconnect=False) as client:
             snapshot = await client.cancel(args.request_id, timeout=args.timeout)
     print(json.dumps(dict(snapshot.raw), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def _cmd_listen(args: argparse.Namespace) -> int:
+    if args.count is not None and args.count < 1:
+        raise CliError("--count must be at least 1", EXIT_USAGE)
+    return asyncio.run(_listen(args, _default_token(args)))
+
+
+async def _listen(args: argparse.Namespace, token: str) -> int:
+    from streamer.client import StreamerClient
+    from streamer.protocol import encode
+
+    with _reporting_errors(_ProgressBar(sys.stderr)):
+        async with StreamerClient(args.url, token=token) as client:
+            inbox = client.notifications(topic=args.topic)
+            connection_id = await client.ping()
+            print(f"listening on connection {connection_id}; Ctrl-C stops", file=sys.stderr)
+            sys.stderr.flush()
+            received = 0
+            async for note in inbox:
+                print(encode(note), flush=True)
+                received += 1
+                if args.count is not None and received >= args.count:
+                    break
     return EXIT_OK
 
 

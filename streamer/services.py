@@ -11,6 +11,7 @@ from streamer.connections import ConnectionService
 from streamer.delivery import Delivery
 from streamer.ports import Clock, ConnectionStore, Notifier, RequestStore, SubscriptionStore
 from streamer.processor import Processor
+from streamer.push import Pusher
 from streamer.ratelimit import RateLimiter
 from streamer.router import Router
 from streamer.settings import Settings
@@ -28,6 +29,8 @@ class Services:
     processor: Processor
     sweeper: Sweeper
     delivery: Delivery
+    push: Pusher
+    """Server push to a connection, a user or a tenant (also `req.push` in actions)."""
 
 
 def build_services(
@@ -54,6 +57,7 @@ def build_services(
         clock=clock,
         subscriber_cache_s=settings.progress_persist_interval_s,
     )
+    pusher = Pusher(connections=connections, delivery=delivery, clock=clock)
     limiter = RateLimiter(per_minute=settings.rate_limit_per_minute, clock=clock)
     return Services(
         connections=ConnectionService(
@@ -74,10 +78,18 @@ def build_services(
             limiter=limiter,
             clock=clock,
             settings=settings,
+            pusher=pusher,
         ),
         processor=Processor(
-            app=app, requests=requests, delivery=delivery, clock=clock, settings=settings, rng=rng
+            app=app,
+            requests=requests,
+            delivery=delivery,
+            clock=clock,
+            settings=settings,
+            rng=rng,
+            pusher=pusher,
         ),
         sweeper=Sweeper(requests=requests, delivery=delivery, clock=clock, settings=settings),
         delivery=delivery,
+        push=pusher,
     )

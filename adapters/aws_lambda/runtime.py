@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     pass
 
 __all__ = [
+    "PUSHER_SETTINGS",
     "REQUIRED_SETTINGS",
     "ActiveConnectionsGauge",
     "FunctionName",
@@ -53,7 +54,7 @@ __all__ = [
 
 logger = logging.getLogger("streamer.lambda")
 
-FunctionName = Literal["connect", "disconnect", "router", "processor", "sweeper"]
+FunctionName = Literal["connect", "disconnect", "router", "processor", "sweeper", "pusher"]
 
 _TABLES_AND_REGION = ("CONNECTIONS_TABLE", "AWS_REGION")
 _POSTING = ("CONNECTIONS_TABLE", "REQUESTS_TABLE", "WEBSOCKET_ENDPOINT", "AWS_REGION")
@@ -64,7 +65,9 @@ REQUIRED_SETTINGS: Final[Mapping[FunctionName, tuple[str, ...]]] = {
     "processor": _POSTING,
     "sweeper": _POSTING,
 }
-"""The environment each function refuses to start without (DESIGN §7)."""
+"""The environment each function of the stack refuses to start without (DESIGN §7)."""
+PUSHER_SETTINGS: Final = ("CONNECTIONS_TABLE", "WEBSOCKET_ENDPOINT", "AWS_REGION")
+"""What a user's own pushing function (`adapters.aws_lambda.pusher`) needs."""
 
 DEFAULT_REMAINING_MS: Final = 900_000
 """Assumed when there is no Lambda context (a local call): Lambda's maximum."""
@@ -260,7 +263,8 @@ def current_runtime() -> Runtime | None:
 
 def _settings_for(function: FunctionName) -> Settings:
     try:
-        return Settings.from_env(required=REQUIRED_SETTINGS[function])
+        required = PUSHER_SETTINGS if function == "pusher" else REQUIRED_SETTINGS[function]
+        return Settings.from_env(required=required)
     except SettingsError as exc:
         logger.critical(f"invalid configuration for the {function} function: {exc}")
         raise
