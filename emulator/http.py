@@ -33,8 +33,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
+from websockets.protocol import State
 
-from emulator.gateway import Gateway, SocketRegistry
+from emulator.gateway import Gateway, LiveSocket, SocketRegistry
 from emulator.notifier import LocalNotifier
 from streamer.app import RESERVED_ACTIONS, Streamer
 from streamer.asyncapi import asyncapi_document
@@ -280,7 +281,7 @@ class HttpSide:
             return web.Response(status=200)
         if request.method == "GET":
             socket = config.registry.get(connection_id)
-            if socket is None:
+            if socket is None or _is_closing(socket):
                 return _gone()
             return web.json_response(
                 {
@@ -293,6 +294,9 @@ class HttpSide:
                 }
             )
         if request.method == "DELETE":
+            socket = config.registry.get(connection_id)
+            if socket is None or _is_closing(socket):
+                return _gone()
             if not await config.gateway.delete(connection_id):
                 return _gone()
             return web.Response(status=204)
@@ -314,6 +318,13 @@ class HttpSide:
         if relative == "index.html":
             return web.Response(text=_FALLBACK_PAGE, content_type="text/html")
         return _error(404, "NotFoundException", "not found")
+
+
+def _is_closing(socket: LiveSocket) -> bool:
+    # A socket being closed (DELETE, idle, shutdown) stays registered until its
+    # `$disconnect` has run; API Gateway answers Gone for it at once, and POST
+    # already does (the send fails).
+    return socket.websocket.state is not State.OPEN
 
 
 def _gone() -> web.Response:

@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import sys
 import urllib.error
 import urllib.request
@@ -41,6 +40,7 @@ __all__ = [
     "CliError",
     "Subcommands",
     "build_parser",
+    "emulator_http_port",
     "main",
 ]
 
@@ -57,6 +57,20 @@ DEFAULT_KEYS_DIR = ".streamer"
 DEFAULT_SUB = "dev-user"
 DEFAULT_TENANT = "dev-tenant"
 EMULATOR_HTTP_PORT = 3002
+
+
+def emulator_http_port(ws_port: int | None) -> int:
+    """The emulator's HTTP port for a WebSocket port: the next one (3001 → 3002).
+
+    `streamer-emulator --port N` without `--http-port` serves HTTP on N + 1, so
+    the CLI finds the dev-token endpoint from the `--url` alone. None (a URL
+    without a port) is the default 3002; port 0 (pick a free one) stays 0.
+    """
+    if ws_port is None:
+        return EMULATOR_HTTP_PORT
+    if ws_port == 0:
+        return 0
+    return ws_port + 1 if ws_port < 65535 else 0
 
 
 class CliError(Exception):
@@ -292,7 +306,7 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token",
         help="the JWT (default: STREAMER_TOKEN, else a dev token from .streamer/ keys, "
-        "else the emulator's /api/dev-token)",
+        "else the emulator's /api/dev-token on the --url host, port + 1)",
     )
     parser.add_argument(
         "--keys-dir",
@@ -393,8 +407,13 @@ def _emulator_dev_token(ws_url: str, *, sub: str, tenant: str) -> str | None:
     if parts.scheme != "ws" or not parts.hostname:
         return None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    try:
+        ws_port = parts.port
+    except ValueError:
+        return None
     query = urlencode({"sub": sub, "tenant": tenant})
-    url = urlunsplit(("http", f"{host}:{EMULATOR_HTTP_PORT}", "/api/dev-token", query, ""))
+    http_port = emulator_http_port(ws_port)
+    url = urlunsplit(("http", f"{host}:{http_port}", "/api/dev-token", query, ""))
     try:
         with urllib.request.urlopen(url, timeout=3) as response:
             body = response.read().decode("utf-8")
@@ -592,6 +611,18 @@ def _load_payload(text: str) -> dict[str, Any]:
     return payload
 
 
+def _columns(stream: IO[str]) -> int:
+    """The width of the terminal `stream` draws on (not stdout's: piped output
+    must not change the bar); `COLUMNS` overrides it, 80 when unknown."""
+    override = os.environ.get("COLUMNS", "")
+    if override.isdigit() and int(override) > 0:
+        return int(override)
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (AttributeError, OSError, ValueError):
+        return 80
+
+
 class _ProgressBar:
     """A one-line progress bar on a terminal; one line per update otherwise.
 
@@ -614,7 +645,7 @@ class _ProgressBar:
             self._stream.write(f"progress {percentage:5.1f}% {message}\n".rstrip() + "\n")
             self._stream.flush()
             return
-        columns = shutil.get_terminal_size((80, 24)).columns
+        columns = _columns(self._stream)
         width = max(10, min(40, columns // 3))
         filled = round(width * percentage / 100)
         full, empty = self._glyphs

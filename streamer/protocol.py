@@ -7,6 +7,7 @@ are pydantic models; `encode` turns one into the JSON text frame.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from datetime import UTC, datetime
@@ -50,10 +51,14 @@ def format_timestamp(at: datetime) -> str:
 Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str)]
 
 
+# `defer_build`: a model's validator and serializer are built at its first use,
+# not at import, so a Lambda cold start builds only the messages it sends.
+
+
 class ClientMessage(BaseModel):
     """One client frame: `{"id"?, "action", "payload"?, "metadata"?}`."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     id: str | None = None
     action: str
@@ -62,7 +67,7 @@ class ClientMessage(BaseModel):
 
 
 class _ServerMessageBase(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     timestamp: Timestamp
 
@@ -107,7 +112,7 @@ class Complete(_ServerMessageBase):
 class ErrorBody(BaseModel):
     """`{code, message, details}` inside an error message."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     code: ErrorCode
     message: str
@@ -135,7 +140,12 @@ ServerMessage = Annotated[
     Response | Acknowledgment | ProgressUpdate | Complete | ErrorMessage | Notification,
     Field(discriminator="type"),
 ]
-_server_message_adapter: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)
+
+
+@functools.cache
+def _server_message_adapter() -> TypeAdapter[ServerMessage]:
+    """Built on first use: only the client SDK decodes server messages."""
+    return TypeAdapter(ServerMessage)
 
 
 def encode(message: ServerMessage) -> str:
@@ -165,7 +175,7 @@ def decode_server_message(frame: str | bytes) -> ServerMessage:
         StreamerError: VALIDATION_ERROR when the frame is not a server message.
     """
     try:
-        return _server_message_adapter.validate_json(frame)
+        return _server_message_adapter().validate_json(frame)
     except ValidationError as exc:
         raise StreamerError(ErrorCode.VALIDATION_ERROR, "not a server message") from exc
 

@@ -9,6 +9,7 @@ from streamer.app import Streamer
 from streamer.auth import TokenVerifier
 from streamer.connections import ConnectionService
 from streamer.delivery import Delivery
+from streamer.keys import JWKS_MIN_REFETCH_S, JwksFetcher, KeyRing
 from streamer.ports import Clock, ConnectionStore, Notifier, RequestStore, SubscriptionStore
 from streamer.processor import Processor
 from streamer.push import Pusher
@@ -17,7 +18,7 @@ from streamer.router import Router
 from streamer.settings import Settings
 from streamer.sweeper import Sweeper
 
-__all__ = ["Services", "build_services"]
+__all__ = ["Services", "build_services", "build_verifier"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,34 @@ class Services:
     delivery: Delivery
     push: Pusher
     """Server push to a connection, a user or a tenant (also `req.push` in actions)."""
+
+
+def build_verifier(
+    settings: Settings,
+    *,
+    clock: Clock,
+    fetcher: JwksFetcher | None,
+    jwks_min_refetch_s: float = JWKS_MIN_REFETCH_S,
+) -> TokenVerifier:
+    """The token verifier the settings describe: the PEMs of `JWT_PUBLIC_KEY`, the
+    JWKS at `JWT_JWKS_URL` (fetched lazily through `fetcher`), `JWT_ISSUER`,
+    `JWT_AUDIENCE`. With neither key setting, every token is refused.
+
+    Raises:
+        ValueError: `JWT_JWKS_URL` is set and no fetcher is given, or a key is malformed.
+    """
+    from streamer.pem import load_public_keys
+
+    keys = KeyRing(
+        load_public_keys(settings.jwt_public_key or ""),
+        jwks_url=settings.jwt_jwks_url,
+        fetcher=fetcher if settings.jwt_jwks_url else None,
+        clock=clock,
+        min_refetch_s=jwks_min_refetch_s,
+    )
+    return TokenVerifier(
+        clock=clock, issuer=settings.jwt_issuer, audience=settings.jwt_audience, keys=keys
+    )
 
 
 def build_services(

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
@@ -21,18 +23,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 
+from adapters import aws_lambda
 from adapters.apigateway import ApiGatewayNotifier, open_management_client
+from adapters.aws import get_threaded_session
 from adapters.aws_lambda.metrics import Metric, MetricsBatch
 from adapters.dynamodb import DynamoDBConnectionStore, DynamoDBStores
+from adapters.jwks import UrllibJwksFetcher
 from streamer.app import Streamer, load_app
-from streamer.auth import AuthError, TokenVerifier
 from streamer.clock import SystemClock
 from streamer.errors import ErrorCode, StreamerError
 from streamer.logs import configure_logging
-from streamer.models import ConnectionId, Identity
+from streamer.models import ConnectionId
 from streamer.ports import Clock, Notifier
 from streamer.protocol import ServerMessage
-from streamer.services import Services, build_services
+from streamer.services import Services, build_services, build_verifier
 from streamer.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PUSHER_SETTINGS",
+    "REQUIRED_ONE_OF",
     "REQUIRED_SETTINGS",
     "ActiveConnectionsGauge",
     "FunctionName",
@@ -59,13 +64,18 @@ FunctionName = Literal["connect", "disconnect", "router", "processor", "sweeper"
 _TABLES_AND_REGION = ("CONNECTIONS_TABLE", "AWS_REGION")
 _POSTING = ("CONNECTIONS_TABLE", "REQUESTS_TABLE", "WEBSOCKET_ENDPOINT", "AWS_REGION")
 REQUIRED_SETTINGS: Final[Mapping[FunctionName, tuple[str, ...]]] = {
-    "connect": ("JWT_PUBLIC_KEY", *_TABLES_AND_REGION),
+    "connect": _TABLES_AND_REGION,
     "disconnect": _TABLES_AND_REGION,
     "router": _POSTING,
     "processor": _POSTING,
     "sweeper": _POSTING,
 }
 """The environment each function of the stack refuses to start without (DESIGN §7)."""
+REQUIRED_ONE_OF: Final[Mapping[FunctionName, tuple[tuple[str, ...], ...]]] = {
+    "connect": (("JWT_PUBLIC_KEY", "JWT_JWKS_URL"),),
+}
+"""Groups of settings of which a function needs at least one (a key, or an
+identity provider's JWKS)."""
 PUSHER_SETTINGS: Final = ("CONNECTIONS_TABLE", "WEBSOCKET_ENDPOINT", "AWS_REGION")
 """What a user's own pushing function (`adapters.aws_lambda.pusher`) needs."""
 
@@ -91,17 +101,6 @@ def remaining_time(context: LambdaContext | None) -> timedelta:
     if context is None:
         return timedelta(milliseconds=DEFAULT_REMAINING_MS)
     return timedelta(milliseconds=max(0, context.get_remaining_time_in_millis()))
-
-
-class _RefusingVerifier(TokenVerifier):
-    """Stands in where no `JWT_PUBLIC_KEY` is configured (functions that never
-    verify tokens): every token is refused."""
-
-    def __init__(self) -> None:
-        pass
-
-    def verify(self, token: str) -> Identity:
-        raise AuthError("no JWT_PUBLIC_KEY configured")
 
 
 class _UnconfiguredNotifier:
@@ -263,6 +262,9 @@ def current_runtime() -> Runtime | None:
 
 def _settings_for(function: FunctionName) -> Settings:
     try:
+        for names in REQUIRED_ONE_OF.get(function, ()):
+            if not any(os.environ.get(name, "").strip() for name in names):
+                raise SettingsError(f"{' or '.join(names)} is required")
         required = PUSHER_SETTINGS if function == "pusher" else REQUIRED_SETTINGS[function]
         return Settings.from_env(required=required)
     except SettingsError as exc:
@@ -278,21 +280,21 @@ async def _build_runtime(settings: Settings) -> Runtime:
         except ValueError as exc:
             raise SettingsError(f"STREAMER_APP: {exc}") from None
         clock = SystemClock()
-        stores = await DynamoDBStores.open(settings)
+        # botocore's clients, not aioboto3's: see adapters/aws.py.
+        session = get_threaded_session()
+        stores = await DynamoDBStores.open(settings, session=session)
         stack.push_async_callback(stores.aclose)
         notifier: Notifier
         if settings.websocket_endpoint:
-            client = await stack.enter_async_context(open_management_client(settings))
+            client = await stack.enter_async_context(
+                open_management_client(settings, session=session)
+            )
             notifier = ApiGatewayNotifier(client, sleep=clock.sleep)
         else:
             notifier = _UnconfiguredNotifier()
-        verifier: TokenVerifier
-        if settings.jwt_public_key:
-            verifier = TokenVerifier(
-                settings.jwt_public_key, clock=clock, issuer=settings.jwt_issuer
-            )
-        else:
-            verifier = _RefusingVerifier()
+        # The JWKS, if any, is fetched at the first token that needs it, never at
+        # cold start; with neither key setting every token is refused.
+        verifier = build_verifier(settings, clock=clock, fetcher=UrllibJwksFetcher())
         services = build_services(
             app=app,
             settings=settings,
@@ -365,7 +367,22 @@ def invoke(
         finally:
             _aws_request_id.reset(token)
 
-    return runner.run(run())
+    try:
+        return runner.run(run())
+    finally:
+        _resume_collector()
+
+
+_collector_paused = aws_lambda.COLD_START_PAUSED_GC
+
+
+def _resume_collector() -> None:
+    """After the first invocation: freeze what the cold start made, collect again."""
+    global _collector_paused
+    if _collector_paused:
+        _collector_paused = False
+        gc.freeze()
+        gc.enable()
 
 
 def reset_for_tests() -> None:

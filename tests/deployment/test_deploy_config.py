@@ -26,13 +26,6 @@ def test_a_missing_bundle_names_the_command_that_builds_it(tmp_path: Path) -> No
         streamer_stack.check_bundle(str(tmp_path / "streamer-lambda.zip"))
 
 
-def test_a_domain_without_a_certificate_is_refused() -> None:
-    with pytest.raises(ValueError, match="certificateArn"):
-        streamer_stack.StackConfig(
-            environment="prod", jwt_public_key="k", domain="wss://api.example.com"
-        )
-
-
 @pytest.mark.parametrize("factor", [0, 11])
 def test_parallelization_outside_what_lambda_allows_is_refused(factor: int) -> None:
     with pytest.raises(ValueError, match="processorParallelization"):

@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aioboto3
 import boto3
 import pytest
 from aiohttp import web
@@ -279,9 +278,10 @@ def recorded_calls(
             dynamodb_settings.subscriptions_table: "subscriptions",
         }
     )
-    session = aioboto3.Session()
-    session._session.register("before-parameter-build.dynamodb", recorder.dynamodb)
-    monkeypatch.setattr(adapters.aws, "_session", session)
+    # The functions' clients come from the process's ThreadedSession (botocore's own).
+    session = adapters.aws.ThreadedSession()
+    session.botocore_session.register("before-parameter-build.dynamodb", recorder.dynamodb)
+    monkeypatch.setattr(adapters.aws, "_threaded_session", session)
     private_key, public_key = generate_rsa_key_pair()
     with ManagementApi(recorder) as api:
         environment = {

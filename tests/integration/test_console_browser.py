@@ -6,27 +6,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from browser_check import CHROMIUM, HAS_CHROMIUM, SKIP_REASON
 
-from emulator.notifier import LocalNotifier
 from emulator.server import Emulator, EmulatorConfig
 from streamer.settings import Settings
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 WAIT_MS = 20_000
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason="no chromium binary (apt-get install chromium; .ci/run installs it)",
-    ),
+    pytest.mark.skipif(not HAS_CHROMIUM, reason=SKIP_REASON),
 ]
 
 
@@ -166,13 +161,11 @@ async def test_console_shows_a_notification_pushed_to_its_connection(
             await page.wait_for_selector("#connection-id:has-text('Connection id: ')")
             text = await page.locator("#connection-id").inner_text()
             connection_id = text.removeprefix("Connection id: ")
-            push = {
-                "type": "notification",
-                "topic": "news",
-                "data": {"hello": 1},
-                "timestamp": "2026-12-01T09:00:00.000Z",
-            }
-            await LocalNotifier(dev_emulator.registry).send_raw(connection_id, json.dumps(push))
+            assert dev_emulator.services is not None
+            summary = await dev_emulator.services.push.to_connection(
+                connection_id, {"hello": 1}, topic="news"
+            )
+            assert summary.sent == 1
 
             item = page.locator("#notifications .notification").first
             await item.wait_for()
