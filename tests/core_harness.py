@@ -13,6 +13,7 @@ from typing import Any
 
 from streamer.app import Streamer
 from streamer.auth import TokenVerifier
+from streamer.frames import Close, Send, Verdict
 from streamer.models import (
     AsyncRequest,
     Connection,
@@ -201,10 +202,13 @@ def make_core(app: Streamer, **settings: Any) -> Core:
     return Core(app=app, settings=replace(Settings(), **settings))
 
 
-def wire(message: ServerMessage) -> dict[str, Any]:
-    """A server message as the JSON object the client receives (it must be
-    sendable as UTF-8: a frame that cannot be sent is as bad as no reply)."""
-    text = encode(message)
+def wire(reply: ServerMessage | Verdict) -> dict[str, Any]:
+    """A server message (or the router's `Send` verdict) as the JSON object the
+    client receives (it must be sendable as UTF-8: a frame that cannot be sent
+    is as bad as no reply)."""
+    if isinstance(reply, Close):
+        raise AssertionError(f"the router closed the socket: {reply}")
+    text = reply.text if isinstance(reply, Send) else encode(reply)
     text.encode("utf-8")
     decoded: dict[str, Any] = json.loads(text)
     return decoded

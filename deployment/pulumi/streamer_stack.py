@@ -133,12 +133,12 @@ class FunctionSpec:
 # What `ConnectionService.disconnect` touches: `$disconnect`, and the router when
 # a reply finds its client gone.
 _DISCONNECT_ACCESS = (
-    TableAccess("connections", ("dynamodb:DeleteItem",)),
+    TableAccess("connections", ("dynamodb:DeleteItem", "dynamodb:UpdateItem")),
     TableAccess("subscriptions", ("dynamodb:DeleteItem",), ("ConnectionIndex",)),
 )
 # Delivery reads a request's followers and cleans up after a gone connection.
 _DELIVERY_ACCESS = (
-    TableAccess("connections", ("dynamodb:DeleteItem",)),
+    TableAccess("connections", ("dynamodb:DeleteItem", "dynamodb:UpdateItem")),
     TableAccess("subscriptions", ("dynamodb:Query", "dynamodb:DeleteItem"), ("ConnectionIndex",)),
 )
 # With CANCEL_ON_DISCONNECT, a disconnect also cancels the connection's requests
@@ -147,9 +147,14 @@ _CANCEL_ON_DISCONNECT_ACCESS = (
     TableAccess("requests", ("dynamodb:UpdateItem",), ("ConnectionIndex",)),
     *_DELIVERY_ACCESS,
 )
-# The `ActiveConnections` metric counts the connections table (`Scan`, `Select=COUNT`):
-# after a connect or disconnect, and on every sweep.
-_COUNT_CONNECTIONS_ACCESS = (TableAccess("connections", ("dynamodb:Scan",)),)
+# A new record adds one to the counter item (`UpdateItem` ADD), a deleted one (the
+# `DeleteItem`s above) takes one away; `ActiveConnections` reads it (`GetItem`) after a
+# connect or disconnect and on every sweep, and the sweeper corrects its drift with a
+# `Scan` at most hourly.
+_COUNT_CONNECTIONS_ACCESS = (TableAccess("connections", ("dynamodb:GetItem",)),)
+_RECOUNT_CONNECTIONS_ACCESS = (
+    TableAccess("connections", ("dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem")),
+)
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
@@ -158,7 +163,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         timeout_s=10,
         memory_mb=256,
         tables=(
-            TableAccess("connections", ("dynamodb:PutItem",), ("UserIndex",)),
+            TableAccess("connections", ("dynamodb:PutItem", "dynamodb:UpdateItem"), ("UserIndex",)),
             *_COUNT_CONNECTIONS_ACCESS,
         ),
     ),
@@ -207,7 +212,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         tables=(
             TableAccess("requests", ("dynamodb:UpdateItem",), ("StatusIndex",)),
             *_DELIVERY_ACCESS,
-            *_COUNT_CONNECTIONS_ACCESS,
+            *_RECOUNT_CONNECTIONS_ACCESS,
         ),
         posts=True,
     ),
@@ -216,7 +221,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
 # Server push from a function of your own (`adapters.aws_lambda.pusher`): walk the user
 # and tenant indexes, post, and clean up after a gone connection.
 _PUSH_ACCESS = (
-    TableAccess("connections", ("dynamodb:DeleteItem",), ("UserIndex", "TenantIndex")),
+    TableAccess(
+        "connections", ("dynamodb:DeleteItem", "dynamodb:UpdateItem"), ("UserIndex", "TenantIndex")
+    ),
     TableAccess("subscriptions", ("dynamodb:DeleteItem",), ("ConnectionIndex",)),
 )
 PUSHER = FunctionSpec(

@@ -122,6 +122,20 @@ async def test_invalid_token_is_refused_with_401_and_nothing_stored(world: World
     assert world.connections.records == {}
 
 
+async def test_two_authorization_values_are_refused_with_401_and_nothing_stored(
+    world: World,
+) -> None:
+    valid = world.token()
+    handshake = Handshake(
+        connection_id=ConnectionId("conn-2"),
+        endpoint="https://abc.execute-api.us-east-1.amazonaws.com/prod",
+        query={"Authorization": ["forged.token.value", valid]},
+    )
+    refusal = await world.refused(handshake)
+    assert (refusal.status_code, refusal.reason) == (401, "two Authorization values")
+    assert world.connections.records == {}
+
+
 async def test_tenant_outside_the_allow_list_is_refused_with_403(keys: KeyPair) -> None:
     world = World(keys, allowed_tenants=frozenset({"acme"}))
     refusal = await world.refused(world.handshake(token=world.token(tenant_id="globex")))
