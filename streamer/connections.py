@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from streamer import transitions
 from streamer.auth import AuthError, HandshakeValues, TokenVerifier, token_from_request
 from streamer.delivery import Delivery
 from streamer.errors import ConnectRefused, ErrorCode
@@ -167,11 +168,12 @@ class ConnectionService:
     async def _cancel_requests_of(self, connection_id: ConnectionId) -> int:
         now = self._clock.now()
         expires_at = int(now.timestamp() + self._settings.request_ttl_days * 86400)
+        cancel = transitions.cancel(now=now, expires_at=expires_at)
         cancelled = 0
         for request in await self._requests.list_by_connection(connection_id):
             if request.status.is_terminal:
                 continue
-            updated = await self._requests.cancel(request.key, now=now, expires_at=expires_at)
+            updated = await self._requests.apply(request.key, cancel)
             if updated is not None:
                 cancelled += 1
                 if self._delivery is not None:

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from streamer import transitions
 from streamer.app import RESERVED_ACTIONS, ActionSpec, Request, Streamer
 from streamer.delivery import Delivery
 from streamer.errors import (
@@ -242,8 +243,8 @@ class Router:
 
         data: dict[str, Any]
         if message.action == "cancel":
-            cancelled = await self._requests.cancel(
-                key, now=now, expires_at=self._request_expiry(now)
+            cancelled = await self._requests.apply(
+                key, transitions.cancel(now=now, expires_at=self._request_expiry(now))
             )
             if cancelled is None:
                 current = await self._requests.get(key)

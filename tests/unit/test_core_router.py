@@ -431,10 +431,11 @@ async def test_status_after_completion_carries_the_result(core: Core) -> None:
     await core.send(conn, "job", {}, id="r1")
     await core.process("r1")
     data = (await core.send(conn, "status", {"request_id": "r1"}))["data"]
-    assert (data["status"], data["result"], data["progress"]) == (
+    assert (data["status"], data["result"], data["progress"], data["message"]) == (
         "COMPLETED",
         {"done": True},
-        50.0,
+        100.0,
+        "half way",
     )
     assert "error" not in data
 

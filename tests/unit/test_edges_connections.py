@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from core_harness import key_pair, make_core
 
+from streamer import transitions
 from streamer.app import Streamer
 from streamer.connections import Handshake
 from streamer.errors import ConnectRefused
@@ -268,10 +269,12 @@ async def test_cancel_on_disconnect_keeps_finished_requests(keys: KeyPair) -> No
     await world.requests.enqueue(_request(world, "r1", "c1", RequestStatus.PENDING))
     key = request_key("tenant-1", "user-1", "r1")
     now = world.clock.now()
-    claimed = await world.requests.claim(key, now=now, lease_until=now + timedelta(minutes=5))
+    claimed = await world.requests.apply(
+        key, transitions.claim(now=now, lease_until=now + timedelta(minutes=5))
+    )
     assert claimed is not None
-    await world.requests.complete(
-        key, attempt=claimed.attempt, result={"ok": 1}, now=now, expires_at=0
+    await world.requests.apply(
+        key, transitions.complete(attempt=claimed.attempt, result={"ok": 1}, now=now, expires_at=0)
     )
     await world.service.disconnect(ConnectionId("c1"))
     stored = await world.requests.get(key)
