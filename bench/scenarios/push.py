@@ -74,14 +74,21 @@ async def _measure(bench: Bench, emulator: ServerProcess) -> None:
                 reached, total = int(final["reached"]), int(final["total"])
                 lost += held - reached
                 duplicates += total - reached
-                last_at = arrived["last_at"]
+                first_at, last_at = arrived["first_at"], arrived["last_at"]
                 fanout_s = (float(last_at) - started) if last_at is not None else float("nan")
+                first_s = (float(first_at) - started) if first_at is not None else float("nan")
                 print(
-                    f"    push to {held:,} connections: {fanout_s:.2f} s to the last socket "
-                    f"(summary {summary}, reached {reached:,}, total {total:,})",
+                    f"    push to {held:,} connections: {fanout_s:.2f} s to the last socket, "
+                    f"{first_s:.2f} s to the first (summary {summary}, reached {reached:,}, "
+                    f"total {total:,})",
                     flush=True,
                 )
                 bench.results.record(f"push_fanout_s_at_{level}", fanout_s, _fanout_spec(level))
+                bench.results.record(
+                    f"push_first_s_at_{level}",
+                    first_s,
+                    MetricSpec(f"push_first_s_at_{level}", "s", note="to the first socket"),
+                )
     finally:
         await holder.close()
     bench.results.record("push_lost", lost)
