@@ -18,7 +18,9 @@ from typing import Any
 
 from adapters.aws import get_session
 from adapters.dynamodb import DynamoDBStores, create_tables, open_stores
+from adapters.sigv4 import DevCredentials, load_or_create_dev_credentials
 from emulator.gateway import Gateway, SocketRegistry
+from emulator.guard import DEFAULT_TRUSTED_NETWORKS, AccessPolicy, parse_networks
 from emulator.http import HttpSide
 from emulator.notifier import LocalNotifier
 from emulator.stores import LiveConnectionStore, WakingRequestStore
@@ -69,6 +71,17 @@ class EmulatorConfig:
             positions before start-up fails.
         process_stream: run the stream poller (the processor); off, requests stay
             PENDING for another processor (the Lambda one in the parity test).
+        verify_signatures: the management API requires SigV4 signed by the dev
+            credentials, as API Gateway requires IAM-signed calls; False serves it
+            unsigned (said at start).
+        management_credentials: the credentials it accepts; None loads or makes
+            them under `state_dir` (emulators sharing a table share them).
+        allowed_hosts: `Host` names served besides loopback names and IP literals.
+        trusted_networks: callers allowed to use the console's API (dev tokens,
+            the connection list): loopback unless told otherwise.
+        max_http_connections: sockets the HTTP side holds at most.
+        http_idle_timeout_s: an HTTP socket with no complete request this long after
+            it opened or was answered is closed (the header and the idle timeout).
     """
 
     settings: Settings = field(default_factory=Settings)
@@ -89,6 +102,12 @@ class EmulatorConfig:
     shard_refresh_s: float = 5.0
     start_timeout_s: float = 30.0
     process_stream: bool = True
+    verify_signatures: bool = True
+    management_credentials: DevCredentials | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    trusted_networks: tuple[str, ...] = DEFAULT_TRUSTED_NETWORKS
+    max_http_connections: int = 256
+    http_idle_timeout_s: float = 15.0
 
 
 class Emulator:
@@ -106,6 +125,8 @@ class Emulator:
         self.settings = config.settings
         self.app: Streamer | None = None
         self.dev_keys: DevKeys | None = None
+        self.management_credentials: DevCredentials | None = config.management_credentials
+        """What the management API accepts (and this emulator signs with)."""
         self.dynamodb_endpoint: str | None = config.settings.dynamodb_endpoint_url
         self.is_moto_embedded = False
         self.services: Services | None = None
@@ -203,6 +224,10 @@ class Emulator:
             self.dynamodb_endpoint = f"http://{host}:{port}"
             self.is_moto_embedded = True
             settings = dataclasses.replace(settings, dynamodb_endpoint_url=self.dynamodb_endpoint)
+        if self.management_credentials is None:
+            self.management_credentials = load_or_create_dev_credentials(config.state_dir)
+        if not config.verify_signatures:
+            log.warning("the management API does not check signatures: anyone can call it")
         if settings.jwt_public_key is None:
             self.dev_keys = load_or_create_dev_keys(config.state_dir)
             settings = dataclasses.replace(settings, jwt_public_key=self.dev_keys.public_pem)
@@ -273,6 +298,15 @@ class Emulator:
             dev_token_ttl_s=config.dev_token_ttl_s,
             ws_url=lambda: self.ws_url,
             max_message_bytes=settings.max_message_bytes,
+            policy=AccessPolicy(
+                allowed_hosts=frozenset(h.lower() for h in config.allowed_hosts),
+                trusted_networks=parse_networks(config.trusted_networks),
+                verify_signatures=config.verify_signatures,
+            ),
+            credentials=self.management_credentials,
+            clock=clock,
+            max_connections=config.max_http_connections,
+            idle_timeout_s=config.http_idle_timeout_s,
         )
         await self.http.start(config.host, config.http_port)
         self._stack.push_async_callback(self.http.close)
