@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.aws import get_session
+from adapters.aws import client_kwargs, get_session
 from adapters.dynamodb import DynamoDBStores, create_tables, open_stores
 from adapters.sigv4 import DevCredentials, load_or_create_dev_credentials
+from adapters.streams.reader import ShardReader
 from emulator.gateway import Gateway, SocketRegistry
 from emulator.guard import DEFAULT_TRUSTED_NETWORKS, AccessPolicy, parse_networks
 from emulator.http import HttpSide
@@ -259,9 +260,16 @@ class Emulator:
         )
 
         if config.process_stream:
+            streams_client = await self._stack.enter_async_context(
+                session.client("dynamodbstreams", **client_kwargs(settings))
+            )
+            reader = ShardReader(
+                streams=streams_client,
+                dynamodb=self.stores.client,
+                table_name=settings.requests_table,
+            )
             self.poller = StreamPoller(
-                session=session,
-                settings=settings,
+                reader=reader,
                 processor=services.processor,
                 clock=clock,
                 checkpoint_path=config.state_dir / CHECKPOINT_FILE,

@@ -1,8 +1,11 @@
 """The emulator's stand-in for Lambda's DynamoDB Streams event-source mapping.
 
-Polls every shard of the requests table's stream, hands claimable records to the
-core `Processor`, and keeps a checkpoint per shard in a small JSON file so a
-restart resumes after the last record whose handling finished.
+Schedules the reading of every shard of the requests table's stream, hands
+claimable records to the core `Processor`, and moves each shard's checkpoint
+(`emulator.checkpoints`) past the last record whose handling finished, so a
+restart resumes there. Reading and parsing are the shard reader's
+(`adapters.streams`, handed in by the composition root with its clients): this
+module sees typed errors and parsed records only.
 
 Semantics (as Lambda's mapping, with the differences said):
 - First start on a stream: only records written from now on (`LATEST`). It is
@@ -19,8 +22,10 @@ Semantics (as Lambda's mapping, with the differences said):
   request run in order. A record whose handling raises is retried with backoff
   (Lambda's default: until it succeeds); the checkpoint only moves past a
   record once it and every record before it in its shard have finished.
-- `ExpiredIteratorException` (or any failed call) re-acquires an iterator after
-  the last record read; one shard's failures never stop the others.
+- An expired iterator (or any failed call) re-acquires an iterator after the
+  last record read; one shard's failures never stop the others. An unreadable
+  record is logged and stepped over (Lambda would retry it until the mapping
+  gives up).
 - Polling: after a non-empty read the next read follows at once; after an
   empty one it waits `poll_interval_s`. After `idle_polls_before_backoff` empty
   reads in a row the wait doubles on each further empty read, up to
@@ -35,186 +40,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import math
-import os
-import threading
-import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from adapters.aws import client_kwargs
-from adapters.streams import parse_stream_record
+from adapters.streams.reader import (
+    IteratorExpired,
+    Shard,
+    ShardReader,
+    StreamGone,
+    StreamReadError,
+    TrimmedData,
+)
+from adapters.streams.records import UnreadableRecord
+from emulator.checkpoints import CheckpointFile
 from streamer.models import RequestChange, RequestKey
 from streamer.ports import Clock
 from streamer.processor import Processor
-from streamer.settings import Settings
 
-if TYPE_CHECKING:
-    from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient
-    from types_aiobotocore_dynamodbstreams.type_defs import ShardTypeDef
-
-__all__ = ["CheckpointFile", "StreamCheckpoint", "StreamPoller"]
+__all__ = ["StreamPoller"]
 
 log = logging.getLogger("emulator.streams")
-
-_FILE_VERSION = 1
-
-_WRITE_LOCK = threading.Lock()
-"""Checkpoint writes of this process, one at a time (they share temporary names)."""
-
-
-@dataclass(slots=True)
-class StreamCheckpoint:
-    """What is known about one stream: per-shard positions and finished shards.
-
-    Args:
-        is_known: False when the stream was never read before (first start).
-        positions: shard id → last finished sequence number, or None for "from
-            the shard's start".
-        finished: shards read to their end.
-    """
-
-    is_known: bool
-    positions: dict[str, str | None] = field(default_factory=dict)
-    finished: set[str] = field(default_factory=set)
-
-
-class CheckpointFile:
-    """Per-shard checkpoints of one stream, kept in a small JSON file.
-
-    Other streams' entries in the same file are preserved. Writes are atomic
-    and durable (temporary file, fsync, then rename), run in a worker thread,
-    and are batched: `flush` writes only when something changed.
-
-    Args:
-        path: the JSON file; its folder is created on first write.
-        stream_arn: the stream whose entry this object owns.
-    """
-
-    def __init__(self, path: Path, stream_arn: str, *, min_interval_s: float = 0.2) -> None:
-        self.path = path
-        self.stream_arn = stream_arn
-        self.min_interval_s = min_interval_s
-        self._dirty = False
-        self._written_at = -math.inf
-        self._snapshots = 0
-        """Snapshots handed to a writer thread; a write older than the last one
-        written is dropped."""
-        self._written_snapshot = 0
-        self._writes_running = 0
-        self.state = self._read()
-
-    def _read(self) -> StreamCheckpoint:
-        """The stream's checkpoints. No file, or no entry for this stream: a first
-        start (LATEST). An unreadable or corrupt file: every shard from its start
-        (TRIM_HORIZON), since starting at LATEST would silently skip PENDING
-        requests written while the emulator was down, and replaying is safe
-        (claims are conditional)."""
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return StreamCheckpoint(is_known=False)
-        except (OSError, ValueError):
-            return self._unreadable()
-        try:
-            entry = data["streams"].get(self.stream_arn)
-            if entry is None:
-                return StreamCheckpoint(is_known=False)
-            positions = {
-                str(k): (None if v is None else str(v)) for k, v in entry["shards"].items()
-            }
-            finished = {str(s) for s in entry["finished"]}
-        except (AttributeError, KeyError, TypeError, ValueError):
-            return self._unreadable()
-        return StreamCheckpoint(is_known=True, positions=positions, finished=finished)
-
-    def _unreadable(self) -> StreamCheckpoint:
-        log.warning(
-            "the stream checkpoint file is unreadable; reading every shard from its start",
-            extra={"path": str(self.path)},
-        )
-        return StreamCheckpoint(is_known=True)
-
-    def set_position(self, shard_id: str, sequence_number: str | None) -> None:
-        """Record that `shard_id` is done up to `sequence_number` (None: nothing yet)."""
-        self.state.positions[shard_id] = sequence_number
-        self._dirty = True
-
-    def finish(self, shard_id: str) -> None:
-        """Record that `shard_id` was read to its end and fully handled."""
-        self.state.finished.add(shard_id)
-        self.state.positions.pop(shard_id, None)
-        self._dirty = True
-
-    async def flush(self, *, force: bool = False) -> None:
-        """Write the file if anything changed, at most every `min_interval_s`
-        and not while a write is running, unless `force`.
-
-        The file I/O runs in a thread, off the event loop. Writes are
-        serialised and never go back in time: the state is copied here, and a
-        copy older than one already written is dropped. A failed write is
-        logged and tried again at the next flush; processing goes on.
-        """
-        if not self._dirty:
-            return
-        now = time.monotonic()
-        if not force and (self._writes_running or now - self._written_at < self.min_interval_s):
-            return
-        self._written_at = now
-        self._snapshots += 1
-        snapshot = self._snapshots
-        entry = {
-            "shards": dict(sorted(self.state.positions.items())),
-            "finished": sorted(self.state.finished),
-        }
-        self._dirty = False
-        self._writes_running += 1
-        try:
-            await asyncio.to_thread(self._write, entry, snapshot)
-        except OSError:
-            self._dirty = True
-            log.exception("cannot write the stream checkpoints", extra={"path": str(self.path)})
-        except asyncio.CancelledError:
-            self._dirty = True  # the thread may or may not finish: write it again
-            raise
-        else:
-            self.state.is_known = True
-        finally:
-            self._writes_running -= 1
-
-    def _write(self, entry: dict[str, Any], snapshot: int) -> None:
-        """Merge `entry` into the file (in a worker thread): temporary file,
-        fsync, rename."""
-        with _WRITE_LOCK:
-            if snapshot <= self._written_snapshot:
-                return  # a newer snapshot is already on disk
-            self._write_file(entry)
-            self._written_snapshot = snapshot
-
-    def _write_file(self, entry: dict[str, Any]) -> None:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            streams = data.get("streams", {}) if isinstance(data, dict) else {}
-        except (FileNotFoundError, ValueError):
-            streams = {}
-        # A recreated table (an embedded moto starts empty) has a new stream:
-        # the old stream's entry can never be used again.
-        table_prefix = self.stream_arn.split("/stream/")[0] + "/stream/"
-        streams = {arn: kept for arn, kept in streams.items() if not arn.startswith(table_prefix)}
-        streams[self.stream_arn] = entry
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with temporary.open("w", encoding="utf-8") as file:
-            file.write(json.dumps({"version": _FILE_VERSION, "streams": streams}, indent=2) + "\n")
-            file.flush()
-            os.fsync(file.fileno())  # the rename must never expose an unwritten file
-        os.replace(temporary, self.path)
 
 
 @dataclass(eq=False, slots=True)
@@ -261,8 +108,7 @@ class StreamPoller:
     """Reads the requests table's stream and feeds the `Processor`.
 
     Args:
-        session: the aioboto3 session (the emulator's one).
-        settings: table name, region and endpoint.
+        reader: the requests table's stream, through the emulator's clients.
         processor: handles each claimable record.
         clock: wall time for the lag figure.
         checkpoint_path: the JSON file of per-shard checkpoints.
@@ -280,8 +126,7 @@ class StreamPoller:
     def __init__(
         self,
         *,
-        session: Any,
-        settings: Settings,
+        reader: ShardReader,
         processor: Processor,
         clock: Clock,
         checkpoint_path: Path,
@@ -296,8 +141,7 @@ class StreamPoller:
     ) -> None:
         if not 1 <= batch_size <= 1000:
             raise ValueError(f"batch size must be 1 to 1000, got {batch_size}")
-        self._session = session
-        self._settings = settings
+        self._reader = reader
         self._processor = processor
         self._clock = clock
         self._checkpoint_path = checkpoint_path
@@ -393,31 +237,24 @@ class StreamPoller:
         a restarted moto), the old stream is dropped, its in-flight records cut,
         and the new one is read from its start.
         """
-        kwargs = client_kwargs(self._settings)
-        async with (
-            self._session.client("dynamodb", **kwargs) as dynamodb,
-            self._session.client("dynamodbstreams", **kwargs) as streams,
-        ):
-            arn: str | None = await self._stream_arn(dynamodb)
-            is_first_stream = True
-            while arn is not None:
-                self.stream_arn = arn
-                self._checkpoints = CheckpointFile(self._checkpoint_path, arn)
-                is_first_start = is_first_stream and not self._checkpoints.state.is_known
-                try:
-                    arn = await self._follow(streams, dynamodb, is_first_start)
-                finally:
-                    await self._checkpoints.flush(force=True)
-                if arn is not None:
-                    log.warning(
-                        "the requests table has a new stream; reading it from its start",
-                        extra={"stream": arn},
-                    )
-                is_first_stream = False
+        arn: str | None = await self._stream_arn()
+        is_first_stream = True
+        while arn is not None:
+            self.stream_arn = arn
+            self._checkpoints = CheckpointFile(self._checkpoint_path, arn)
+            is_first_start = is_first_stream and not self._checkpoints.state.is_known
+            try:
+                arn = await self._follow(is_first_start)
+            finally:
+                await self._checkpoints.flush(force=True)
+            if arn is not None:
+                log.warning(
+                    "the requests table has a new stream; reading it from its start",
+                    extra={"stream": arn},
+                )
+            is_first_stream = False
 
-    async def _follow(
-        self, streams: DynamoDBStreamsClient, dynamodb: Any, is_first_start: bool
-    ) -> str | None:
+    async def _follow(self, is_first_start: bool) -> str | None:
         """Read one stream until stopping (None) or until the table has another
         stream (its ARN)."""
         self._replaced = asyncio.Event()
@@ -425,7 +262,7 @@ class StreamPoller:
         self._tails = {}
         self._lag_ms = {}
         async with asyncio.TaskGroup() as group:
-            replacement = await self._supervise(streams, dynamodb, group, is_first_start)
+            replacement = await self._supervise(group, is_first_start)
             if replacement is not None:
                 self._replaced.set()
                 self.wake()
@@ -451,32 +288,23 @@ class StreamPoller:
                 await self._idle.wait()
         return self._records_in_flight
 
-    async def _stream_arn(self, dynamodb: Any) -> str:
+    async def _stream_arn(self) -> str:
         """The table's current stream, waiting (with backoff) until there is one."""
         delay = self._retry_base_s
         while True:
             try:
-                arn = await self._latest_stream_arn(dynamodb)
+                arn = await self._reader.stream_arn()
                 if arn:
                     return arn
                 log.error("the requests table has no stream; enable NEW_AND_OLD_IMAGES")
+            except StreamReadError as exc:
+                log.warning("cannot describe the requests table (%s); retrying", exc.code)
             except Exception:
                 log.exception("cannot describe the requests table")
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._retry_max_s)
 
-    async def _latest_stream_arn(self, dynamodb: Any) -> str | None:
-        described = await dynamodb.describe_table(TableName=self._settings.requests_table)
-        arn = described["Table"].get("LatestStreamArn")
-        return str(arn) if arn else None
-
-    async def _supervise(
-        self,
-        streams: DynamoDBStreamsClient,
-        dynamodb: Any,
-        group: asyncio.TaskGroup,
-        is_first_start: bool,
-    ) -> str | None:
+    async def _supervise(self, group: asyncio.TaskGroup, is_first_start: bool) -> str | None:
         """Start a reader per shard as shards appear; return None when stopping,
         or the table's new stream ARN when it has one."""
         assert self._checkpoints is not None
@@ -484,31 +312,32 @@ class StreamPoller:
         delay = self._retry_base_s
         while not self._stopping.is_set():
             self._refresh.clear()
+            assert self.stream_arn is not None
             try:
-                latest = await self._latest_stream_arn(dynamodb)
+                latest = await self._reader.stream_arn()
                 if latest is not None and latest != self.stream_arn:
                     return latest
-                shards = await self._list_shards(streams)
+                shards = await self._reader.shards(self.stream_arn)
             except Exception as exc:
                 log.warning(
                     "cannot describe the requests table or its stream (%s); retrying",
-                    _error_code(exc),
+                    exc.code if isinstance(exc, StreamReadError) else type(exc).__name__,
                 )
                 await self._wait_refresh(delay)
                 delay = min(delay * 2, self._retry_max_s)
                 continue
             delay = self._retry_base_s
             is_positioned = True
-            listed = {shard["ShardId"] for shard in shards}
+            listed = {shard.shard_id for shard in shards}
             for shard in shards:
-                shard_id = shard["ShardId"]
+                shard_id = shard.shard_id
                 if shard_id in self._trackers or shard_id in checkpoints.state.finished:
                     continue
-                parent = shard.get("ParentShardId")
+                parent = shard.parent_shard_id
                 if parent and parent in listed and parent not in checkpoints.state.finished:
                     continue  # its parent's records come first
                 try:
-                    start = await self._starting_position(streams, shard, is_first_start)
+                    start = await self._starting_position(shard, is_first_start)
                 except Exception:
                     log.exception("cannot position a shard; retrying", extra={"shard": shard_id})
                     is_positioned = False
@@ -518,7 +347,7 @@ class StreamPoller:
                     continue
                 tracker = _ShardTracker(shard_id, checkpoints, start)
                 self._trackers[shard_id] = tracker
-                group.create_task(self._guard_shard(streams, tracker, group))
+                group.create_task(self._guard_shard(tracker, group))
             await checkpoints.flush(force=True)
             if not is_positioned:
                 await self._wait_refresh(self._retry_max_s)
@@ -533,86 +362,34 @@ class StreamPoller:
             async with asyncio.timeout(timeout_s):
                 await self._refresh.wait()
 
-    async def _list_shards(self, streams: DynamoDBStreamsClient) -> list[ShardTypeDef]:
-        assert self.stream_arn is not None
-        shards: list[ShardTypeDef] = []
-        start: str | None = None
-        while True:
-            if start is None:
-                described = await streams.describe_stream(StreamArn=self.stream_arn)
-            else:
-                described = await streams.describe_stream(
-                    StreamArn=self.stream_arn, ExclusiveStartShardId=start
-                )
-            description = described["StreamDescription"]
-            shards.extend(description.get("Shards", []))
-            start = description.get("LastEvaluatedShardId")
-            if not start:
-                return shards
-
     async def _starting_position(
-        self, streams: DynamoDBStreamsClient, shard: ShardTypeDef, is_first_start: bool
+        self, shard: Shard, is_first_start: bool
     ) -> str | _Finished | None:
         """The sequence number to read after (None: from the shard's start)."""
         assert self._checkpoints is not None
-        shard_id = shard["ShardId"]
+        assert self.stream_arn is not None
+        shard_id = shard.shard_id
         positions = self._checkpoints.state.positions
         if shard_id in positions:
             return positions[shard_id]
         if not is_first_start:
             self._checkpoints.set_position(shard_id, None)
             return None
-        if shard.get("SequenceNumberRange", {}).get("EndingSequenceNumber"):
+        if shard.is_closed:
             return _FINISHED  # closed before we ever looked: LATEST skips it
-        last = await self._read_to_end(streams, shard_id)
+        last = await self._reader.last_sequence_number(self.stream_arn, shard_id)
         self._checkpoints.set_position(shard_id, last)
-        return last
-
-    async def _read_to_end(self, streams: DynamoDBStreamsClient, shard_id: str) -> str | None:
-        """The last sequence number currently in an open shard (None when empty)."""
-        assert self.stream_arn is not None
-        got = await streams.get_shard_iterator(
-            StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-        )
-        iterator = got.get("ShardIterator")
-        last: str | None = None
-        while iterator:
-            page = await streams.get_records(ShardIterator=iterator, Limit=1000)
-            records = page.get("Records", [])
-            if not records:
-                break
-            last = records[-1]["dynamodb"]["SequenceNumber"]
-            iterator = page.get("NextShardIterator")
         return last
 
     # -- one shard -----------------------------------------------------------------
 
-    async def _iterator(self, streams: DynamoDBStreamsClient, tracker: _ShardTracker) -> str | None:
-        assert self.stream_arn is not None
-        if tracker.last_read is None:
-            got = await streams.get_shard_iterator(
-                StreamArn=self.stream_arn,
-                ShardId=tracker.shard_id,
-                ShardIteratorType="TRIM_HORIZON",
-            )
-        else:
-            got = await streams.get_shard_iterator(
-                StreamArn=self.stream_arn,
-                ShardId=tracker.shard_id,
-                ShardIteratorType="AFTER_SEQUENCE_NUMBER",
-                SequenceNumber=tracker.last_read,
-            )
-        return got.get("ShardIterator")
-
-    async def _guard_shard(
-        self, streams: DynamoDBStreamsClient, tracker: _ShardTracker, group: asyncio.TaskGroup
-    ) -> None:
+    async def _guard_shard(self, tracker: _ShardTracker, group: asyncio.TaskGroup) -> None:
         """Read one shard; an unexpected failure restarts its reading (after the
         last record read) instead of stopping the other shards."""
         delay = self._retry_base_s
         while True:
             try:
-                await self._read_shard(streams, tracker, group)
+                await self._read_shard(tracker, group)
                 return
             except Exception:
                 log.exception(
@@ -623,10 +400,9 @@ class StreamPoller:
                     return
                 delay = min(delay * 2, self._retry_max_s)
 
-    async def _read_shard(
-        self, streams: DynamoDBStreamsClient, tracker: _ShardTracker, group: asyncio.TaskGroup
-    ) -> None:
+    async def _read_shard(self, tracker: _ShardTracker, group: asyncio.TaskGroup) -> None:
         assert self._checkpoints is not None
+        assert self.stream_arn is not None
         shard_id = tracker.shard_id
         iterator: str | None = None
         delay = self._retry_base_s
@@ -637,30 +413,26 @@ class StreamPoller:
                 continue
             try:
                 if iterator is None:
-                    iterator = await self._iterator(streams, tracker)
+                    iterator = await self._reader.iterator(
+                        self.stream_arn, shard_id, after=tracker.last_read
+                    )
                     if iterator is None:
                         break  # closed and nothing left after our position
                 wakes_seen = self._wakes
-                page = await streams.get_records(ShardIterator=iterator, Limit=self.batch_size)
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code == "ExpiredIteratorException":
-                    log.info("shard iterator expired; re-acquiring", extra={"shard": shard_id})
-                elif code in ("ResourceNotFoundException", "TrimmedDataAccessException"):
-                    log.warning("GetRecords failed (%s); retrying", code, extra={"shard": shard_id})
-                    self._refresh.set()  # the table may have a new stream
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self._retry_max_s)
-                else:
-                    log.warning("GetRecords failed (%s); retrying", code, extra={"shard": shard_id})
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self._retry_max_s)
+                page = await self._reader.read(iterator, limit=self.batch_size)
+            except IteratorExpired:
+                log.info("shard iterator expired; re-acquiring", extra={"shard": shard_id})
                 iterator = None
                 continue
-            except (BotoCoreError, OSError) as exc:  # endpoint unreachable, timeouts
-                log.warning(
-                    "GetRecords failed (%s); retrying", _error_code(exc), extra={"shard": shard_id}
-                )
+            except (StreamGone, TrimmedData) as exc:
+                log.warning("GetRecords failed (%s); retrying", exc.code, extra={"shard": shard_id})
+                self._refresh.set()  # the table may have a new stream
+                iterator = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            except StreamReadError as exc:  # throttled, a 5xx, the endpoint unreachable
+                log.warning("GetRecords failed (%s); retrying", exc.code, extra={"shard": shard_id})
                 iterator = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max_s)
@@ -672,15 +444,13 @@ class StreamPoller:
                 delay = min(delay * 2, self._retry_max_s)
                 continue
             delay = self._retry_base_s
-            records = page.get("Records", [])
-            for raw in records:
-                self._dispatch(tracker, raw, group)
+            for record in page.records:
+                self._dispatch(tracker, record, group)
             await self._checkpoints.flush()
-            # The stubs say it is always there; a closed shard read to its end has none.
-            iterator = cast("dict[str, Any]", page).get("NextShardIterator")
+            iterator = page.next_iterator
             if iterator is None:
                 break  # the shard is closed and read to its end
-            if records:
+            if page.records:
                 empty_reads = 0
             else:
                 self._lag_ms[shard_id] = 0.0
@@ -710,19 +480,23 @@ class StreamPoller:
             replaced.cancel()
         return tracker.drained.is_set()
 
-    def _dispatch(self, tracker: _ShardTracker, raw: Any, group: asyncio.TaskGroup) -> None:
-        body = raw.get("dynamodb") if isinstance(raw, dict) else None
-        sequence_number = body.get("SequenceNumber") if isinstance(body, dict) else None
-        if not isinstance(sequence_number, str) or not sequence_number:
-            log.warning("skipping a stream record without a sequence number")
+    def _dispatch(
+        self,
+        tracker: _ShardTracker,
+        record: RequestChange | UnreadableRecord,
+        group: asyncio.TaskGroup,
+    ) -> None:
+        if isinstance(record, UnreadableRecord):
+            # Lambda's mapping would retry it until the mapping gives up; the
+            # emulator steps over it at once (its checkpoint moves past it).
+            log.warning(
+                "skipping a stream record: %s", record.reason, extra={"shard": tracker.shard_id}
+            )
+            if record.sequence_number is not None:
+                tracker.done(tracker.add(record.sequence_number))
             return
-        entry = tracker.add(sequence_number)
-        try:
-            change = parse_stream_record(raw, table_name=self._settings.requests_table)
-        except ValueError as exc:
-            log.warning("skipping a stream record: %s", exc, extra={"shard": tracker.shard_id})
-            tracker.done(entry)
-            return
+        change = record
+        entry = tracker.add(change.sequence_number)
         age_s = (self._clock.now() - change.approximate_created_at).total_seconds()
         self._lag_ms[tracker.shard_id] = max(0.0, age_s * 1000)
         if not change.is_claimable:
@@ -784,9 +558,3 @@ class _Finished:
 
 
 _FINISHED = _Finished()
-
-
-def _error_code(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
-    return type(exc).__name__

@@ -2,7 +2,7 @@
 
 API Gateway WebSocket proxy events (`$connect`, `$disconnect`, `$default`) become
 a `WebSocketEvent`; a DynamoDB Streams batch becomes a `StreamBatch` of raw
-records (each parsed by the one shared parser, `adapters.streams`).
+records (each parsed by the one shared parser, `adapters.streams.records`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from adapters.streams.records import sequence_number_of
 from streamer.models import ConnectionId
 
 __all__ = [
@@ -174,9 +175,8 @@ class StreamBatch:
             raise MalformedEvent("not a DynamoDB Streams event: no Records list")
         parsed: list[StreamRecord] = []
         for raw in records:
-            dynamodb = raw.get("dynamodb") if isinstance(raw, Mapping) else None
-            sequence = dynamodb.get("SequenceNumber") if isinstance(dynamodb, Mapping) else None
-            if not isinstance(sequence, str) or not sequence:
+            sequence = sequence_number_of(raw)
+            if sequence is None:
                 raise MalformedEvent("stream record without dynamodb.SequenceNumber")
             parsed.append(StreamRecord(sequence_number=sequence, raw=raw))
         return cls(records=tuple(parsed))

@@ -4,12 +4,13 @@ The records of a batch are independent requests, so they run concurrently (up
 to `MAX_CONCURRENT_RECORDS`): one long action does not hold up the others, as
 it would one at a time. The function returns a partial batch response,
 `{"batchItemFailures": [{"itemIdentifier": <SequenceNumber>}, ...]}`: the first
-record that failed (unparseable, a store error escaping the processor, or not
-started for lack of time) is reported with every later one, so the lowest
-reported sequence number becomes the checkpoint and nothing before it is
-replayed. A later record that did complete is replayed harmlessly: records that
-are not a claimable PENDING image are skipped, and so is a request already
-claimed (the claim is a conditional write), so a replayed batch does nothing twice.
+record that failed (unreadable: any error of the parser; a store error escaping
+the processor; or not started for lack of time) is reported with every later
+one, so the lowest reported sequence number becomes the checkpoint and nothing
+before it is replayed. A later record that did complete is replayed harmlessly:
+records that are not a claimable PENDING image are skipped, and so is a request
+already claimed (the claim is a conditional write), so a replayed batch does
+nothing twice.
 
 Each action is bounded by the invocation's remaining time less a margin: a
 request still running then is handed back to PENDING. That write is itself a
@@ -28,7 +29,7 @@ from typing import Any, Final
 from adapters.aws_lambda.events import StreamBatch, StreamRecord
 from adapters.aws_lambda.metrics import Metric, MetricsBatch, Unit
 from adapters.aws_lambda.runtime import LambdaContext, Runtime, invoke
-from adapters.streams import parse_stream_record
+from adapters.streams.records import UnreadableRecord, read_stream_record
 from streamer.processor import Outcome
 
 __all__ = ["DEADLINE_MARGIN", "MAX_CONCURRENT_RECORDS", "handler"]
@@ -80,10 +81,9 @@ async def _handle(
 ) -> Outcome | None:
     """Handle one record; None when it failed and must be retried."""
     started = time.perf_counter()
-    try:
-        change = parse_stream_record(record.raw, table_name=runtime.settings.requests_table)
-    except ValueError as exc:
-        logger.error(f"unreadable stream record {record.sequence_number}: {exc}")
+    change = read_stream_record(record.raw, table_name=runtime.settings.requests_table)
+    if isinstance(change, UnreadableRecord):
+        logger.error(f"unreadable stream record {record.sequence_number}: {change.reason}")
         return None
     try:
         outcome = await runtime.services.processor.handle(change, deadline=deadline)

@@ -13,7 +13,7 @@ import pytest
 from test_emulator_streams import ScriptedProcessor, _pending, running_poller
 
 from adapters.dynamodb import DynamoDBStores, open_stores
-from emulator.streams import CheckpointFile
+from emulator.checkpoints import CheckpointFile
 from streamer.models import request_key
 from streamer.settings import Settings
 
@@ -45,7 +45,7 @@ def test_a_corrupt_checkpoint_file_reads_every_shard_from_its_start(
         path.write_bytes(content)
     else:
         path.write_text(content, encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="emulator.streams"):
+    with caplog.at_level(logging.WARNING, logger="emulator.checkpoints"):
         state = CheckpointFile(path, ARN).state
     assert (state.is_known, state.positions, state.finished) == (True, {}, set())
     assert [r.getMessage() for r in caplog.records] == [

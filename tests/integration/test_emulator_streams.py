@@ -18,7 +18,9 @@ from botocore.exceptions import ClientError
 
 from adapters.aws import client_kwargs, get_session
 from adapters.dynamodb import DynamoDBStores, create_tables, open_stores
-from emulator.streams import CheckpointFile, StreamPoller
+from adapters.streams.reader import ShardReader
+from emulator.checkpoints import CheckpointFile
+from emulator.streams import StreamPoller
 from streamer.clock import SystemClock
 from streamer.models import (
     AsyncRequest,
@@ -99,27 +101,18 @@ async def _requeue(stores: DynamoDBStores, key: RequestKey) -> None:
     assert await stores.requests.release(key, attempt=claimed.attempt, now=now)
 
 
-class ExpiringSession:
-    """The real aioboto3 session, except that chosen `GetRecords` calls fail with
-    `ExpiredIteratorException` or a 500 first."""
+class FailingReads:
+    """Chosen `GetRecords` calls of the real streams client fail first, with
+    `ExpiredIteratorException` or a 500."""
 
     def __init__(self, failures: list[str]) -> None:
-        self._session = get_session()
         self.failures = failures
         self.get_records_calls = 0
         self.failures_served = asyncio.Event()
 
-    @contextlib.asynccontextmanager
-    async def _wrapped(self, service: str, **kwargs: Any) -> AsyncIterator[Any]:
-        async with self._session.client(service, **kwargs) as client:
-            yield _FailingStreams(client, self) if service == "dynamodbstreams" else client
-
-    def client(self, service: str, **kwargs: Any) -> Any:
-        return self._wrapped(service, **kwargs)
-
 
 class _FailingStreams:
-    def __init__(self, client: Any, owner: ExpiringSession) -> None:
+    def __init__(self, client: Any, owner: FailingReads) -> None:
         self._client = client
         self._owner = owner
 
@@ -149,12 +142,27 @@ async def running_poller(
     stores: DynamoDBStores,
     processor: ScriptedProcessor,
     checkpoint_path: Path,
-    session: Any = None,
+    failing: FailingReads | None = None,
     **options: Any,
 ) -> AsyncIterator[StreamPoller]:
+    """A poller over a reader of the real stream, its clients made here as the
+    emulator's composition root makes them."""
+    async with get_session().client("dynamodbstreams", **client_kwargs(settings)) as streams:
+        reader = ShardReader(
+            streams=streams if failing is None else _FailingStreams(streams, failing),
+            dynamodb=stores.client,
+            table_name=settings.requests_table,
+        )
+        async with _polling(reader, processor, checkpoint_path, **options) as poller:
+            yield poller
+
+
+@contextlib.asynccontextmanager
+async def _polling(
+    reader: ShardReader, processor: ScriptedProcessor, checkpoint_path: Path, **options: Any
+) -> AsyncIterator[StreamPoller]:
     poller = StreamPoller(
-        session=session or get_session(),
-        settings=settings,
+        reader=reader,
         processor=processor,  # type: ignore[arg-type]
         clock=SystemClock(),
         checkpoint_path=checkpoint_path,
@@ -230,12 +238,9 @@ async def test_a_record_from_another_writer_is_read_while_the_poller_backs_off(
     assert processor.finished_keys() == [request_key("t", "u", n) for n in ("first", "second")]
 
 
-def test_idle_pauses_double_from_the_poll_interval_up_to_the_idle_cap(
-    dynamodb_settings: Settings, tmp_path: Path
-) -> None:
+def test_idle_pauses_double_from_the_poll_interval_up_to_the_idle_cap(tmp_path: Path) -> None:
     poller = StreamPoller(
-        session=None,
-        settings=dynamodb_settings,
+        reader=None,  # type: ignore[arg-type]
         processor=ScriptedProcessor(),  # type: ignore[arg-type]
         clock=SystemClock(),
         checkpoint_path=tmp_path / "cp.json",
@@ -250,12 +255,9 @@ def test_idle_pauses_double_from_the_poll_interval_up_to_the_idle_cap(
     assert poller.pause_after_empty_reads(10**6) == 0.5
 
 
-def test_the_idle_cap_is_never_below_the_poll_interval(
-    dynamodb_settings: Settings, tmp_path: Path
-) -> None:
+def test_the_idle_cap_is_never_below_the_poll_interval(tmp_path: Path) -> None:
     poller = StreamPoller(
-        session=None,
-        settings=dynamodb_settings,
+        reader=None,  # type: ignore[arg-type]
         processor=ScriptedProcessor(),  # type: ignore[arg-type]
         clock=SystemClock(),
         checkpoint_path=tmp_path / "cp.json",
@@ -305,21 +307,21 @@ async def test_an_expired_iterator_or_a_failed_read_is_survived(
     dynamodb_settings: Settings, stores: DynamoDBStores, tmp_path: Path
 ) -> None:
     processor = ScriptedProcessor()
-    session = ExpiringSession([])
+    failing = FailingReads([])
     async with running_poller(
-        dynamodb_settings, stores, processor, tmp_path / "cp.json", session=session
+        dynamodb_settings, stores, processor, tmp_path / "cp.json", failing=failing
     ):
         await stores.requests.enqueue(_pending("one"))
         await processor.wait_for(lambda: len(processor.finished) == 1)
-        session.failures.extend(["ExpiredIteratorException", "InternalServerError"])
+        failing.failures.extend(["ExpiredIteratorException", "InternalServerError"])
         # Both failures hit the poller before "two" exists, so "two" can only be
         # read by a poller that survived them (a read already in flight could
         # otherwise fetch it first).
         async with asyncio.timeout(10):
-            await session.failures_served.wait()
+            await failing.failures_served.wait()
         await stores.requests.enqueue(_pending("two"))
         await processor.wait_for(lambda: len(processor.finished) == 2)
-    assert not session.failures
+    assert not failing.failures
     assert processor.started_keys() == [request_key("t", "u", "one"), request_key("t", "u", "two")]
 
 

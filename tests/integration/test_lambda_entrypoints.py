@@ -458,6 +458,24 @@ def test_a_poisoned_record_is_reported_with_every_later_one(aws_lambda: Lambda) 
     assert aws_lambda.api.messages("IIIIIIIIIIIIIIII") == delivered
 
 
+@pytest.mark.parametrize("created", [1e300, 10**17, float("nan")], ids=["overflow", "ms", "nan"])
+def test_a_creation_time_out_of_range_is_a_batch_item_failure_not_a_failed_batch(
+    aws_lambda: Lambda, created: float
+) -> None:
+    """`datetime.fromtimestamp` raised OverflowError past the parser before: the
+    whole invocation failed. Now the record and those after it are reported, and
+    the record before it ran."""
+    _queue(aws_lambda, "IIIIIIIIIIIIIIIJ", ("o1", "work"), ("o2", "work"))
+    poison = aws_lambda.stream_record("o2", "251")
+    poison["dynamodb"]["ApproximateCreationDateTime"] = created
+    records = [aws_lambda.stream_record("o1", "250"), poison, aws_lambda.stream_record("o2", "252")]
+
+    result = aws_lambda.process(records)
+
+    assert result == {"batchItemFailures": [{"itemIdentifier": "251"}, {"itemIdentifier": "252"}]}
+    assert aws_lambda.status("o1") == "COMPLETED"
+
+
 def test_records_that_are_not_claimable_are_skipped(aws_lambda: Lambda) -> None:
     _queue(aws_lambda, "JJJJJJJJJJJJJJJJ", ("j1", "work"))
     aws_lambda.process([aws_lambda.stream_record("j1", "300")])

@@ -2,20 +2,23 @@
 
 Lambda hands the processor `Records[]` whose `ApproximateCreationDateTime` is a
 number of epoch seconds; the emulator's poller reads `get_records()` through
-botocore, which gives a `datetime`. Both become the same `RequestChange` here.
+botocore, which gives a `datetime`. Both become the same `RequestChange` here,
+or an `UnreadableRecord` that still names its sequence number, so a poison
+record is reported (Lambda) or stepped over (emulator), never a crash.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from streamer.models import RequestChange, RequestKey, RequestStatus
 
-__all__ = ["EVENT_NAMES", "parse_stream_record"]
+__all__ = ["EVENT_NAMES", "UnreadableRecord", "read_stream_record", "sequence_number_of"]
 
 EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})
 """The `eventName`s a DynamoDB stream record can carry."""
@@ -24,18 +27,55 @@ _MILLISECONDS_AFTER = 100_000_000_000
 """Epoch numbers above this (year 5138 in seconds) are milliseconds."""
 
 
-def parse_stream_record(raw: Mapping[str, Any], *, table_name: str | None = None) -> RequestChange:
+@dataclass(frozen=True, slots=True)
+class UnreadableRecord:
+    """A stream record that is not a usable requests-table change.
+
+    Args:
+        sequence_number: `dynamodb.SequenceNumber` when the record has one (what
+            a batch failure or a checkpoint names), else None.
+        reason: one line for the log; no attribute values beyond the record's
+            metadata.
+    """
+
+    sequence_number: str | None
+    reason: str
+
+
+def sequence_number_of(raw: Any) -> str | None:
+    """`dynamodb.SequenceNumber` of a stream record; None when it has none."""
+    body = raw.get("dynamodb") if isinstance(raw, Mapping) else None
+    sequence_number = body.get("SequenceNumber") if isinstance(body, Mapping) else None
+    return sequence_number if isinstance(sequence_number, str) and sequence_number else None
+
+
+def read_stream_record(
+    raw: Any, *, table_name: str | None = None
+) -> RequestChange | UnreadableRecord:
     """Parse one DynamoDB Streams record of the requests table.
+
+    Never raises (for any `Exception` of parsing): what cannot be read comes back
+    as an `UnreadableRecord` with its sequence number, so one poison record
+    cannot fail a whole batch.
 
     Args:
         raw: a record from Lambda's `event["Records"]` or from `get_records()`.
         table_name: when given, a record whose `eventSourceARN` names another
-            table is refused.
-
-    Raises:
-        ValueError: the record is not a requests-table stream record (wrong
-            source or table, no `RequestID` key, unknown event name or status).
+            table is unreadable.
     """
+    try:
+        return _parse(raw, table_name)
+    except ValueError as exc:
+        return UnreadableRecord(sequence_number_of(raw), str(exc))
+    except Exception as exc:
+        reason = f"stream record could not be parsed ({type(exc).__name__})"
+        return UnreadableRecord(sequence_number_of(raw), reason)
+
+
+def _parse(raw: Any, table_name: str | None) -> RequestChange:
+    """The change in `raw`; ValueError saying what is wrong with it."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"not a DynamoDB stream record (a {type(raw).__name__})")
     source = raw.get("eventSource")
     if source is not None and source != "aws:dynamodb":
         raise ValueError(f"not a DynamoDB stream record (eventSource {source!r})")
@@ -51,8 +91,8 @@ def parse_stream_record(raw: Mapping[str, Any], *, table_name: str | None = None
     if not isinstance(keys, Mapping) or set(keys) != {"RequestID"}:
         found = sorted(keys) if isinstance(keys, Mapping) else None
         raise ValueError(f"not a requests-table record (keys {found}, expected ['RequestID'])")
-    sequence_number = body.get("SequenceNumber")
-    if not isinstance(sequence_number, str) or not sequence_number:
+    sequence_number = sequence_number_of(raw)
+    if sequence_number is None:
         raise ValueError("stream record has no SequenceNumber")
     return RequestChange(
         event_id=str(raw.get("eventID", "")),
@@ -106,11 +146,18 @@ def _status(image: Any) -> RequestStatus | None:
 
 
 def _created_at(value: Any) -> datetime:
+    """`ApproximateCreationDateTime` in UTC: botocore gives a `datetime`, Lambda
+    epoch seconds (a number; milliseconds are recognised by their size)."""
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         seconds = float(value)
         if seconds > _MILLISECONDS_AFTER:
             seconds /= 1000
-        return datetime.fromtimestamp(seconds, tz=UTC)
+        try:
+            return datetime.fromtimestamp(seconds, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(
+                f"stream record has an ApproximateCreationDateTime out of range ({value!r})"
+            ) from None
     raise ValueError(f"stream record has no usable ApproximateCreationDateTime ({value!r})")
