@@ -23,7 +23,7 @@ from adapters.streams.reader import ShardReader
 from emulator.gateway import Gateway, SocketRegistry
 from emulator.guard import DEFAULT_TRUSTED_NETWORKS, AccessPolicy, parse_networks
 from emulator.http import HttpSide
-from emulator.notifier import LocalNotifier
+from emulator.notifier import LocalNotifier, RemoteEndpoints, RoutingNotifier
 from emulator.stores import LiveConnectionStore, WakingRequestStore
 from emulator.streams import StreamPoller
 from streamer.app import Streamer, load_app
@@ -83,6 +83,10 @@ class EmulatorConfig:
         max_http_connections: sockets the HTTP side holds at most.
         http_idle_timeout_s: an HTTP socket with no complete request this long after
             it opened or was answered is closed (the header and the idle timeout).
+        write_timeout_s: a WebSocket send waiting this long for a client that does
+            not read closes the socket with 1001 (and `$disconnect` runs).
+        table_check_interval_s: with `create_tables`, how often the tables are
+            looked for; missing ones (DynamoDB came back empty) are created again.
     """
 
     settings: Settings = field(default_factory=Settings)
@@ -109,6 +113,8 @@ class EmulatorConfig:
     trusted_networks: tuple[str, ...] = DEFAULT_TRUSTED_NETWORKS
     max_http_connections: int = 256
     http_idle_timeout_s: float = 15.0
+    write_timeout_s: float = 10.0
+    table_check_interval_s: float = 2.0
 
 
 class Emulator:
@@ -139,6 +145,8 @@ class Emulator:
         self._stack = AsyncExitStack()
         self._background: asyncio.Task[None] | None = None
         self._started_at = 0.0
+        self._tables: dict[str, Any] = {"status": "unchecked"}
+        """What the table watcher last saw (`/health`)."""
 
     # -- URLs --------------------------------------------------------------------
 
@@ -195,6 +203,7 @@ class Emulator:
             "poller_lag_ms": round(poller.lag_ms, 1) if poller else None,
             "ws_url": self.ws_url if self.gateway else None,
             "http_url": self.http_url if self.http else None,
+            "tables": dict(self._tables),
             "uptime_s": round(time.monotonic() - self._started_at, 1),
         }
 
@@ -245,7 +254,18 @@ class Emulator:
                 log.info("created tables: %s", ", ".join(created))
         self.stores = await self._stack.enter_async_context(open_stores(settings, session=session))
 
-        notifier = LocalNotifier(self.registry)
+        local = LocalNotifier(self.registry)
+        assert self.management_credentials is not None
+        remote = RemoteEndpoints(settings, self.management_credentials, session=session)
+        self._stack.push_async_callback(remote.aclose)
+        # Emulators may share the table: a socket another one holds is reached
+        # through the management API its connection record names.
+        notifier = RoutingNotifier(
+            local=local,
+            connections=self.stores.connections,
+            own_endpoint=lambda: self.http_url if self.http is not None else "",
+            remote=remote,
+        )
         # One process holds every socket and reads the stream: the stores can
         # count connections from the sockets and wake the poller on enqueue.
         self.services = services = build_services(
@@ -293,11 +313,12 @@ class Emulator:
             idle_timeout_s=config.idle_timeout_s,
             max_lifetime_s=config.max_connection_s,
             max_message_bytes=settings.max_message_bytes,
+            write_timeout_s=config.write_timeout_s,
         )
         self.gateway = gateway
         self.http = HttpSide(
             registry=self.registry,
-            notifier=notifier,
+            notifier=local,
             gateway=gateway,
             app=self.app,
             async_threshold_s=settings.async_threshold_s,
@@ -353,6 +374,37 @@ class Emulator:
             if self.poller is not None:
                 group.create_task(self.poller.run(), name="stream-poller")
             group.create_task(self._sweep_forever(), name="sweeper")
+            if self.config.create_tables:
+                group.create_task(self._watch_tables(), name="table-watcher")
+
+    async def _watch_tables(self) -> None:
+        """Create the tables again whenever they are missing (moto restarted empty),
+        so handshakes and requests work again with nobody running `tables create`."""
+        settings = self.settings
+        names = (settings.connections_table, settings.requests_table, settings.subscriptions_table)
+        recreated = 0
+        async with get_session().client("dynamodb", **client_kwargs(settings)) as client:
+            while True:
+                await asyncio.sleep(self.config.table_check_interval_s)
+                seen: dict[str, Any] = {"checked_at": _now_text()}
+                try:
+                    missing = [name for name in names if not await _exists(client, name)]
+                    if missing:
+                        log.warning("tables are missing, creating them again: %s", missing)
+                        await create_tables(settings)
+                        recreated += 1
+                        log.warning("created the missing tables again: %s", missing)
+                        seen.update(last_missing=missing, recreated_at=_now_text())
+                    seen["status"] = "ok"
+                except Exception as exc:  # DynamoDB unreachable: look again at the next tick
+                    log.warning("could not check the tables: %s", type(exc).__name__)
+                    seen["status"] = "unreachable"
+                previous = self._tables
+                for key in ("last_missing", "recreated_at"):
+                    if key not in seen and key in previous:
+                        seen[key] = previous[key]
+                seen["recreated"] = recreated
+                self._tables = seen
 
     async def _sweep_forever(self) -> None:
         assert self.services is not None
@@ -394,6 +446,18 @@ class Emulator:
         running actions finish within the drain time or hand them back, stop the
         background tasks, the HTTP side, the stores and the embedded moto."""
         await self._stack.aclose()
+
+
+async def _exists(client: Any, name: str) -> bool:
+    try:
+        await client.describe_table(TableName=name)
+    except client.exceptions.ResourceNotFoundException:
+        return False
+    return True
+
+
+def _now_text() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _start_moto() -> Any:

@@ -9,10 +9,14 @@ import asyncio
 import contextlib
 import os
 import resource
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
 
+import aiohttp
 import pytest
 from conftest import EmulatorStarter
 
@@ -150,3 +154,56 @@ async def test_a_thousand_idle_http_sockets_leave_the_websocket_port_serving(
     assert held == IDLE_SOCKETS
     assert pong["data"]["pong"] is True
     assert peak <= cap.limit
+
+
+async def _stalled_websocket(port: int, token: str) -> tuple[Any, asyncio.StreamWriter]:
+    """A WebSocket client that completes the handshake, then never reads again (a
+    small receive buffer, so the server's buffers fill quickly)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    writer.write(
+        (
+            f"GET /?Authorization={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 15)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
+
+
+async def test_a_websocket_client_that_stops_reading_is_closed_with_1001_and_disconnected(
+    start_emulator: EmulatorStarter,
+) -> None:
+    async with start_emulator(write_timeout_s=0.5) as harness, aiohttp.ClientSession() as http:
+        gateway = harness.emulator.gateway
+        stores = harness.emulator.stores
+        assert gateway is not None
+        assert stores is not None
+        _, writer = await _stalled_websocket(gateway.port, harness.mint_token("stalled"))
+        [live] = [s for s in harness.emulator.registry if s.connection.user_id == "stalled"]
+        connection_id = live.connection_id
+        url = f"{harness.http_url}/@connections/{quote(connection_id, safe='')}"
+        chunk = "x" * (100 * 1024)
+        statuses: list[int] = []
+        for _ in range(400):  # 40 MB: far more than every buffer on the way
+            signed = harness.signed_headers("POST", url, chunk)
+            async with http.post(url, data=chunk, headers=signed) as resp:
+                statuses.append(resp.status)
+            if resp.status != 200:
+                break
+        await asyncio.wait_for(gateway.wait_disconnected(connection_id), 30)
+        record = await stores.connections.get(connection_id)
+        writer.close()
+    close_sent = live.websocket.protocol.close_sent
+    assert statuses[-1] == 410, f"the stalled client was never dropped: {statuses[-5:]}"
+    assert set(statuses[:-1]) <= {200}
+    assert close_sent is not None
+    assert close_sent.code == 1001
+    assert live.close_reason == "write timeout"
+    assert record is None
