@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PY := $(BIN)/python
+# The TypeScript client: its dev dependencies come from the lockfile (npm ci) whenever
+# node_modules is missing or older than package-lock.json.
+TS := clients/typescript
+TS_STAMP := $(TS)/node_modules/.installed
 
 .PHONY: run test lint bench bench-quick soak format clean
 
@@ -14,16 +18,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,deploy,bench]'
 	touch $(STAMP)
 
+$(TS_STAMP): $(TS)/package-lock.json
+	cd $(TS) && npm ci
+	touch $(TS_STAMP)
+
 run: $(STAMP)
 	$(BIN)/streamer-emulator
 
-test: $(STAMP)
+test: $(STAMP) $(TS_STAMP)
+	cd $(TS) && npm run build && npm test
 	$(BIN)/pytest -q
 
-lint: $(STAMP)
+lint: $(STAMP) $(TS_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	cd $(TS) && npm run typecheck
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -39,4 +49,4 @@ soak: $(STAMP)
 	STREAMER_SOAK=1 $(BIN)/pytest -q tests/reliability -m slow
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(TS)/node_modules $(TS)/dist

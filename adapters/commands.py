@@ -1,7 +1,7 @@
 """The installed `streamer` command: the core's subcommands plus those that need AWS.
 
 `streamer.cli` holds the core's subcommands (`token`, `send`, `status`,
-`cancel`); this module adds `tables` and `lambda build`, which reach DynamoDB
+`cancel`, `asyncapi`, `codegen`); this module adds `tables` and `lambda build`, which reach DynamoDB
 or build the bundle, and is what `[project.scripts] streamer` runs. A new
 AWS-bound subcommand is one `_add_*` function listed in `AWS_COMMANDS`.
 """

@@ -10,6 +10,8 @@ Routes:
   `{"message": ...}` with `x-amzn-ErrorType: GoneException`, so botocore's
   `apigatewaymanagementapi` client raises `GoneException` as against AWS.
 - `GET /health`: status, open connections, DynamoDB endpoint, poller lag, URLs.
+- `GET /asyncapi.json`: the app's AsyncAPI 3.0 document (`streamer.asyncapi`), its
+  local server being this emulator's WebSocket URL.
 - `GET /api/actions`: `{"app", "actions": [{"name", "mode", "description",
   "timeout_s", "builtin", "payload_schema"}]}`.
 - `GET /api/connections`: `{"connections": [{"id", "user", "tenant",
@@ -45,6 +47,7 @@ from emulator.gateway import Gateway, SocketRegistry
 from emulator.guard import AccessPolicy, ConnectionCap
 from emulator.notifier import LocalNotifier
 from streamer.app import RESERVED_ACTIONS, Streamer
+from streamer.asyncapi import asyncapi_document
 from streamer.clock import SystemClock
 from streamer.errors import ConnectionGone, StreamerError
 from streamer.ports import Clock
@@ -164,6 +167,7 @@ class HttpSide:
         self.cap = ConnectionCap(max_connections)
         """The socket cap (and how many are held, at peak, refused)."""
         self._runner: web.AppRunner | None = None
+        self._asyncapi_document: dict[str, Any] | None = None
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
@@ -179,6 +183,7 @@ class HttpSide:
             middlewares=[self._guard],
         )
         application.router.add_get("/health", self._health)
+        application.router.add_get("/asyncapi.json", self._asyncapi)
         application.router.add_get("/api/actions", self._actions)
         application.router.add_get("/api/connections", self._connections)
         application.router.add_get("/api/dev-token", self._dev_token)
@@ -228,6 +233,19 @@ class HttpSide:
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response(dict(self._config.health()))
+
+    async def _asyncapi(self, request: web.Request) -> web.Response:
+        config = self._config
+        if self._asyncapi_document is None:
+            # Made once (the app does not change), off the loop: pydantic's schema
+            # generation is CPU work.
+            self._asyncapi_document = await asyncio.to_thread(
+                asyncapi_document,
+                config.app,
+                async_threshold_s=config.async_threshold_s,
+                server_url=config.ws_url(),
+            )
+        return web.json_response(self._asyncapi_document)
 
     async def _actions(self, request: web.Request) -> web.Response:
         config = self._config

@@ -1,4 +1,5 @@
-"""The `streamer` command's core: dev tokens and talking to the API (send, status, cancel).
+"""The `streamer` command's core: dev tokens, talking to the API (send, status, cancel), and
+the app's AsyncAPI document and typed clients (asyncapi, codegen).
 
 Exit codes: 0 success; 1 a local failure (no token, AWS unreachable…); 2 the
 server answered with an error (`CODE: message` on stderr); 3 the WebSocket could
@@ -182,8 +183,69 @@ def _add_cancel(commands: Subcommands) -> None:
     cancel.set_defaults(handler=_cmd_cancel)
 
 
-CORE_COMMANDS: tuple[AddCommand, ...] = (_add_token, _add_send, _add_status, _add_cancel)
+def _add_asyncapi(commands: Subcommands) -> None:
+    """`streamer asyncapi`: print the app's AsyncAPI 3.0 document."""
+    asyncapi = commands.add_parser(
+        "asyncapi",
+        help="print the app's AsyncAPI 3.0 document",
+        description="Print the AsyncAPI 3.0 document of the app: the WebSocket server and "
+        "its auth, every action with its payload and result schemas, the built-ins, every "
+        "server message and the error codes. The emulator serves the same at /asyncapi.json.",
+    )
+    _add_app_option(asyncapi)
+    asyncapi.add_argument(
+        "--url",
+        default=DEFAULT_URL,
+        help=f"the WebSocket URL of the document's local server ({DEFAULT_URL})",
+    )
+    asyncapi.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    asyncapi.set_defaults(handler=_cmd_asyncapi)
+
+
+def _add_codegen(commands: Subcommands) -> None:
+    """`streamer codegen typescript`: the app's action types for @streamer/client."""
+    codegen = commands.add_parser(
+        "codegen",
+        help="generate a typed client from the app's actions",
+        description="Generate the types of the app's actions for a client.",
+    )
+    languages = codegen.add_subparsers(dest="language", required=True, metavar="LANGUAGE")
+    typescript = languages.add_parser(
+        "typescript",
+        help="the Actions map for @streamer/client",
+        description="Write the app's action names with their payload and result types "
+        "(from the AsyncAPI schemas, through json-schema-to-typescript) for "
+        "`new StreamerClient<Actions>(url, { token })`. Needs node and `npm ci` in "
+        "clients/typescript.",
+    )
+    _add_app_option(typescript)
+    typescript.add_argument("--out", type=Path, required=True, help="the .ts file to write")
+    typescript.add_argument(
+        "--ts-client",
+        type=Path,
+        metavar="DIR",
+        help="the clients/typescript folder (env STREAMER_TS_CLIENT_DIR; the checkout's)",
+    )
+    typescript.set_defaults(handler=_cmd_codegen_typescript)
+
+
+CORE_COMMANDS: tuple[AddCommand, ...] = (
+    _add_token,
+    _add_send,
+    _add_status,
+    _add_cancel,
+    _add_asyncapi,
+    _add_codegen,
+)
 """The subcommands that need no AWS library, in `--help` order: add a new one here."""
+
+
+def _add_app_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="the app as module:attribute (env STREAMER_APP; streamer.demo:app)",
+    )
 
 
 def _add_key_options(parser: argparse.ArgumentParser) -> None:
@@ -401,6 +463,51 @@ async def _cancel(args: argparse.Namespace, token: str) -> int:
             snapshot = await client.cancel(args.request_id, timeout=args.timeout)
     print(json.dumps(dict(snapshot.raw), indent=2, ensure_ascii=False))
     return EXIT_OK
+
+
+# -- asyncapi and codegen --------------------------------------------------------------------
+
+
+def _app_document(args: argparse.Namespace, url: str = DEFAULT_URL) -> dict[str, Any]:
+    from streamer.app import load_app
+    from streamer.asyncapi import asyncapi_document
+    from streamer.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+        app = load_app(args.app or settings.app)
+    except (SettingsError, ValueError) as exc:
+        raise CliError(f"streamer: {exc}") from None
+    return asyncapi_document(app, async_threshold_s=settings.async_threshold_s, server_url=url)
+
+
+def _cmd_asyncapi(args: argparse.Namespace) -> int:
+    text = json.dumps(_app_document(args, args.url), indent=2, ensure_ascii=False) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        _write(args.out, text)
+    return EXIT_OK
+
+
+def _cmd_codegen_typescript(args: argparse.Namespace) -> int:
+    from streamer.codegen import CodegenError, find_ts_client_dir, typescript_module
+
+    document = _app_document(args)
+    try:
+        source = typescript_module(document, ts_client_dir=find_ts_client_dir(args.ts_client))
+    except CodegenError as exc:
+        raise CliError(f"streamer: {exc}") from None
+    _write(args.out, source)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"streamer: cannot write {path}: {exc.strerror or exc}") from None
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from datetime import date
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
+from typing_extensions import TypedDict
 
 from streamer.app import Request, Streamer
 from streamer.progress import Progress
@@ -22,6 +23,7 @@ __all__ = [
     "DelayParams",
     "ProcessDataParams",
     "ReportParams",
+    "ReportResult",
     "ValidateExampleParams",
     "app",
 ]
@@ -116,11 +118,25 @@ def _one_year_after(day: date) -> date:
         return day.replace(year=day.year + 1, day=28)
 
 
+class ReportResult(TypedDict):
+    """Where the finished report is, and what is in it."""
+
+    url: str
+    format: Literal["pdf", "csv", "excel"]
+    report_type: Literal["monthly", "quarterly", "annual", "custom"]
+    start_date: str
+    end_date: str
+    include_charts: bool
+    record_count: int
+    page_count: int
+    size_bytes: int
+
+
 _EXTENSIONS = {"pdf": "pdf", "csv": "csv", "excel": "xlsx"}
 
 
 @app.action("generate_report", mode="async", timeout=600)
-async def generate_report(req: Request[ReportParams], progress: Progress) -> dict[str, Any]:
+async def generate_report(req: Request[ReportParams], progress: Progress) -> ReportResult:
     """Builds a report in four phases: query, process, generate, upload."""
     params = req.payload
     days = (params.end_date - params.start_date).days + 1

@@ -38,7 +38,6 @@ __all__ = [
     "Processor",
     "request_metadata",
     "request_permissions",
-    "takes_progress",
     "validation_details",
 ]
 
@@ -47,7 +46,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEADLINE_MARGIN_S = 5.0
-"""Time kept before a `deadline` to hand the request back (one conditional write)."""
+"""Time kept before a `deadline` to hand the request back (one conditional write)
+and, in Lambda, return the batch response. The only margin: a runtime passes the
+real end of its time (the invocation's end, a shutdown) as the `deadline`."""
 STORE_ATTEMPTS = 3
 """Tries of one store call (claim, complete, fail, …) before the error propagates."""
 
@@ -254,7 +255,7 @@ class Processor:
                 logger.warning("retries exhausted", extra={**_extra(request), "code": error.code})
                 return await self._finish_failed(request, error, progress)
             delay_s = self._backoff_s(retry_count)
-            if deadline is not None and self._seconds_left(deadline) <= delay_s:
+            if deadline is not None and self.seconds_left(deadline) <= delay_s:
                 return await self._hand_back(request)
             logger.info(
                 "transient failure; retrying in %.2f s",
@@ -425,12 +426,14 @@ class Processor:
         """How long the next run may take, and whether the deadline is what limits it."""
         if deadline is None:
             return timeout_s, False
-        left_s = self._seconds_left(deadline)
+        left_s = self.seconds_left(deadline)
         if left_s < timeout_s:
             return left_s, True
         return timeout_s, False
 
-    def _seconds_left(self, deadline: datetime) -> float:
+    def seconds_left(self, deadline: datetime) -> float:
+        """How long work may still run before `deadline`, less `DEADLINE_MARGIN_S`
+        (at or below 0: there is no time to start anything)."""
         return (deadline - self._clock.now()).total_seconds() - DEADLINE_MARGIN_S
 
     def _backoff_s(self, retry_index: int) -> float:
@@ -511,12 +514,6 @@ async def _call(spec: ActionSpec, req: Request[Any], progress: Progress) -> Any:
     if spec.takes_progress:
         return await spec.handler(req, progress)
     return await spec.handler(req)
-
-
-def takes_progress(spec: ActionSpec) -> bool:
-    """Whether the handler takes `(req, progress)` rather than `(req)` (decided
-    at registration: `ActionSpec.takes_progress`)."""
-    return spec.takes_progress
 
 
 def _details(details: dict[str, Any] | list[Any] | None) -> dict[str, Any] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from streamer.app import Streamer
@@ -39,8 +40,13 @@ def build_services(
     notifier: Notifier,
     clock: Clock,
     verifier: TokenVerifier,
+    rng: random.Random | None = None,
 ) -> Services:
-    """Build every service from the ports a runtime chose."""
+    """Build every service from the ports a runtime chose.
+
+    `rng` is the processor's source of backoff jitter (default: a fresh one);
+    tests seed it so a run is repeatable.
+    """
     delivery = Delivery(
         notifier=notifier,
         connections=connections,
@@ -70,7 +76,7 @@ def build_services(
             settings=settings,
         ),
         processor=Processor(
-            app=app, requests=requests, delivery=delivery, clock=clock, settings=settings
+            app=app, requests=requests, delivery=delivery, clock=clock, settings=settings, rng=rng
         ),
         sweeper=Sweeper(requests=requests, delivery=delivery, clock=clock, settings=settings),
         delivery=delivery,

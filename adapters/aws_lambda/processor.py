@@ -12,9 +12,10 @@ records that are not a claimable PENDING image are skipped, and so is a request
 already claimed (the claim is a conditional write), so a replayed batch does
 nothing twice.
 
-Each action is bounded by the invocation's remaining time less a margin: a
-request still running then is handed back to PENDING. That write is itself a
-claimable stream record, so the handed-back record is not reported.
+Each action is bounded by the invocation's end less the core's one margin
+(`streamer.processor.DEADLINE_MARGIN_S`): a request still running then is handed
+back to PENDING. That write is itself a claimable stream record, so the
+handed-back record is not reported.
 """
 
 from __future__ import annotations
@@ -32,13 +33,10 @@ from adapters.aws_lambda.runtime import LambdaContext, Runtime, invoke
 from adapters.streams.records import UnreadableRecord, read_stream_record
 from streamer.processor import Outcome
 
-__all__ = ["DEADLINE_MARGIN", "MAX_CONCURRENT_RECORDS", "handler"]
+__all__ = ["MAX_CONCURRENT_RECORDS", "handler"]
 
 logger = logging.getLogger("streamer.lambda.processor")
 
-DEADLINE_MARGIN: Final = timedelta(seconds=3)
-"""Time kept back from the invocation's remaining time to hand work back and
-return the batch response before Lambda stops the function."""
 MAX_CONCURRENT_RECORDS: Final = 10
 """Records of one batch run at once (the mapping's batch size is 10)."""
 
@@ -53,14 +51,16 @@ async def process(
 ) -> dict[str, Any]:
     """Handle one batch; report the tail from the first record that must come again."""
     batch = StreamBatch.parse(raw)
-    deadline = runtime.deadline(context, margin=DEADLINE_MARGIN)
+    # The invocation's real end: the core processor keeps its one margin before it.
+    deadline = runtime.deadline(context, margin=timedelta(0))
+    processor = runtime.services.processor
     metrics = runtime.metrics(context)
     slots = asyncio.Semaphore(MAX_CONCURRENT_RECORDS)
 
     async def settle(record: StreamRecord) -> bool:
         """True when the stream need not deliver the record again."""
         async with slots:
-            if runtime.clock.now() >= deadline:
+            if processor.seconds_left(deadline) <= 0:
                 return False
             return await _handle(runtime, record, deadline, metrics) is not None
 

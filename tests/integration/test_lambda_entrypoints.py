@@ -21,9 +21,9 @@ import pytest
 from aiohttp import web
 
 from adapters.aws_lambda import connect, disconnect, processor, router, runtime, sweeper
-from adapters.aws_lambda.processor import DEADLINE_MARGIN
 from streamer.app import Request, Streamer
 from streamer.logs import JsonFormatter
+from streamer.processor import DEADLINE_MARGIN_S
 from streamer.progress import Progress
 from streamer.settings import Settings, SettingsError
 from streamer.tokens import generate_rsa_key_pair, mint_token
@@ -506,7 +506,7 @@ def test_at_the_deadline_running_requests_are_handed_back_not_reported(
     stream records re-queue them, so the batch reports nothing."""
     _queue(aws_lambda, "LLLLLLLLLLLLLLLL", ("s1", "stall"), ("s2", "stall"))
     batch = [aws_lambda.stream_record("s1", "500"), aws_lambda.stream_record("s2", "501")]
-    remaining_ms = int(DEADLINE_MARGIN.total_seconds() * 1000) + 300
+    remaining_ms = int(DEADLINE_MARGIN_S * 1000) + 300
     result = aws_lambda.process(batch, remaining_ms=remaining_ms)
     assert result == {"batchItemFailures": []}
     assert [aws_lambda.status(r) for r in ("s1", "s2")] == ["PENDING", "PENDING"]

@@ -1,5 +1,6 @@
-"""Shared pieces of the reliability suite: the core wired on fakes, fault-injecting
-wrappers around the ports, hypothesis strategies for hostile frames, and scale knobs.
+"""Shared pieces of the reliability suite: fault-injecting wrappers around the ports,
+hypothesis strategies for hostile frames, and scale knobs (the core on fakes is
+`core_harness.Core`, shared with the unit suite).
 """
 
 from __future__ import annotations
@@ -15,36 +16,17 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from typing import Any
 
 from hypothesis import strategies as st
 
-from streamer.app import Streamer
-from streamer.delivery import Delivery
 from streamer.errors import ErrorCode, StoreUnavailable, StreamerError
 from streamer.models import (
-    Connection,
     ConnectionId,
-    ConnectionMetadata,
-    RequestKey,
-    TenantId,
-    UserId,
-    request_key,
 )
-from streamer.ports import RequestStore
-from streamer.processor import Processor
-from streamer.protocol import ServerMessage, encode
-from streamer.ratelimit import RateLimiter
-from streamer.router import Router
-from streamer.settings import Settings
-from streamer.sweeper import Sweeper
+from streamer.protocol import ServerMessage
 from streamer.testing import (
-    InMemoryConnectionStore,
     InMemoryRequestStore,
-    InMemorySubscriptionStore,
-    ManualClock,
     RecordingNotifier,
 )
 
@@ -58,97 +40,6 @@ SOCKET_EXAMPLES = 60
 
 KNOWN_CODES = frozenset(code.value for code in ErrorCode)
 REPLY_TYPES = frozenset({"response", "acknowledgment", "error"})
-
-
-# -- the core on fakes -------------------------------------------------------------
-
-
-@dataclass
-class CoreRig:
-    """Every core service over one set of fakes; `requests` may be a wrapper."""
-
-    app: Streamer
-    settings: Settings = field(default_factory=Settings)
-    clock: ManualClock = field(default_factory=ManualClock)
-    connections: InMemoryConnectionStore = field(default_factory=InMemoryConnectionStore)
-    store: InMemoryRequestStore = field(default_factory=InMemoryRequestStore)
-    subscriptions: InMemorySubscriptionStore = field(default_factory=InMemorySubscriptionStore)
-    notifier: Any = field(default_factory=RecordingNotifier)
-    requests: RequestStore | None = None
-    """What the services see; defaults to `store` (pass a fault wrapper around it)."""
-
-    def __post_init__(self) -> None:
-        if self.requests is None:
-            self.requests = self.store
-        self.delivery = Delivery(
-            notifier=self.notifier, connections=self.connections, subscriptions=self.subscriptions
-        )
-        self.router = Router(
-            app=self.app,
-            requests=self.requests,
-            subscriptions=self.subscriptions,
-            delivery=self.delivery,
-            limiter=RateLimiter(per_minute=self.settings.rate_limit_per_minute, clock=self.clock),
-            clock=self.clock,
-            settings=self.settings,
-        )
-        self.processor = self.new_processor()
-        self.sweeper = Sweeper(
-            requests=self.requests, delivery=self.delivery, clock=self.clock, settings=self.settings
-        )
-
-    def new_processor(self) -> Processor:
-        """A fresh processor on the same ports (a new Lambda container, say)."""
-        assert self.requests is not None
-        return Processor(
-            app=self.app,
-            requests=self.requests,
-            delivery=self.delivery,
-            clock=self.clock,
-            settings=self.settings,
-            rng=random.Random(7),
-        )
-
-    async def connect(
-        self, connection_id: str = "c1", *, user: str = "u1", tenant: str = "t1"
-    ) -> Connection:
-        now = self.clock.now()
-        connection = Connection(
-            connection_id=ConnectionId(connection_id),
-            user_id=UserId(user),
-            tenant_id=TenantId(tenant),
-            endpoint="http://127.0.0.1:3002",
-            connected_at=now,
-            last_ping=now,
-            expires_at=int((now + timedelta(hours=24)).timestamp()),
-            metadata=ConnectionMetadata(),
-        )
-        await self.connections.put(connection)
-        return connection
-
-    async def send(
-        self, connection: Connection, action: str, payload: dict[str, Any], *, id: str
-    ) -> dict[str, Any]:
-        frame = json.dumps({"id": id, "action": action, "payload": payload})
-        return wire(await self.router.route(connection, frame))
-
-    def key(self, request_id: str, *, user: str = "u1", tenant: str = "t1") -> RequestKey:
-        return request_key(tenant, user, request_id)
-
-    def received(self, connection_id: str = "c1") -> list[dict[str, Any]]:
-        return [wire(m) for m in self.notifier.messages(ConnectionId(connection_id))]
-
-
-def make_rig(app: Streamer, **settings: Any) -> CoreRig:
-    return CoreRig(app=app, settings=replace(Settings(), **settings))
-
-
-def wire(message: ServerMessage) -> dict[str, Any]:
-    """A server message as the client receives it (must be sendable as UTF-8)."""
-    text = encode(message)
-    text.encode("utf-8")  # a frame that cannot be sent is as bad as no reply
-    decoded: dict[str, Any] = json.loads(text)
-    return decoded
 
 
 # -- fault injection ---------------------------------------------------------------

@@ -8,18 +8,10 @@ import asyncio
 import json
 from typing import Any
 
+from core_harness import Core, make_core, wire
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from rel_support import (
-    CORE_EXAMPLES,
-    KNOWN_CODES,
-    REPLY_TYPES,
-    SOAK,
-    CoreRig,
-    frames,
-    make_rig,
-    wire,
-)
+from rel_support import CORE_EXAMPLES, KNOWN_CODES, REPLY_TYPES, SOAK, frames
 
 from streamer.demo import app as demo_app
 from streamer.models import ConnectionId
@@ -27,7 +19,7 @@ from streamer.models import ConnectionId
 _EXAMPLES = CORE_EXAMPLES * (10 if SOAK else 1)
 
 
-async def _route_one(rig: CoreRig, frame: str | bytes) -> dict[str, Any]:
+async def _route_one(rig: Core, frame: str | bytes) -> dict[str, Any]:
     attacker = await rig.connect("attacker", user="mallory", tenant="t-evil")
     async with asyncio.timeout(10):
         reply = await rig.router.route(attacker, frame)
@@ -56,7 +48,7 @@ def _assert_typed(body: dict[str, Any]) -> None:
 async def test_any_frame_gets_exactly_one_typed_reply_and_refusals_store_nothing(
     frame: str | bytes,
 ) -> None:
-    rig = make_rig(demo_app)
+    rig = make_core(demo_app)
     bystander = await rig.connect("bystander", user="alice", tenant="t1")
 
     body = await _route_one(rig, frame)
@@ -84,7 +76,7 @@ async def test_any_frame_gets_exactly_one_typed_reply_and_refusals_store_nothing
 async def test_a_burst_of_bad_frames_gets_one_reply_each_and_the_connection_keeps_working(
     batch: list[str | bytes],
 ) -> None:
-    rig = make_rig(demo_app, rate_limit_per_minute=0)
+    rig = make_core(demo_app, rate_limit_per_minute=0)
     attacker = await rig.connect("attacker", user="mallory", tenant="t-evil")
 
     async with asyncio.timeout(20):
@@ -101,7 +93,7 @@ async def test_a_burst_of_bad_frames_gets_one_reply_each_and_the_connection_keep
 
 
 async def test_a_frame_over_the_size_limit_is_payload_too_large_before_parsing() -> None:
-    rig = make_rig(demo_app)
+    rig = make_core(demo_app)
     frame = '{"action": "echo", "payload": {"x": "' + "y" * (128 * 1024) + '"}}'
 
     body = await _route_one(rig, frame)
@@ -112,7 +104,7 @@ async def test_a_frame_over_the_size_limit_is_payload_too_large_before_parsing()
 
 
 async def test_an_oversized_client_id_is_refused_and_nothing_is_queued() -> None:
-    rig = make_rig(demo_app)
+    rig = make_core(demo_app)
     frame = json.dumps({"id": "i" * 129, "action": "echo_async", "payload": {}})
 
     body = await _route_one(rig, frame)

@@ -13,8 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from core_harness import Core
 from rel_support import (
-    CoreRig,
     FlakyNotifier,
     ThrottledRequestStore,
     server_error,
@@ -59,14 +59,14 @@ class Work:
             return {"request": req.request_id, "run": run}
 
 
-def _rig(**kwargs: Any) -> tuple[CoreRig, Work]:
+def _rig(**kwargs: Any) -> tuple[Core, Work]:
     clock = ManualClock()
     work = Work(clock)
     settings = replace(Settings(), lease_grace_s=LEASE_GRACE_S)
-    return CoreRig(app=work.app, settings=settings, clock=clock, **kwargs), work
+    return Core(app=work.app, settings=settings, clock=clock, **kwargs), work
 
 
-async def _enqueue(rig: CoreRig, request_id: str, connection: str = "c1") -> RequestKey:
+async def _enqueue(rig: Core, request_id: str, connection: str = "c1") -> RequestKey:
     origin = await rig.connections.get(ConnectionId(connection))
     if origin is None:
         origin = await rig.connect(connection)
@@ -227,7 +227,7 @@ async def test_a_processor_killed_mid_action_is_requeued_after_the_lease_and_com
     store = InMemoryRequestStore()
     doomed = CrashableStore(store)
     rig, work = _rig(store=store)
-    crashing = CoreRig(
+    crashing = Core(
         app=work.app,
         settings=rig.settings,
         clock=rig.clock,
@@ -294,7 +294,7 @@ async def test_a_request_whose_processor_keeps_dying_fails_once_its_attempts_are
 
     for run in range(1, max_claims + 1):
         doomed = CrashableStore(store)
-        crashing = CoreRig(
+        crashing = Core(
             app=work.app,
             settings=rig.settings,
             clock=rig.clock,

@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from rel_support import CoreRig
+from core_harness import Core
 
 from streamer import Progress, Request, Streamer
 from streamer.models import AsyncRequest, RequestChange, RequestKey, RequestStatus
@@ -73,7 +73,7 @@ class LossyStream:
         return kicked
 
 
-def _rig() -> tuple[CoreRig, LossyStream, Counter[str]]:
+def _rig() -> tuple[Core, LossyStream, Counter[str]]:
     clock = ManualClock()
     store = InMemoryRequestStore()
     stream = LossyStream(store, clock)
@@ -86,11 +86,11 @@ def _rig() -> tuple[CoreRig, LossyStream, Counter[str]]:
         return "done"
 
     settings = replace(Settings(), pending_stale_s=STALE_S, pending_max_kicks=MAX_KICKS)
-    rig = CoreRig(app=app, settings=settings, clock=clock, store=store, requests=stream)  # type: ignore[arg-type]
+    rig = Core(app=app, settings=settings, clock=clock, store=store, requests=stream)  # type: ignore[arg-type]
     return rig, stream, runs
 
 
-def _finals(rig: CoreRig) -> list[dict[str, Any]]:
+def _finals(rig: Core) -> list[dict[str, Any]]:
     return [m for m in rig.received("c1") if m["type"] in ("complete", "error")]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from rel_support import CoreRig
+from core_harness import Core
 
 from adapters.apigateway import (
     ApiGatewayNotifier,
@@ -152,7 +152,7 @@ async def test_a_request_completes_whatever_the_management_api_answers(
         await progress.report(50, "half")
         return "done"
 
-    rig = CoreRig(app=app, notifier=sender)
+    rig = Core(app=app, notifier=sender)
     origin = await rig.connect("gone")
     for follower in ("broken", "fine"):
         await rig.connect(follower)

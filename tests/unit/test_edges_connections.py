@@ -7,10 +7,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from core_harness import key_pair, make_core
 
-from streamer.auth import TokenVerifier
-from streamer.connections import ConnectionService, Handshake
-from streamer.delivery import Delivery
+from streamer.app import Streamer
+from streamer.connections import Handshake
 from streamer.errors import ConnectRefused
 from streamer.models import (
     AsyncRequest,
@@ -22,48 +22,30 @@ from streamer.models import (
     UserId,
     request_key,
 )
-from streamer.settings import Settings
-from streamer.testing import (
-    InMemoryConnectionStore,
-    InMemoryRequestStore,
-    InMemorySubscriptionStore,
-    ManualClock,
-    RecordingNotifier,
-)
-from streamer.tokens import generate_rsa_key_pair, mint_token
+from streamer.tokens import mint_token
 
 KeyPair = tuple[str, str]
 
 
 @pytest.fixture(scope="module")
 def keys() -> KeyPair:
-    return generate_rsa_key_pair()
+    return key_pair()
 
 
 class World:
-    """The service on fakes, with helpers to mint tokens and shake hands."""
+    """The connection service of the core harness, with helpers to mint tokens
+    (with the harness's key) and shake hands."""
 
     def __init__(self, keys: KeyPair, **settings: Any) -> None:
         self.private_pem = keys[0]
-        self.clock = ManualClock()
-        self.connections = InMemoryConnectionStore()
-        self.requests = InMemoryRequestStore()
-        self.subscriptions = InMemorySubscriptionStore()
-        self.notifier = RecordingNotifier()
-        self.settings = Settings(**settings)
-        self.service = ConnectionService(
-            connections=self.connections,
-            requests=self.requests,
-            subscriptions=self.subscriptions,
-            verifier=TokenVerifier(keys[1], clock=self.clock),
-            clock=self.clock,
-            settings=self.settings,
-            delivery=Delivery(
-                notifier=self.notifier,
-                connections=self.connections,
-                subscriptions=self.subscriptions,
-            ),
-        )
+        core = make_core(Streamer(), **settings)
+        self.clock = core.clock
+        self.connections = core.connections
+        self.requests = core.store
+        self.subscriptions = core.subscriptions
+        self.notifier = core.notifier
+        self.settings = core.settings
+        self.service = core.connection_service
 
     def token(self, sub: str = "user-1", tenant_id: str = "tenant-1", **kwargs: Any) -> str:
         return mint_token(

@@ -1,8 +1,10 @@
-"""The core services wired on the in-memory fakes, for the `test_core_*` tests."""
+"""The core services wired on the in-memory fakes by `build_services`, as each
+runtime wires them: the one harness of the unit and reliability suites."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 from dataclasses import dataclass, field, replace
@@ -10,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from streamer.app import Streamer
-from streamer.delivery import Delivery
+from streamer.auth import TokenVerifier
 from streamer.models import (
     AsyncRequest,
     Connection,
@@ -22,12 +24,11 @@ from streamer.models import (
     UserId,
     request_key,
 )
+from streamer.ports import Clock, RequestStore
 from streamer.processor import Outcome, Processor
 from streamer.protocol import ServerMessage, encode
-from streamer.ratelimit import RateLimiter
-from streamer.router import Router
+from streamer.services import Services, build_services
 from streamer.settings import Settings
-from streamer.sweeper import Sweeper
 from streamer.testing import (
     InMemoryConnectionStore,
     InMemoryRequestStore,
@@ -35,52 +36,79 @@ from streamer.testing import (
     ManualClock,
     RecordingNotifier,
 )
+from streamer.tokens import generate_rsa_key_pair
+
+JITTER_SEED = 7
+"""Every processor's backoff jitter is seeded, so a run is repeatable."""
+
+
+@functools.cache
+def key_pair() -> tuple[str, str]:
+    """The harness's (private, public) PEM pair: one per test process (generating
+    RSA keys is slow); mint tokens with the private one."""
+    return generate_rsa_key_pair()
+
+
+def verifier(clock: Clock) -> TokenVerifier:
+    """A token verifier on the harness's key, reading `clock`."""
+    return TokenVerifier(key_pair()[1], clock=clock)
 
 
 @dataclass
 class Core:
-    """Every core service over one set of fakes."""
+    """Every core service over one set of fakes, built by `build_services`.
+
+    After replacing a port (`core.requests = HeldWrites()`), call
+    `core.__post_init__()` to build the services on it again.
+
+    Args:
+        app: the actions.
+        settings: the core's settings (`make_core` takes overrides).
+        clock: the injected clock (manual: tests move it).
+        connections, subscriptions: the fake stores.
+        store: the fake request store.
+        notifier: what delivery sends through (a `RecordingNotifier` or a fault
+            wrapper; `received` needs one that records).
+        requests: the request store the services see; defaults to `store` (pass a
+            fault-injecting wrapper around it).
+    """
 
     app: Streamer
-    settings: Settings
+    settings: Settings = field(default_factory=Settings)
     clock: ManualClock = field(default_factory=ManualClock)
     connections: InMemoryConnectionStore = field(default_factory=InMemoryConnectionStore)
-    requests: InMemoryRequestStore = field(default_factory=InMemoryRequestStore)
+    store: InMemoryRequestStore = field(default_factory=InMemoryRequestStore)
     subscriptions: InMemorySubscriptionStore = field(default_factory=InMemorySubscriptionStore)
-    notifier: RecordingNotifier = field(default_factory=RecordingNotifier)
+    notifier: Any = field(default_factory=RecordingNotifier)
+    requests: RequestStore | None = None
 
     def __post_init__(self) -> None:
-        self.delivery = Delivery(
-            notifier=self.notifier,
-            connections=self.connections,
-            subscriptions=self.subscriptions,
-            clock=self.clock,
-            subscriber_cache_s=self.settings.progress_persist_interval_s,
-        )
-        self.limiter = RateLimiter(per_minute=self.settings.rate_limit_per_minute, clock=self.clock)
-        self.router = Router(
+        if self.requests is None:
+            self.requests = self.store
+        self.services = self.build()
+        self.delivery = self.services.delivery
+        self.router = self.services.router
+        self.processor = self.services.processor
+        self.sweeper = self.services.sweeper
+        self.connection_service = self.services.connections
+
+    def build(self) -> Services:
+        """A new set of services on the same ports (a new container, say)."""
+        return build_services(
             app=self.app,
+            settings=self.settings,
+            connections=self.connections,
             requests=self.requests,
             subscriptions=self.subscriptions,
-            delivery=self.delivery,
-            limiter=self.limiter,
+            notifier=self.notifier,
             clock=self.clock,
-            settings=self.settings,
-        )
-        self.processor = self.new_processor()
-        self.sweeper = Sweeper(
-            requests=self.requests, delivery=self.delivery, clock=self.clock, settings=self.settings
+            verifier=verifier(self.clock),
+            rng=random.Random(JITTER_SEED),
         )
 
     def new_processor(self) -> Processor:
-        return Processor(
-            app=self.app,
-            requests=self.requests,
-            delivery=self.delivery,
-            clock=self.clock,
-            settings=self.settings,
-            rng=random.Random(7),
-        )
+        """A fresh processor on the same ports (another Lambda container)."""
+        return self.build().processor
 
     async def connect(
         self,
@@ -95,7 +123,7 @@ class Core:
             connection_id=ConnectionId(connection_id),
             user_id=UserId(user),
             tenant_id=TenantId(tenant),
-            endpoint="http://localhost:3002",
+            endpoint="http://127.0.0.1:3002",
             connected_at=now,
             last_ping=now,
             expires_at=int((now + timedelta(hours=24)).timestamp()),
@@ -186,8 +214,11 @@ def make_core(app: Streamer, **settings: Any) -> Core:
 
 
 def wire(message: ServerMessage) -> dict[str, Any]:
-    """A server message as the JSON object the client receives."""
-    decoded: dict[str, Any] = json.loads(encode(message))
+    """A server message as the JSON object the client receives (it must be
+    sendable as UTF-8: a frame that cannot be sent is as bad as no reply)."""
+    text = encode(message)
+    text.encode("utf-8")
+    decoded: dict[str, Any] = json.loads(text)
     return decoded
 
 
@@ -195,4 +226,13 @@ def without_timestamp(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k != "timestamp"}
 
 
-__all__ = ["Core", "HeldWrites", "RequestStatus", "make_core", "wire", "without_timestamp"]
+__all__ = [
+    "Core",
+    "HeldWrites",
+    "RequestStatus",
+    "key_pair",
+    "make_core",
+    "verifier",
+    "wire",
+    "without_timestamp",
+]
