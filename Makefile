@@ -25,7 +25,10 @@ $(TS_STAMP): $(TS)/package-lock.json
 run: $(STAMP)
 	$(BIN)/streamer-emulator
 
+# Browser tests need Debian's chromium: installed here when missing and root
+# (apt-get); otherwise they are skipped and the summary says how to enable them.
 test: $(STAMP) $(TS_STAMP)
+	@sh .ci/browser-deps
 	cd $(TS) && npm run build && npm test
 	$(BIN)/pytest -q
 

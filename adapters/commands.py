@@ -1,9 +1,10 @@
 """The installed `streamer` command: the core's subcommands plus those that need AWS.
 
 `streamer.cli` holds the core's subcommands (`token`, `send`, `status`,
-`cancel`, `asyncapi`, `codegen`); this module adds `tables` and `lambda build`, which reach DynamoDB
-or build the bundle, and is what `[project.scripts] streamer` runs. A new
-AWS-bound subcommand is one `_add_*` function listed in `AWS_COMMANDS`.
+`cancel`, `listen`, `asyncapi`, `codegen`); this module adds `tables`, `lambda
+build` and `push`, which reach DynamoDB and the management API or build the bundle,
+and is what `[project.scripts] streamer` runs. A new AWS-bound subcommand is one
+`_add_*` function listed in `AWS_COMMANDS`.
 """
 
 from __future__ import annotations
@@ -11,15 +12,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import sys
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from streamer import cli
-from streamer.cli import EXIT_OK, AddCommand, CliError, Subcommands
+from streamer.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AddCommand, CliError, Subcommands
 from streamer.settings import Settings, SettingsError
 
-__all__ = ["AWS_COMMANDS", "main"]
+__all__ = ["AWS_COMMANDS", "DEFAULT_EMULATOR_HTTP", "main"]
+
+DEFAULT_EMULATOR_HTTP = "http://localhost:3002"
+"""Where `streamer push` finds the emulator's management API by default."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,7 +81,40 @@ def _add_lambda(commands: Subcommands) -> None:
     build.set_defaults(handler=_cmd_lambda_build)
 
 
-AWS_COMMANDS: tuple[AddCommand, ...] = (_add_tables, _add_lambda)
+def _add_push(commands: Subcommands) -> None:
+    """`streamer push (--connection ID | --tenant T [--user U]) [--topic NAME] --data JSON`."""
+    push = commands.add_parser(
+        "push",
+        help="push a notification to a connection, a user or a tenant",
+        description="Send a `notification` to one connection, every connection of a user in "
+        "a tenant, or every connection of a tenant, and print the summary (sent, gone, "
+        "failed). Exits 1 when nothing was delivered. With WEBSOCKET_ENDPOINT set it uses "
+        "the settings of the Lambda functions (CONNECTIONS_TABLE, AWS_REGION, AWS "
+        "credentials); otherwise the emulator at --emulator. Best effort: a client that "
+        "is not connected at that moment does not get it later.",
+    )
+    target = push.add_mutually_exclusive_group(required=True)
+    target.add_argument("--connection", metavar="ID", help="one connection id")
+    target.add_argument("--tenant", metavar="T", help="every connection of a tenant")
+    push.add_argument("--user", metavar="U", help="with --tenant: only this user's connections")
+    push.add_argument("--topic", metavar="NAME", help="the notification's topic")
+    push.add_argument(
+        "--data",
+        required=True,
+        metavar="JSON|@FILE",
+        help="the notification's data: any JSON value, @path to read it from a file, @- stdin",
+    )
+    push.add_argument(
+        "--emulator",
+        default=DEFAULT_EMULATOR_HTTP,
+        metavar="URL",
+        help=f"the emulator's HTTP side when WEBSOCKET_ENDPOINT is not set "
+        f"({DEFAULT_EMULATOR_HTTP})",
+    )
+    push.set_defaults(handler=_cmd_push)
+
+
+AWS_COMMANDS: tuple[AddCommand, ...] = (_add_tables, _add_lambda, _add_push)
 """The subcommands that need AWS libraries, after the core's in `--help`: add a new one here."""
 
 
@@ -125,6 +165,86 @@ def _cmd_lambda_build(args: argparse.Namespace) -> int:
         raise CliError(f"lambda build: {exc}") from None
     print(path)
     return EXIT_OK
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    if args.user is not None and args.tenant is None:
+        raise CliError("--user needs --tenant (a user id is unique within a tenant)", EXIT_USAGE)
+    data = _load_json(args.data)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
+    if not settings.websocket_endpoint:
+        settings = _emulator_settings(settings, args.emulator.rstrip("/"))
+    return asyncio.run(_push(args, settings, data))
+
+
+async def _push(args: argparse.Namespace, settings: Settings, data: Any) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from adapters.push import open_pusher
+    from streamer.errors import StreamerError
+    from streamer.push import PushIncomplete, PushTarget, ToConnection, ToTenant, ToUser
+
+    target: PushTarget
+    if args.connection is not None:
+        target = ToConnection(args.connection)
+    elif args.user is not None:
+        target = ToUser(args.tenant, args.user)
+    else:
+        target = ToTenant(args.tenant)
+    try:
+        async with open_pusher(settings) as pusher:
+            summary = await pusher.push(target, data, topic=args.topic)
+    except PushIncomplete as exc:
+        print(json.dumps(exc.summary.as_dict()))
+        raise CliError(f"{exc.code.value}: {exc.message}") from None
+    except StreamerError as exc:
+        raise CliError(f"{exc.code.value}: {exc.message}", EXIT_USAGE) from None
+    except (BotoCoreError, ClientError) as exc:
+        raise CliError(f"AWS: {exc}") from None
+    print(json.dumps(summary.as_dict()))
+    if not summary.is_delivered:
+        print("streamer: nothing was delivered", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _load_json(text: str) -> Any:
+    source = "--data"
+    if text.startswith("@"):
+        path = text[1:]
+        source = path or "-"
+        try:
+            text = sys.stdin.read() if path in ("", "-") else Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise CliError(f"cannot read the data: {exc}", EXIT_USAGE) from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"{source} is not JSON: {exc}", EXIT_USAGE) from None
+
+
+def _emulator_settings(settings: Settings, emulator: str) -> Settings:
+    """The settings that reach a running emulator: its management API, and the
+    DynamoDB it reports in `/health` (unless DYNAMODB_ENDPOINT_URL says otherwise)."""
+    try:
+        with urllib.request.urlopen(f"{emulator}/health", timeout=5) as response:
+            health = json.loads(response.read().decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CliError(
+            f"no WEBSOCKET_ENDPOINT set and no emulator answers at {emulator} ({exc}); "
+            "start one with `make run`, or set WEBSOCKET_ENDPOINT and CONNECTIONS_TABLE "
+            "to push through AWS"
+        ) from None
+    endpoint = settings.dynamodb_endpoint_url
+    if endpoint is None and isinstance(health, dict):
+        reported = health.get("dynamodb_endpoint")
+        endpoint = reported if isinstance(reported, str) and reported else None
+    return dataclasses.replace(
+        settings, websocket_endpoint=emulator, dynamodb_endpoint_url=endpoint
+    )
 
 
 if __name__ == "__main__":

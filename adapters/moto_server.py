@@ -55,8 +55,12 @@ class LocalMotoServer:
         self._server = make_server(
             self._host, self._port, one_at_a_time, threaded=True, request_handler=MotoRequestHandler
         )
+        server = self._server
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="moto-server", daemon=True
+            # A short poll: `stop` waits up to one poll interval for the loop to end.
+            target=lambda: server.serve_forever(poll_interval=0.05),
+            name="moto-server",
+            daemon=True,
         )
         self._thread.start()
 

@@ -31,10 +31,18 @@ from bench.procs import (
     start_moto,
 )
 from bench.report import write_performance_doc, write_readme_section
-from bench.scenarios import async_latency, connections, lambda_cold, lambda_zip, progress, sync_rtt
+from bench.scenarios import (
+    async_latency,
+    connections,
+    lambda_cold,
+    lambda_zip,
+    progress,
+    push,
+    sync_rtt,
+)
 
 RESULTS_DIR = REPO / "bench" / "results"
-SCENARIOS = ("sync", "async", "progress", "connections", "zip", "cold")
+SCENARIOS = ("sync", "async", "progress", "connections", "push", "zip", "cold")
 
 
 def _step(
@@ -89,6 +97,15 @@ def _idle_scenario(bench: Bench) -> None:
             )
 
 
+def _push_scenario(bench: Bench) -> None:
+    # The index on a standalone moto, as DynamoDB is another service in production.
+    with start_moto() as moto:
+        args = ("--dynamodb-endpoint", moto.http_url or "")
+        with bench.start_emulator("emulator-push", args) as emulator:
+            emulator.stop_timeout_s = 5.0 if bench.profile_dir is None else 60.0
+            _step(bench.results, "push", lambda: push.run(bench, emulator), (emulator, moto))
+
+
 def _with_servers(results: Results, label: str, work: Callable[[], None]) -> None:
     """Run scenarios whose servers may fail to start; a failure is noted, the run goes on."""
     try:
@@ -133,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         _with_servers(results, "emulator", lambda: _emulator_scenarios(bench, chosen))
     if "connections" in chosen:
         _with_servers(results, "emulator-idle", lambda: _idle_scenario(bench))
+    if "push" in chosen:
+        _with_servers(results, "emulator-push", lambda: _push_scenario(bench))
     if "zip" in chosen:
         _step(results, "zip", lambda: lambda_zip.run(bench))
     if "cold" in chosen:

@@ -1,4 +1,5 @@
-"""The bench app (`--app bench.apps:app`): the demo's actions plus `stream_progress`.
+"""The bench app (`--app bench.apps:app`): the demo's actions plus `stream_progress`
+and `push_tenant`.
 
 The demo's `echo` and `echo_async` are registered unchanged, so the sync and
 async figures are the demo's; `stream_progress` reports as fast as it can.
@@ -6,12 +7,14 @@ async figures are the demo's; `stream_progress` reports as fast as it can.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from streamer import Progress, Request, Streamer
 from streamer.demo import app as demo_app
 
-__all__ = ["StreamParams", "app"]
+__all__ = ["PushParams", "StreamParams", "app"]
 
 app = Streamer("bench")
 
@@ -40,3 +43,19 @@ async def stream_progress(req: Request[StreamParams], progress: Progress) -> dic
     for seq in range(1, count + 1):
         await progress.report(100 * seq / count, "step", seq=seq)
     return {"reported": count}
+
+
+class PushParams(BaseModel):
+    """What to push to every connection of a tenant."""
+
+    tenant: str
+    topic: str
+    data: Any = None
+
+
+@app.action("push_tenant", mode="sync", timeout=120)
+async def push_tenant(req: Request[PushParams]) -> dict[str, int]:
+    """Push a notification to every connection of `tenant`; answer the summary."""
+    payload = req.payload
+    summary = await req.push.to_tenant(payload.tenant, payload.data, topic=payload.topic)
+    return summary.as_dict()

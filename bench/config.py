@@ -41,6 +41,7 @@ class Sizes:
         connections_per_user: idle connections opened with one user's token.
         connect_concurrency: handshakes the holder keeps in flight.
         connect_budget_s: time allowed for opening idle connections in all.
+        push_levels: connections of one tenant a notification is pushed to.
         cold_rounds: fresh processes per side for the Lambda cold start.
         bundle_cold_rounds: fresh processes for the cold start from the unpacked bundle.
         zip_from_cache: reuse a bundle under `bench/.cache/` when one is there.
@@ -63,6 +64,7 @@ class Sizes:
     connections_per_user: int
     connect_concurrency: int
     connect_budget_s: float
+    push_levels: tuple[int, ...]
     cold_rounds: int
     bundle_cold_rounds: int
     zip_from_cache: bool
@@ -86,6 +88,7 @@ QUICK = Sizes(
     connections_per_user=10,
     connect_concurrency=16,
     connect_budget_s=20,
+    push_levels=(100, 400),
     cold_rounds=2,
     bundle_cold_rounds=1,
     zip_from_cache=True,
@@ -109,6 +112,7 @@ FULL = Sizes(
     connections_per_user=10,
     connect_concurrency=16,
     connect_budget_s=150,
+    push_levels=(1000, 10_000),
     cold_rounds=7,
     bundle_cold_rounds=5,
     zip_from_cache=False,

@@ -4,7 +4,12 @@
 Commands: `open N [BUDGET_S]` opens N more connections in parallel batches (no
 new handshake starts after BUDGET_S seconds) and answers one JSON line
 `{"held", "opened", "failed", "skipped", "elapsed_s", "errors"}`; `status`
-answers `{"held"}` (connections still open); `close` (or EOF) exits.
+answers `{"held"}` (connections still open); `watch` starts reading every
+connection, counting the notifications each gets by topic (`{"watching"}`);
+`wait TOPIC TIMEOUT_S` waits until every watched connection has one of that
+topic and answers `{"reached", "total", "last_at"}` (connections that got one,
+notifications of the topic in all, wall time of the last first arrival);
+`close` (or EOF) exits.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import asyncio
 import json
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -38,6 +43,11 @@ class Holder:
         self.tokens = tokens
         self.concurrency = concurrency
         self.connections: list[ClientConnection] = []
+        self._readers: list[asyncio.Task[None]] = []
+        self._got: dict[str, Counter[int]] = defaultdict(Counter)
+        """Per topic: notifications received by each connection (its index)."""
+        self._last_at: dict[str, float] = {}
+        self._arrived = asyncio.Event()
 
     async def open(self, count: int, budget_s: float = float("inf")) -> dict[str, object]:
         started = time.perf_counter()
@@ -80,6 +90,45 @@ class Holder:
     def held(self) -> int:
         return sum(1 for ws in self.connections if ws.state is State.OPEN)
 
+    def watch(self) -> dict[str, object]:
+        for index in range(len(self._readers), len(self.connections)):
+            self._readers.append(asyncio.create_task(self._read(index)))
+        return {"watching": len(self._readers)}
+
+    async def _read(self, index: int) -> None:
+        ws = self.connections[index]
+        try:
+            async for frame in ws:
+                message = json.loads(frame)
+                if message.get("type") != "notification":
+                    continue
+                topic = str(message.get("topic"))
+                got = self._got[topic]
+                if not got[index]:
+                    self._last_at[topic] = time.time()
+                got[index] += 1
+                self._arrived.set()
+        except Exception:  # a dropped socket simply stops counting
+            return
+
+    async def wait(self, topic: str, timeout_s: float) -> dict[str, object]:
+        deadline = time.monotonic() + timeout_s
+        got = self._got[topic]
+        while len(got) < len(self._readers):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        return {
+            "reached": len(got),
+            "total": sum(got.values()),
+            "last_at": self._last_at.get(topic),
+        }
+
 
 async def serve_commands(holder: Holder) -> None:
     loop = asyncio.get_running_loop()
@@ -92,6 +141,11 @@ async def serve_commands(holder: Holder) -> None:
             reply = await holder.open(int(count), float(budget) if budget else float("inf"))
         elif verb == "status":
             reply = {"held": holder.held()}
+        elif verb == "watch":
+            reply = holder.watch()
+        elif verb == "wait":
+            topic, _, timeout = arg.partition(" ")
+            reply = await holder.wait(topic, float(timeout or 60))
         elif verb == "close":
             break
         else:

@@ -84,6 +84,8 @@ _SPECS = (
     MetricSpec("connections_held", "connections", Goal(">=", 10_000)),
     MetricSpec("rss_per_connection_kb", "KB", Goal("<=", 40)),
     MetricSpec("connect_rate_per_s", "conn/s"),
+    MetricSpec("push_lost", "msgs", Goal("==", 0)),
+    MetricSpec("push_duplicates", "msgs", Goal("==", 0)),
     MetricSpec("lambda_cold_init_ms", "ms"),
     MetricSpec("boto3_cold_init_ms", "ms", note="baseline"),
     MetricSpec("lambda_cold_ratio", "x", Goal("<=", 1.5)),

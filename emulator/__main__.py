@@ -3,7 +3,7 @@
 Flags fall back to environment variables, then to defaults; the core settings
 (tables, JWT, limits, `STREAMER_APP`, `DYNAMODB_ENDPOINT_URL`) come from the
 environment as in Lambda (DESIGN §7). A start-up failure prints one line and
-exits non-zero; SIGINT/SIGTERM shut down gracefully (a second Ctrl-C quits at once).
+exits non-zero; SIGINT/SIGTERM shut down gracefully, a second one quits within a second.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 from adapters.sigv4 import DevCredentials
 from emulator.guard import parse_networks
 from emulator.server import Emulator, EmulatorConfig
+from streamer.cli import emulator_http_port
 from streamer.logs import configure_logging
 from streamer.settings import Settings, SettingsError
 
@@ -66,6 +68,15 @@ def _positive(text: str) -> float:
     return value
 
 
+def _flag(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
 def _arg(parse: Callable[[str], T], what: str) -> Callable[[str], T]:
     def checked(text: str) -> T:
         try:
@@ -105,7 +116,8 @@ def _parser() -> argparse.ArgumentParser:
         "--http-port",
         metavar="N",
         type=_arg(_port, "a port"),
-        help="HTTP port: @connections, /health, console (env EMULATOR_HTTP_PORT; 3002)",
+        help="HTTP port: @connections, /health, console "
+        "(env EMULATOR_HTTP_PORT; the WebSocket port + 1, so 3002)",
     )
     add(
         "--dynamodb-endpoint",
@@ -159,7 +171,21 @@ def _parser() -> argparse.ArgumentParser:
         "--state-dir",
         metavar="DIR",
         type=Path,
-        help="dev keys and stream checkpoints (env EMULATOR_STATE_DIR; .streamer)",
+        help="dev keys, stream checkpoints and saved tables (env EMULATOR_STATE_DIR; .streamer)",
+    )
+    add(
+        "--ephemeral",
+        action="store_true",
+        default=None,
+        help="keep nothing across restarts: the embedded moto starts empty "
+        "(env EMULATOR_EPHEMERAL; off: requests and subscriptions are saved in the state folder)",
+    )
+    add(
+        "--save-interval",
+        metavar="SECONDS",
+        type=_arg(_positive, "a positive number"),
+        help="seconds between saves of the embedded moto's tables; a kill -9 loses at most "
+        "this much, a graceful stop nothing (env EMULATOR_SAVE_INTERVAL; 5)",
     )
     add("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR (env LOG_LEVEL; INFO)")
     add(
@@ -202,11 +228,15 @@ def parse_config(argv: Sequence[str] | None = None) -> EmulatorConfig:
     settings = Settings.from_env(environ)
     defaults = EmulatorConfig()
     try:
+        ws_port = _first(args.port, _env("EMULATOR_PORT", _port, None))
         config = EmulatorConfig(
             settings=settings,
             host=args.host or _env("EMULATOR_HOST", str, defaults.host),
-            port=_first(args.port, _env("EMULATOR_PORT", _port, defaults.port)),
-            http_port=_first(args.http_port, _env("EMULATOR_HTTP_PORT", _port, defaults.http_port)),
+            port=_first(ws_port, defaults.port),
+            http_port=_first(
+                args.http_port,
+                _env("EMULATOR_HTTP_PORT", _port, _http_port_for(ws_port, defaults.http_port)),
+            ),
             poll_interval_s=_first(
                 args.poll_interval,
                 _env("EMULATOR_POLL_INTERVAL", _positive, defaults.poll_interval_s),
@@ -235,6 +265,11 @@ def parse_config(argv: Sequence[str] | None = None) -> EmulatorConfig:
                 _env("EMULATOR_DRAIN_TIMEOUT", float, defaults.drain_timeout_s),
             ),
             state_dir=args.state_dir or _env("EMULATOR_STATE_DIR", Path, defaults.state_dir),
+            persist=not _first(args.ephemeral, _env("EMULATOR_EPHEMERAL", _flag, False)),
+            save_interval_s=_first(
+                args.save_interval,
+                _env("EMULATOR_SAVE_INTERVAL", _positive, defaults.save_interval_s),
+            ),
         )
         config = dataclasses.replace(config, **_security_fields(args))
     except _StartupError as exc:
@@ -270,13 +305,10 @@ def _security_fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
-def _flag(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(text)
+def _http_port_for(ws_port: int | None, default: int) -> int:
+    """The HTTP port when only the WebSocket one is given: the next one, the rule
+    `streamer send` uses to find the dev-token endpoint from its `--url`."""
+    return default if ws_port is None else emulator_http_port(ws_port)
 
 
 def _first(value: T | None, fallback: T) -> T:
@@ -335,8 +367,15 @@ def banner(emulator: Emulator) -> str:
             f"--payload '{payload}'",
         ]
     else:
-        lines += ["", "Tokens are checked against JWT_PUBLIC_KEY."]
-    lines += ["", "Ctrl-C stops (running actions get the drain time, then go back to PENDING)."]
+        lines += ["", "Tokens are checked against JWT_PUBLIC_KEY / JWT_JWKS_URL."]
+    if emulator.table_state is not None:
+        kept = f"; requests are kept in {emulator.table_state.path.parent}/ for the next start"
+    else:
+        kept = ""
+    lines += [
+        "",
+        f"Ctrl-C stops (running actions get the drain time, then go back to PENDING{kept}).",
+    ]
     return "\n".join(lines)
 
 
@@ -350,27 +389,63 @@ def _send_options(emulator: Emulator, ws_url: str) -> str:
     return options
 
 
-async def run(
-    config: EmulatorConfig, *, on_ready: Callable[[Emulator], None] | None = None
-) -> None:
-    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+HARD_EXIT_S = 0.6
+"""After a second signal, the process ends by then whatever is still running."""
+
+
+async def run(config: EmulatorConfig, *, on_ready: Callable[[Emulator], None] | None = None) -> int:
+    """Run until SIGINT or SIGTERM, then shut down gracefully; returns the exit status.
+
+    The first signal starts the graceful shutdown (drain, hand back, save). A
+    second one cuts the drain short (running actions are handed back at once)
+    and ends the process within `HARD_EXIT_S` whatever is left, with status
+    128 + the signal's number.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    running: Emulator | None = None
+    seen: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        # A plain handler, not the loop's: it runs at once even while the loop is
+        # busy, and it touches the loop only through call_soon_threadsafe.
+        seen.append(signum)
+        if len(seen) == 1:
+            loop.call_soon_threadsafe(stop.set)
+        elif len(seen) == 2:
+            os.write(2, b"Quitting now.\n")
+            if running is not None:
+                loop.call_soon_threadsafe(running.hurry)
+            _exit_after(HARD_EXIT_S, 128 + signum)
+
     signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
+    previous = {signum: signal.signal(signum, on_signal) for signum in signals}
     try:
         async with Emulator(config) as emulator:
+            running = emulator
             if on_ready is not None:
                 on_ready(emulator)
             await stop.wait()
-            # A second Ctrl-C during the drain quits at once.
-            for signum in signals:
-                loop.remove_signal_handler(signum)
-            print("Shutting down…", file=sys.stderr, flush=True)
+            print("Shutting down… (Ctrl-C again quits at once)", file=sys.stderr, flush=True)
     finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
+        if not seen:
+            # No signal (start-up failed): leave the process as it was. After a
+            # signal the handler stays until exit, so a late Ctrl-C never turns
+            # into a KeyboardInterrupt traceback during interpreter shutdown.
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    return 128 + seen[1] if len(seen) > 1 else 0
+
+
+def _exit_after(delay_s: float, status: int) -> None:
+    """End the process in `delay_s` from a thread, even if the loop is busy."""
+
+    # No flush before `os._exit`: the main thread may hold a stream's lock (it
+    # was interrupted anywhere), and waiting for it would hang the exit. What
+    # matters was written unbuffered (`os.write`, the log handlers' flushes).
+    timer = threading.Timer(delay_s, os._exit, args=(status,))
+    timer.daemon = True
+    timer.start()
 
 
 def raise_open_file_limit() -> int:
@@ -406,8 +481,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streamer-emulator: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run(config, on_ready=lambda emulator: print(banner(emulator), flush=True)))
-    except KeyboardInterrupt:
+        status = asyncio.run(
+            run(config, on_ready=lambda emulator: print(banner(emulator), flush=True))
+        )
+        if status != 0:
+            # A second signal: the shutdown is done, and the interpreter's own
+            # teardown (a full garbage collection of moto's and botocore's
+            # objects, seconds on a busy machine) is not worth waiting for.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+        return status
+    except KeyboardInterrupt:  # a signal before the handlers are installed
         return 130
     except OSError as exc:
         print(f"streamer-emulator: cannot start: {_one_line(exc)}", file=sys.stderr)
@@ -418,7 +503,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         print(f"streamer-emulator: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 1
-    return 0
 
 
 def _one_line(exc: BaseException) -> str:

@@ -41,9 +41,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
+from websockets.protocol import State
 
 from adapters.sigv4 import DevCredentials, verify_signature
-from emulator.gateway import Gateway, SocketRegistry
+from emulator.gateway import Gateway, LiveSocket, SocketRegistry
 from emulator.guard import AccessPolicy, ConnectionCap
 from emulator.notifier import LocalNotifier
 from streamer.app import RESERVED_ACTIONS, Streamer
@@ -368,7 +369,7 @@ class HttpSide:
             return web.Response(status=200)
         if request.method == "GET":
             socket = config.registry.get(connection_id)
-            if socket is None:
+            if socket is None or _is_closing(socket):
                 return _gone()
             return web.json_response(
                 {
@@ -381,6 +382,9 @@ class HttpSide:
                 }
             )
         if request.method == "DELETE":
+            socket = config.registry.get(connection_id)
+            if socket is None or _is_closing(socket):
+                return _gone()
             if not await config.gateway.delete(connection_id):
                 return _gone()
             return web.Response(status=204)
@@ -402,6 +406,13 @@ class HttpSide:
         if relative == "index.html":
             return web.Response(text=_FALLBACK_PAGE, content_type="text/html")
         return _error(404, "NotFoundException", "not found")
+
+
+def _is_closing(socket: LiveSocket) -> bool:
+    # A socket being closed (DELETE, idle, shutdown) stays registered until its
+    # `$disconnect` has run; API Gateway answers Gone for it at once, and POST
+    # already does (the send fails).
+    return socket.websocket.state is not State.OPEN
 
 
 def _gone() -> web.Response:

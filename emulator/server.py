@@ -18,19 +18,21 @@ from typing import Any
 
 from adapters.aws import client_kwargs, get_session
 from adapters.dynamodb import DynamoDBStores, create_tables, open_stores
+from adapters.jwks import UrllibJwksFetcher
 from adapters.sigv4 import DevCredentials, load_or_create_dev_credentials
 from adapters.streams.reader import ShardReader
 from emulator.gateway import Gateway, SocketRegistry
 from emulator.guard import DEFAULT_TRUSTED_NETWORKS, AccessPolicy, parse_networks
 from emulator.http import HttpSide
 from emulator.notifier import LocalNotifier, RemoteEndpoints, RoutingNotifier
+from emulator.persistence import STATE_FILE, TableState
 from emulator.stores import LiveConnectionStore, WakingRequestStore
 from emulator.streams import StreamPoller
 from streamer.app import Streamer, load_app
-from streamer.auth import TokenVerifier
 from streamer.clock import SystemClock
 from streamer.errors import StreamerError
-from streamer.services import Services, build_services
+from streamer.keys import JWKS_MIN_REFETCH_S
+from streamer.services import Services, build_services, build_verifier
 from streamer.settings import Settings
 from streamer.tokens import DevKeys, load_or_create_dev_keys, mint_token
 
@@ -64,12 +66,19 @@ class EmulatorConfig:
         sweep_interval_s: how often expired leases are swept.
         drain_timeout_s: at shutdown, how long running actions may go on before
             they are cancelled and handed back to PENDING.
-        state_dir: dev keys and stream checkpoints (`.streamer/`).
+        state_dir: dev keys, stream checkpoints and saved tables (`.streamer/`).
+        persist: keep the embedded moto's requests and subscriptions across
+            restarts in `state_dir` (ignored with an external DynamoDB, which
+            keeps its own state).
+        save_interval_s: seconds between saves while running: what a kill -9
+            may lose (a graceful shutdown always saves).
         create_tables: create missing tables at start.
         dev_token_ttl_s: lifetime of the printed and console dev tokens.
         shard_refresh_s: how often the poller looks for new shards.
         start_timeout_s: how long the poller may take to find its starting
             positions before start-up fails.
+        jwks_min_refetch_s: least time between two fetches of `JWT_JWKS_URL`
+            (a minute, as in Lambda; tests shrink it).
         process_stream: run the stream poller (the processor); off, requests stay
             PENDING for another processor (the Lambda one in the parity test).
         verify_signatures: the management API requires SigV4 signed by the dev
@@ -102,6 +111,8 @@ class EmulatorConfig:
     sweep_interval_s: float = 10.0
     drain_timeout_s: float = 10.0
     state_dir: Path = Path(".streamer")
+    persist: bool = False
+    save_interval_s: float = 5.0
     create_tables: bool = True
     dev_token_ttl_s: float = 24 * 3600.0
     shard_refresh_s: float = 5.0
@@ -115,6 +126,7 @@ class EmulatorConfig:
     http_idle_timeout_s: float = 15.0
     write_timeout_s: float = 10.0
     table_check_interval_s: float = 2.0
+    jwks_min_refetch_s: float = JWKS_MIN_REFETCH_S
 
 
 class Emulator:
@@ -142,11 +154,13 @@ class Emulator:
         self.gateway: Gateway | None = None
         self.http: HttpSide | None = None
         self.poller: StreamPoller | None = None
+        self.table_state: TableState | None = None
         self._stack = AsyncExitStack()
         self._background: asyncio.Task[None] | None = None
         self._started_at = 0.0
         self._tables: dict[str, Any] = {"status": "unchecked"}
         """What the table watcher last saw (`/health`)."""
+        self._hurry = asyncio.Event()
 
     # -- URLs --------------------------------------------------------------------
 
@@ -229,7 +243,8 @@ class Emulator:
         settings = config.settings
         if settings.dynamodb_endpoint_url is None:
             moto = await asyncio.to_thread(_start_moto)
-            self._stack.callback(moto.stop)
+            # Stopped in a thread: it joins the server's thread.
+            self._stack.push_async_callback(asyncio.to_thread, moto.stop)
             host, port = moto.get_host_and_port()
             self.dynamodb_endpoint = f"http://{host}:{port}"
             self.is_moto_embedded = True
@@ -238,20 +253,33 @@ class Emulator:
             self.management_credentials = load_or_create_dev_credentials(config.state_dir)
         if not config.verify_signatures:
             log.warning("the management API does not check signatures: anyone can call it")
-        if settings.jwt_public_key is None:
+        if settings.jwt_public_key is None and settings.jwt_jwks_url is None:
             self.dev_keys = load_or_create_dev_keys(config.state_dir)
             settings = dataclasses.replace(settings, jwt_public_key=self.dev_keys.public_pem)
         self.settings = settings
 
         clock = SystemClock()
-        verifier = TokenVerifier(
-            settings.jwt_public_key or "", clock=clock, issuer=settings.jwt_issuer
+        verifier = build_verifier(
+            settings,
+            clock=clock,
+            fetcher=UrllibJwksFetcher(),
+            jwks_min_refetch_s=config.jwks_min_refetch_s,
         )
         session = get_session()
         if config.create_tables:
             created = await create_tables(settings, session=session)
             if created:
                 log.info("created tables: %s", ", ".join(created))
+        if config.persist and self.is_moto_embedded:
+            # Closed after the background tasks (pushed before them): the last
+            # save sees the requests the drain handed back to PENDING.
+            self.table_state = TableState(
+                settings,
+                session=session,
+                path=config.state_dir / STATE_FILE,
+                interval_s=config.save_interval_s,
+            )
+            self._stack.push_async_callback(self.table_state.close)
         self.stores = await self._stack.enter_async_context(open_stores(settings, session=session))
 
         local = LocalNotifier(self.registry)
@@ -302,6 +330,8 @@ class Emulator:
         self._stack.push_async_callback(self._stop_background)
         if self.poller is not None:
             await self._wait_poller_ready()
+        if self.table_state is not None:
+            await self._restore_tables(self.table_state)
 
         gateway = Gateway(
             connections=services.connections,
@@ -342,6 +372,21 @@ class Emulator:
         gateway.set_endpoint(self.http_url)
         await gateway.start(config.host, config.port)
         self._stack.push_async_callback(gateway.close, frame_drain_s=config.drain_timeout_s)
+
+    async def _restore_tables(self, table_state: TableState) -> None:
+        # After the poller is ready: it starts a new stream at its end (LATEST),
+        # so the restored PENDING items' INSERT records are read and run again;
+        # finished ones are filtered out as any non-claimable image is.
+        report = await table_state.restore()
+        if report.saved_at is not None:
+            log.info(
+                "restored %s saved at %s from %s",
+                ", ".join(f"{count} {role}" for role, count in report.items.items()),
+                report.saved_at,
+                table_state.path,
+            )
+        self._wake_poller()
+        table_state.start()
 
     def _wake_poller(self) -> None:
         if self.poller is not None:
@@ -423,16 +468,29 @@ class Emulator:
                 log.exception("sweep failed")
             await asyncio.sleep(self.config.sweep_interval_s)
 
+    def hurry(self) -> None:
+        """Cut a shutdown's drain short: running actions are handed back now."""
+        self._hurry.set()
+
     async def _stop_background(self) -> None:
-        """Drain the poller within the drain time, then cancel what is left (its
-        requests go back to PENDING) and the sweeper."""
+        """Drain the poller within the drain time (or until `hurry`), then cancel
+        what is left (its requests go back to PENDING) and the sweeper."""
         background = self._background
         if background is None:
             return
         if self.poller is not None and not background.done():
-            left = await self.poller.stop(self.config.drain_timeout_s)
+            drain = asyncio.ensure_future(self.poller.stop(self.config.drain_timeout_s))
+            hurried = asyncio.ensure_future(self._hurry.wait())
+            try:
+                await asyncio.wait({drain, hurried}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                hurried.cancel()
+                drain.cancel()
+            left = drain.result() if drain.done() and not drain.cancelled() else None
             if left:
                 log.warning("drain time is up: handing %d running request(s) back", left)
+            elif left is None:
+                log.warning("drain cut short: handing the running requests back")
         background.cancel()
         try:
             await background

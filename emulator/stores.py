@@ -15,7 +15,7 @@ Everything else is passed through to the wrapped store unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +30,7 @@ from streamer.models import (
     TenantId,
     UserId,
 )
-from streamer.ports import ConnectionStore, EnqueueResult, RequestStore
+from streamer.ports import DEFAULT_PAGE_SIZE, ConnectionStore, EnqueueResult, RequestStore
 
 __all__ = ["LiveConnectionStore", "WakingRequestStore"]
 
@@ -242,3 +242,14 @@ class LiveConnectionStore:
 
     async def list_by_tenant(self, tenant_id: TenantId) -> list[Connection]:
         return await self._inner.list_by_tenant(tenant_id)
+
+    def pages_by_user(
+        self, user_id: UserId, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[Sequence[Connection]]:
+        # The index, not the live sockets: a push reaches every emulator's sockets.
+        return self._inner.pages_by_user(user_id, page_size=page_size)
+
+    def pages_by_tenant(
+        self, tenant_id: TenantId, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[Sequence[Connection]]:
+        return self._inner.pages_by_tenant(tenant_id, page_size=page_size)

@@ -15,6 +15,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel
 
 from streamer.models import ConnectionId, RequestId, TenantId, UserId
+from streamer.push import UNWIRED_PUSHER, Pusher
 
 __all__ = [
     "RESERVED_ACTIONS",
@@ -41,7 +42,10 @@ class Request(Generic[P]):
     """What an action receives: the validated payload and who asked.
 
     `payload` is an instance of the action's pydantic model when the handler
-    is annotated `Request[Model]`, else the raw `dict`.
+    is annotated `Request[Model]`, else the raw `dict`. `push` reaches any
+    connection, user or tenant with a `notification` (`await
+    req.push.to_user(req.tenant_id, "bob", {...}, topic="shared")`), sync and
+    async actions alike.
     """
 
     request_id: RequestId
@@ -55,6 +59,8 @@ class Request(Generic[P]):
     permissions: tuple[str, ...] = ()
     attempt: int = 1
     """1 for the first run, then 2, 3… on retries and re-claims."""
+    push: Pusher = field(default=UNWIRED_PUSHER, repr=False, compare=False)
+    """Server push (DESIGN §11), the same service the CLI and backends use."""
 
 
 @dataclass(frozen=True, slots=True)

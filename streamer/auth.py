@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamer.errors import StreamerError
+from streamer.keys import MAX_KID_CHARS, KeyRing
 from streamer.models import Identity, TenantId, UserId
-from streamer.pem import load_public_key
+from streamer.pem import load_public_key, load_public_keys
 from streamer.ports import Clock
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 # PyJWT (with cryptography, ~50 ms to import) is imported where a token is decoded:
 # the core services import this module in every Lambda function, and only the
@@ -19,6 +23,7 @@ __all__ = [
     "AuthError",
     "TokenVerifier",
     "load_public_key",
+    "load_public_keys",
     "token_from_request",
 ]
 
@@ -37,36 +42,44 @@ class AuthError(StreamerError):
 
 
 class TokenVerifier:
-    """Verifies RS256 JWTs against one public key.
+    """Verifies RS256 JWTs against static keys or an identity provider's JWKS.
 
     Args:
-        public_key_pem: the RSA public key, PEM, PKCS#1 or SPKI.
+        public_key_pem: one or more RSA public keys, PEM, PKCS#1 or SPKI (several
+            blocks rotate keys); None or "" with `keys` only.
         clock: where "now" comes from (exp, nbf, iat checks).
         issuer: when set, `iss` must equal it.
+        audience: when set, `aud` must equal it (or, a list, contain it).
+        keys: the key ring to use instead of one built from `public_key_pem`
+            (how a JWKS is configured, see `streamer.keys.KeyRing`).
         max_iat_skew_s: how far in the future `iat` may be (default 60).
 
     Raises:
-        ValueError: the key is not an RSA public key in PEM (one clear line).
+        ValueError: a key is not an RSA public key in PEM (one clear line).
     """
 
     def __init__(
         self,
-        public_key_pem: str,
+        public_key_pem: str | None = None,
         *,
         clock: Clock,
         issuer: str | None = None,
+        audience: str | None = None,
+        keys: KeyRing | None = None,
         max_iat_skew_s: float = 60.0,
     ) -> None:
-        try:
-            self._key = load_public_key(public_key_pem)
-        except ValueError as exc:
-            raise ValueError(f"JWT public key {exc}") from None
+        if keys is None:
+            keys = KeyRing(load_public_keys(public_key_pem or ""), clock=clock)
+        self._keys = keys
         self._clock = clock
         self._issuer = issuer
+        self._audience = audience
         self._max_iat_skew_s = max_iat_skew_s
 
     def verify(self, token: str) -> Identity:
-        """The identity in a valid token (`sub`, `tenant_id`, optional `permissions`).
+        """The identity in a valid token (`sub`, `tenant_id`, optional `permissions`),
+        checked against the keys known now (a JWKS is never fetched here; see
+        `authenticate`).
 
         `exp` is required; `nbf` and `iat` are checked when present; every time
         check uses the injected clock.
@@ -74,23 +87,26 @@ class TokenVerifier:
         Raises:
             AuthError: any reason the token is not acceptable.
         """
+        kid = self._header_kid(token)
+        return self._identity(token, self._keys.cached(kid), kid)
+
+    async def authenticate(self, token: str) -> Identity:
+        """As `verify`, but a token naming a `kid` no cached key has may fetch the
+        JWKS first (off the event loop, paced by the key ring).
+
+        Raises:
+            AuthError: any reason the token is not acceptable.
+        """
+        kid = self._header_kid(token)
+        return self._identity(token, await self._keys.candidates(kid), kid)
+
+    def _header_kid(self, token: str) -> str | None:
+        import jwt
+
         if not token:
             raise AuthError("missing token")
         if len(token) > MAX_TOKEN_BYTES:
             raise AuthError(f"token longer than {MAX_TOKEN_BYTES} bytes")
-        claims = self._decode(token)
-        self._check_times(claims)
-        if self._issuer is not None and claims.get("iss") != self._issuer:
-            raise AuthError("wrong issuer")
-        return Identity(
-            user_id=UserId(_id_claim(claims, "sub")),
-            tenant_id=TenantId(_id_claim(claims, "tenant_id")),
-            permissions=_permissions(claims),
-        )
-
-    def _decode(self, token: str) -> dict[str, Any]:
-        import jwt
-
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -99,30 +115,59 @@ class TokenVerifier:
         if algorithm != _ALGORITHM:
             shown = algorithm[:16] if isinstance(algorithm, str) else type(algorithm).__name__
             raise AuthError(f"algorithm {shown!r} refused (RS256 only)")
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                self._key,
-                algorithms=[_ALGORITHM],
-                # Time claims are checked against the injected clock below;
-                # PyJWT would read the system clock.
-                options={
-                    "verify_signature": True,
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                    "verify_iss": False,
-                    "verify_aud": False,
-                    "verify_sub": False,
-                    "verify_jti": False,
-                    "require": [],
-                },
-            )
-        except jwt.InvalidSignatureError:
-            raise AuthError("bad signature") from None
-        except jwt.PyJWTError as exc:
-            raise AuthError(f"malformed token ({type(exc).__name__})") from None
-        return claims
+        kid = header.get("kid")
+        if kid is None:
+            return None
+        if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS:
+            raise AuthError("kid has a forbidden shape")
+        return kid
+
+    def _identity(
+        self, token: str, candidates: tuple[RSAPublicKey, ...], kid: str | None
+    ) -> Identity:
+        if not candidates:
+            raise AuthError("unknown kid" if kid is not None else "no verification key")
+        claims = self._decode(token, candidates)
+        self._check_times(claims)
+        if self._issuer is not None and claims.get("iss") != self._issuer:
+            raise AuthError("wrong issuer")
+        if self._audience is not None and not _has_audience(claims, self._audience):
+            raise AuthError("wrong audience")
+        return Identity(
+            user_id=UserId(_id_claim(claims, "sub")),
+            tenant_id=TenantId(_id_claim(claims, "tenant_id")),
+            permissions=_permissions(claims),
+        )
+
+    def _decode(self, token: str, candidates: tuple[RSAPublicKey, ...]) -> dict[str, Any]:
+        import jwt
+
+        for key in candidates:
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[_ALGORITHM],
+                    # Time claims are checked against the injected clock below;
+                    # PyJWT would read the system clock.
+                    options={
+                        "verify_signature": True,
+                        "verify_exp": False,
+                        "verify_nbf": False,
+                        "verify_iat": False,
+                        "verify_iss": False,
+                        "verify_aud": False,
+                        "verify_sub": False,
+                        "verify_jti": False,
+                        "require": [],
+                    },
+                )
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.PyJWTError as exc:
+                raise AuthError(f"malformed token ({type(exc).__name__})") from None
+            return claims
+        raise AuthError("bad signature")
 
     def _check_times(self, claims: Mapping[str, Any]) -> None:
         now = self._clock.now().timestamp()
@@ -135,6 +180,13 @@ class TokenVerifier:
         iat = _time_claim(claims, "iat")
         if iat is not None and iat > now + self._max_iat_skew_s:
             raise AuthError("token issued in the future (iat)")
+
+
+def _has_audience(claims: Mapping[str, Any], audience: str) -> bool:
+    value = claims.get("aud")
+    if isinstance(value, str):
+        return value == audience
+    return isinstance(value, list) and audience in value
 
 
 def _time_claim(claims: Mapping[str, Any], name: str, *, required: bool = False) -> float | None:

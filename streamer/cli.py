@@ -1,12 +1,12 @@
-"""The `streamer` command's core: dev tokens, talking to the API (send, status, cancel), and
-the app's AsyncAPI document and typed clients (asyncapi, codegen).
+"""The `streamer` command's core: dev tokens, talking to the API (send, status, cancel,
+listen), and the app's AsyncAPI document and typed clients (asyncapi, codegen).
 
 Exit codes: 0 success; 1 a local failure (no token, AWS unreachable…); 2 the
 server answered with an error (`CODE: message` on stderr); 3 the WebSocket could
 not be opened, was refused or was lost; 4 no answer within `--timeout`;
 64 bad usage; 130 interrupted.
 
-The subcommands that need AWS (`tables`, `lambda build`) live in
+The subcommands that need AWS (`tables`, `lambda build`, `push`) live in
 `adapters.commands`, which builds the installed `streamer` command from this
 parser plus its own: the core imports no adapter.
 """
@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import sys
 import urllib.error
 import urllib.request
@@ -41,6 +40,7 @@ __all__ = [
     "CliError",
     "Subcommands",
     "build_parser",
+    "emulator_http_port",
     "main",
 ]
 
@@ -57,6 +57,20 @@ DEFAULT_KEYS_DIR = ".streamer"
 DEFAULT_SUB = "dev-user"
 DEFAULT_TENANT = "dev-tenant"
 EMULATOR_HTTP_PORT = 3002
+
+
+def emulator_http_port(ws_port: int | None) -> int:
+    """The emulator's HTTP port for a WebSocket port: the next one (3001 → 3002).
+
+    `streamer-emulator --port N` without `--http-port` serves HTTP on N + 1, so
+    the CLI finds the dev-token endpoint from the `--url` alone. None (a URL
+    without a port) is the default 3002; port 0 (pick a free one) stays 0.
+    """
+    if ws_port is None:
+        return EMULATOR_HTTP_PORT
+    if ws_port == 0:
+        return 0
+    return ws_port + 1 if ws_port < 65535 else 0
 
 
 class CliError(Exception):
@@ -183,6 +197,21 @@ def _add_cancel(commands: Subcommands) -> None:
     cancel.set_defaults(handler=_cmd_cancel)
 
 
+def _add_listen(commands: Subcommands) -> None:
+    """`streamer listen`: print the notifications pushed to this connection."""
+    listen = commands.add_parser(
+        "listen",
+        help="print the notifications pushed to this connection",
+        description="Connect and print every notification (server push) as one JSON line "
+        "on stdout as it comes, until Ctrl-C or --count. The connection id goes to stderr "
+        "(for `streamer push --connection`).",
+    )
+    listen.add_argument("--topic", help="only notifications of this topic")
+    listen.add_argument("--count", type=int, metavar="N", help="exit after N notifications")
+    _add_connection_options(listen)
+    listen.set_defaults(handler=_cmd_listen)
+
+
 def _add_asyncapi(commands: Subcommands) -> None:
     """`streamer asyncapi`: print the app's AsyncAPI 3.0 document."""
     asyncapi = commands.add_parser(
@@ -234,6 +263,7 @@ CORE_COMMANDS: tuple[AddCommand, ...] = (
     _add_send,
     _add_status,
     _add_cancel,
+    _add_listen,
     _add_asyncapi,
     _add_codegen,
 )
@@ -276,7 +306,7 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token",
         help="the JWT (default: STREAMER_TOKEN, else a dev token from .streamer/ keys, "
-        "else the emulator's /api/dev-token)",
+        "else the emulator's /api/dev-token on the --url host, port + 1)",
     )
     parser.add_argument(
         "--keys-dir",
@@ -377,8 +407,13 @@ def _emulator_dev_token(ws_url: str, *, sub: str, tenant: str) -> str | None:
     if parts.scheme != "ws" or not parts.hostname:
         return None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    try:
+        ws_port = parts.port
+    except ValueError:
+        return None
     query = urlencode({"sub": sub, "tenant": tenant})
-    url = urlunsplit(("http", f"{host}:{EMULATOR_HTTP_PORT}", "/api/dev-token", query, ""))
+    http_port = emulator_http_port(ws_port)
+    url = urlunsplit(("http", f"{host}:{http_port}", "/api/dev-token", query, ""))
     try:
         with urllib.request.urlopen(url, timeout=3) as response:
             body = response.read().decode("utf-8")
@@ -462,6 +497,31 @@ async def _cancel(args: argparse.Namespace, token: str) -> int:
         async with StreamerClient(args.url, token=token, reconnect=False) as client:
             snapshot = await client.cancel(args.request_id, timeout=args.timeout)
     print(json.dumps(dict(snapshot.raw), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def _cmd_listen(args: argparse.Namespace) -> int:
+    if args.count is not None and args.count < 1:
+        raise CliError("--count must be at least 1", EXIT_USAGE)
+    return asyncio.run(_listen(args, _default_token(args)))
+
+
+async def _listen(args: argparse.Namespace, token: str) -> int:
+    from streamer.client import StreamerClient
+    from streamer.protocol import encode
+
+    with _reporting_errors(_ProgressBar(sys.stderr)):
+        async with StreamerClient(args.url, token=token) as client:
+            inbox = client.notifications(topic=args.topic)
+            connection_id = await client.ping()
+            print(f"listening on connection {connection_id}; Ctrl-C stops", file=sys.stderr)
+            sys.stderr.flush()
+            received = 0
+            async for note in inbox:
+                print(encode(note), flush=True)
+                received += 1
+                if args.count is not None and received >= args.count:
+                    break
     return EXIT_OK
 
 
@@ -551,6 +611,18 @@ def _load_payload(text: str) -> dict[str, Any]:
     return payload
 
 
+def _columns(stream: IO[str]) -> int:
+    """The width of the terminal `stream` draws on (not stdout's: piped output
+    must not change the bar); `COLUMNS` overrides it, 80 when unknown."""
+    override = os.environ.get("COLUMNS", "")
+    if override.isdigit() and int(override) > 0:
+        return int(override)
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (AttributeError, OSError, ValueError):
+        return 80
+
+
 class _ProgressBar:
     """A one-line progress bar on a terminal; one line per update otherwise.
 
@@ -573,7 +645,7 @@ class _ProgressBar:
             self._stream.write(f"progress {percentage:5.1f}% {message}\n".rstrip() + "\n")
             self._stream.flush()
             return
-        columns = shutil.get_terminal_size((80, 24)).columns
+        columns = _columns(self._stream)
         width = max(10, min(40, columns // 3))
         filled = round(width * percentage / 100)
         full, empty = self._glyphs

@@ -43,6 +43,7 @@ from streamer.protocol import (
     Acknowledgment,
     Complete,
     ErrorMessage,
+    Notification,
     ProgressUpdate,
     Response,
     ServerMessage,
@@ -52,6 +53,7 @@ from streamer.protocol import (
 __all__ = [
     "ConnectionState",
     "MessageTap",
+    "NotificationCallback",
     "ProgressCallback",
     "RequestSnapshot",
     "RequestTimeout",
@@ -64,6 +66,9 @@ logger = logging.getLogger("streamer.client")
 
 ProgressCallback = Callable[[ProgressUpdate], Awaitable[None] | None]
 """Called with each `ProgressUpdate` of a request, in order; may be sync or async."""
+NotificationCallback = Callable[[Notification], Awaitable[None] | None]
+"""Called with each `Notification` (server push), in arrival order; an async one
+is run as a task."""
 MessageTap = Callable[[ServerMessage], None]
 """Called by the reader with every server message, before it is dispatched."""
 TokenSource = str | Callable[[], str | Awaitable[str]]
@@ -239,6 +244,8 @@ class StreamerClient:
         resend_unanswered: see above. Default True.
         open_timeout_s: how long one handshake may take. Default 10.
         on_message: called by the reader with every server message (logging, `--json`).
+        on_notification: called with every `notification` the server pushes
+            (sync or async); `notifications()` is the iterator form.
         user_agent: the `User-Agent` header.
 
     Example:
@@ -262,6 +269,7 @@ class StreamerClient:
         resend_unanswered: bool = True,
         open_timeout_s: float = 10.0,
         on_message: MessageTap | None = None,
+        on_notification: NotificationCallback | None = None,
         user_agent: str = "streamer-client",
     ) -> None:
         if token_in not in ("query", "header"):
@@ -278,6 +286,7 @@ class StreamerClient:
         self._resend_unanswered = resend_unanswered
         self._open_timeout_s = open_timeout_s
         self._on_message = on_message
+        self._on_notification = on_notification
         self._user_agent = user_agent
 
         self._state = ConnectionState.IDLE
@@ -288,6 +297,9 @@ class StreamerClient:
         self._routes: dict[str, asyncio.Queue[_Signal]] = {}
         self._connection_id: str | None = None
         self._reconnects = 0
+        self._listeners: set[asyncio.Queue[Notification | _Lost]] = set()
+        self._callbacks: set[asyncio.Task[None]] = set()
+        self._closed_by_caller = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -330,6 +342,7 @@ class StreamerClient:
         if self._state is ConnectionState.CLOSED:
             return
         self._state = ConnectionState.CLOSED
+        self._closed_by_caller = True
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -457,6 +470,39 @@ class StreamerClient:
         return self._connection_id or ""
 
     # -- exchanges ---------------------------------------------------------------------------
+
+    def notifications(self, *, topic: str | None = None) -> AsyncIterator[Notification]:
+        """The notifications the server pushes from now on (all, or one `topic`).
+
+        Every iterator gets every notification, in arrival order. Iteration ends
+        when the client is closed, and raises `StreamerConnectionError` when the
+        connection is lost for good. A notification pushed while the client is
+        reconnecting is not replayed: push is best effort.
+
+        Example:
+            >>> async for note in client.notifications(topic="news"):
+            ...     print(note.data)
+        """
+        inbox: asyncio.Queue[Notification | _Lost] = asyncio.Queue()
+        if self._failure is not None:
+            inbox.put_nowait(_Lost(self._failure))
+        self._listeners.add(inbox)
+        return self._drain(inbox, topic)
+
+    async def _drain(
+        self, inbox: asyncio.Queue[Notification | _Lost], topic: str | None
+    ) -> AsyncIterator[Notification]:
+        try:
+            while True:
+                item = await inbox.get()
+                if isinstance(item, _Lost):
+                    if self._closed_by_caller:
+                        return
+                    raise item.error
+                if topic is None or item.topic == topic:
+                    yield item
+        finally:
+            self._listeners.discard(inbox)
 
     async def _run(
         self,
@@ -629,6 +675,8 @@ class StreamerClient:
         self._ready.set()
         for inbox in {id(q): q for q in self._routes.values()}.values():
             inbox.put_nowait(_Lost(error))
+        for listener in self._listeners:
+            listener.put_nowait(_Lost(error))
 
     async def _open(self, *, generation: int) -> _Link:
         token = await self._token_value()
@@ -764,12 +812,37 @@ class StreamerClient:
                 self._on_message(message)
             except Exception:
                 logger.exception("on_message raised; the message is still delivered")
+        if isinstance(message, Notification):
+            self._notify(message)
+            return
         request_id = message.request_id
         inbox = self._routes.get(request_id) if request_id else None
         if inbox is not None:
             inbox.put_nowait(message)
         elif isinstance(message, ErrorMessage) and request_id is None:
             logger.warning("server error without a request id: %s", message.error.code.value)
+
+    def _notify(self, note: Notification) -> None:
+        for listener in self._listeners:
+            listener.put_nowait(note)
+        if self._on_notification is None:
+            return
+        try:
+            outcome = self._on_notification(note)
+        except Exception:
+            logger.exception("on_notification raised")
+            return
+        if inspect.isawaitable(outcome):
+            task = asyncio.ensure_future(_guarded(outcome))
+            self._callbacks.add(task)
+            task.add_done_callback(self._callbacks.discard)
+
+
+async def _guarded(outcome: Awaitable[None]) -> None:
+    try:
+        await outcome
+    except Exception:
+        logger.exception("on_notification raised")
 
 
 def _new_id() -> str:

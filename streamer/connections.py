@@ -82,7 +82,7 @@ class ConnectionService:
                 429 over MAX_CONNECTIONS_PER_USER; nothing is stored.
         """
         cid = handshake.connection_id
-        identity = self._identify(handshake)
+        identity = await self._identify(handshake)
         allowed = self._settings.allowed_tenants
         if allowed is not None and identity.tenant_id not in allowed:
             raise _refuse(403, "tenant not allowed", cid, identity)
@@ -126,12 +126,12 @@ class ConnectionService:
         )
         return connection
 
-    def _identify(self, handshake: Handshake) -> Identity:
+    async def _identify(self, handshake: Handshake) -> Identity:
         token = token_from_request(handshake.query, handshake.headers)
         if token is None:
             raise _refuse(401, "missing token", handshake.connection_id)
         try:
-            return self._verifier.verify(token)
+            return await self._verifier.authenticate(token)
         except AuthError as exc:
             raise _refuse(401, exc.reason, handshake.connection_id) from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from enum import StrEnum
 
 from streamer.clock import SystemClock
 from streamer.errors import ConnectionGone
@@ -12,7 +13,7 @@ from streamer.models import AsyncRequest, ConnectionId, RequestKey
 from streamer.ports import Clock, ConnectionStore, Notifier, SubscriptionStore
 from streamer.protocol import ServerMessage
 
-__all__ = ["CACHED_REQUESTS", "Delivery"]
+__all__ = ["CACHED_REQUESTS", "Delivery", "SendOutcome"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,16 @@ _REMEMBERED_GONE = 1024
 post (and clean up) again for every progress update. Ids are never reused."""
 CACHED_REQUESTS = 10_000
 """How many requests' subscriber lists are kept; the oldest entry goes first."""
+
+
+class SendOutcome(StrEnum):
+    """What one send to one connection came to."""
+
+    SENT = "sent"
+    GONE = "gone"
+    """The connection no longer exists; its record and subscriptions were deleted."""
+    FAILED = "failed"
+    """Delivery failed for another reason (logged); nothing was cleaned up."""
 
 
 class Delivery:
@@ -112,30 +123,38 @@ class Delivery:
     async def _send(
         self, connection_id: ConnectionId, request: AsyncRequest, message: ServerMessage
     ) -> bool:
+        outcome = await self.send(connection_id, message, request_id=request.request_id)
+        return outcome is SendOutcome.SENT
+
+    async def send(
+        self, connection_id: ConnectionId, message: ServerMessage, *, request_id: str | None = None
+    ) -> SendOutcome:
+        """Send one message to one connection. A gone connection is cleaned up
+        (record and subscriptions deleted) and reported GONE; any other failure
+        is logged and reported FAILED. Never raises for delivery failures."""
+        if connection_id in self._gone:
+            return SendOutcome.GONE
         try:
             await self._notifier.send(connection_id, message)
         except ConnectionGone:
-            await self._forget_connection(connection_id, request)
-            return False
+            await self._forget_connection(connection_id, request_id)
+            return SendOutcome.GONE
         except Exception:
             logger.warning(
                 "delivery failed; skipped",
-                extra={
-                    "request_id": request.request_id,
-                    "connection_id": connection_id,
-                },
+                extra={"request_id": request_id, "connection_id": connection_id},
                 exc_info=True,
             )
-            return False
-        return True
+            return SendOutcome.FAILED
+        return SendOutcome.SENT
 
-    async def _forget_connection(self, connection_id: ConnectionId, request: AsyncRequest) -> None:
+    async def _forget_connection(self, connection_id: ConnectionId, request_id: str | None) -> None:
         self._gone[connection_id] = None
         while len(self._gone) > _REMEMBERED_GONE:
             self._gone.popitem(last=False)
         logger.info(
             "connection gone; deleting its record and subscriptions",
-            extra={"request_id": request.request_id, "connection_id": connection_id},
+            extra={"request_id": request_id, "connection_id": connection_id},
         )
         try:
             await self._connections.delete(connection_id)

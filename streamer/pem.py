@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-__all__ = ["load_public_key", "normalise_pem"]
+__all__ = [
+    "load_public_key",
+    "load_public_keys",
+    "normalise_pem",
+    "normalise_pem_blocks",
+    "split_pem_blocks",
+]
 
 
 def normalise_pem(text: str) -> str:
@@ -30,6 +36,40 @@ def normalise_pem(text: str) -> str:
 
 
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
+_ANY_BLOCK = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?-----END [A-Z0-9 ]+-----", re.DOTALL)
+
+
+def split_pem_blocks(text: str) -> tuple[str, ...]:
+    """Each `-----BEGIN …-----`…`-----END …-----` block in `text`, in order
+    (several PEMs in one setting rotate keys); the whole text when it has none."""
+    blocks = tuple(m.group(0) for m in _ANY_BLOCK.finditer(text))
+    return blocks or (text,)
+
+
+def normalise_pem_blocks(text: str) -> str:
+    """`normalise_pem` applied to each PEM block of `text`, concatenated."""
+    cleaned = text.strip().strip("\"'").replace("\\r", "").replace("\\n", "\n")
+    return "".join(normalise_pem(block) for block in split_pem_blocks(cleaned))
+
+
+def load_public_keys(pems: str) -> tuple[RSAPublicKey, ...]:
+    """Every RSA public key in a text of PEM blocks (several rotate keys); () for
+    blank text.
+
+    Raises:
+        ValueError: a block is not an RSA public key (one line saying which).
+    """
+    if not pems.strip():
+        return ()
+    blocks = split_pem_blocks(normalise_pem_blocks(pems))
+    keys = []
+    for number, block in enumerate(blocks, start=1):
+        try:
+            keys.append(load_public_key(block))
+        except ValueError as exc:
+            where = f" (PEM block {number} of {len(blocks)})" if len(blocks) > 1 else ""
+            raise ValueError(f"{exc}{where}") from None
+    return tuple(keys)
 
 
 def load_public_key(pem: str | bytes) -> RSAPublicKey:

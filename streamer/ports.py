@@ -6,6 +6,7 @@ holds in-memory fakes that pass the same contract tests.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -24,6 +25,7 @@ from streamer.models import (
 from streamer.protocol import ServerMessage
 
 __all__ = [
+    "DEFAULT_PAGE_SIZE",
     "Clock",
     "ConnectionStore",
     "EnqueueResult",
@@ -31,6 +33,10 @@ __all__ = [
     "RequestStore",
     "SubscriptionStore",
 ]
+
+DEFAULT_PAGE_SIZE = 500
+"""Connections per page when a fan-out walks an index: a tenant of 10,000 is
+twenty queries, and never more than one page is held at once."""
 
 
 class Clock(Protocol):
@@ -87,6 +93,19 @@ class ConnectionStore(Protocol):
 
     async def list_by_tenant(self, tenant_id: TenantId) -> list[Connection]:
         """Connections of one tenant (`TenantIndex`)."""
+        ...
+
+    def pages_by_user(
+        self, user_id: UserId, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[Sequence[Connection]]:
+        """Connections of one user (`UserIndex`), one page (at most `page_size`)
+        at a time; the next page is read only when it is asked for."""
+        ...
+
+    def pages_by_tenant(
+        self, tenant_id: TenantId, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[Sequence[Connection]]:
+        """Connections of one tenant (`TenantIndex`), one page at a time."""
         ...
 
 

@@ -29,6 +29,7 @@ from streamer.models import AsyncRequest, RequestChange, RequestError, RequestKe
 from streamer.ports import Clock, RequestStore
 from streamer.progress import OwnershipLost, Progress
 from streamer.protocol import Complete, ErrorBody, ErrorMessage, encode, encoded_size
+from streamer.push import UNWIRED_PUSHER, Pusher
 from streamer.settings import Settings
 
 __all__ = [
@@ -90,6 +91,7 @@ class Processor:
         delivery: fan-out of progress/complete/error.
         clock: time source (backoff waits go through `clock.sleep`).
         settings: TTLs, progress rate, persist interval, lease grace.
+        pusher: handed to actions as `req.push` (optional).
         backoff_base_s, backoff_max_s: exponential backoff between retries.
         rng: the random source of the jitter (tests may seed one).
     """
@@ -105,6 +107,7 @@ class Processor:
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         rng: random.Random | None = None,
+        pusher: Pusher | None = None,
     ) -> None:
         self._app = app
         self._requests = requests
@@ -114,6 +117,7 @@ class Processor:
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._rng = rng or random.Random()
+        self._pusher = pusher if pusher is not None else UNWIRED_PUSHER
 
     async def handle(self, change: RequestChange, *, deadline: datetime | None = None) -> Outcome:
         """Handle one stream record: skip it unless claimable, else `run` it (with
@@ -213,7 +217,7 @@ class Processor:
             if bounded_by_deadline and bound_s <= 0:
                 return await self._hand_back(request)
             req: Request[Any] = _build_request(
-                request, payload, run_number=request.attempt + retry_count
+                request, payload, run_number=request.attempt + retry_count, push=self._pusher
             )
             scope = asyncio.timeout(bound_s)
             try:
@@ -481,7 +485,9 @@ def _validated_payload(spec: ActionSpec, payload: dict[str, Any]) -> Any:
     return spec.payload_model.model_validate(payload)
 
 
-def _build_request(request: AsyncRequest, payload: Any, *, run_number: int) -> Request[Any]:
+def _build_request(
+    request: AsyncRequest, payload: Any, *, run_number: int, push: Pusher
+) -> Request[Any]:
     return Request(
         request_id=request.request_id,
         action=request.action,
@@ -493,6 +499,7 @@ def _build_request(request: AsyncRequest, payload: Any, *, run_number: int) -> R
         metadata=request_metadata(request),
         permissions=request_permissions(request),
         attempt=run_number,
+        push=push,
     )
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "Complete",
     "ErrorBody",
     "ErrorMessage",
+    "Notification",
     "ProgressUpdate",
     "Response",
     "ServerMessage",
@@ -121,8 +122,17 @@ class ErrorMessage(_ServerMessageBase):
     error: ErrorBody
 
 
+class Notification(_ServerMessageBase):
+    """A server push, not tied to a request (DESIGN §11): `topic` (None when the
+    sender named none) and any JSON `data`."""
+
+    type: Literal["notification"] = "notification"
+    topic: str | None = None
+    data: Any = None
+
+
 ServerMessage = Annotated[
-    Response | Acknowledgment | ProgressUpdate | Complete | ErrorMessage,
+    Response | Acknowledgment | ProgressUpdate | Complete | ErrorMessage | Notification,
     Field(discriminator="type"),
 ]
 _server_message_adapter: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)

@@ -42,6 +42,7 @@ from streamer.protocol import (
     error_message,
     format_timestamp,
 )
+from streamer.push import UNWIRED_PUSHER, Pusher
 from streamer.ratelimit import RateLimiter
 from streamer.settings import Settings
 
@@ -70,6 +71,7 @@ class Router:
         limiter: per-connection rate limit.
         clock: time source.
         settings: async threshold, TTLs, message size limit.
+        pusher: handed to sync actions as `req.push` (optional).
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class Router:
         limiter: RateLimiter,
         clock: Clock,
         settings: Settings,
+        pusher: Pusher | None = None,
     ) -> None:
         self._app = app
         self._requests = requests
@@ -90,6 +93,7 @@ class Router:
         self._limiter = limiter
         self._clock = clock
         self._settings = settings
+        self._pusher = pusher if pusher is not None else UNWIRED_PUSHER
 
     async def route(self, connection: Connection, frame: str | bytes) -> ServerMessage:
         """The one reply to one frame: `response`, `acknowledgment` or `error`.
@@ -287,6 +291,7 @@ class Router:
             received_at=self._clock.now(),
             metadata=dict(message.metadata),
             permissions=connection.metadata.permissions,
+            push=self._pusher,
         )
         timeout_s = spec.effective_timeout_s(self._settings.async_threshold_s)
         scope = asyncio.timeout(timeout_s)

@@ -9,14 +9,16 @@ from streamer.app import Streamer
 from streamer.auth import TokenVerifier
 from streamer.connections import ConnectionService
 from streamer.delivery import Delivery
+from streamer.keys import JWKS_MIN_REFETCH_S, JwksFetcher, KeyRing
 from streamer.ports import Clock, ConnectionStore, Notifier, RequestStore, SubscriptionStore
 from streamer.processor import Processor
+from streamer.push import Pusher
 from streamer.ratelimit import RateLimiter
 from streamer.router import Router
 from streamer.settings import Settings
 from streamer.sweeper import Sweeper
 
-__all__ = ["Services", "build_services"]
+__all__ = ["Services", "build_services", "build_verifier"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,36 @@ class Services:
     processor: Processor
     sweeper: Sweeper
     delivery: Delivery
+    push: Pusher
+    """Server push to a connection, a user or a tenant (also `req.push` in actions)."""
+
+
+def build_verifier(
+    settings: Settings,
+    *,
+    clock: Clock,
+    fetcher: JwksFetcher | None,
+    jwks_min_refetch_s: float = JWKS_MIN_REFETCH_S,
+) -> TokenVerifier:
+    """The token verifier the settings describe: the PEMs of `JWT_PUBLIC_KEY`, the
+    JWKS at `JWT_JWKS_URL` (fetched lazily through `fetcher`), `JWT_ISSUER`,
+    `JWT_AUDIENCE`. With neither key setting, every token is refused.
+
+    Raises:
+        ValueError: `JWT_JWKS_URL` is set and no fetcher is given, or a key is malformed.
+    """
+    from streamer.pem import load_public_keys
+
+    keys = KeyRing(
+        load_public_keys(settings.jwt_public_key or ""),
+        jwks_url=settings.jwt_jwks_url,
+        fetcher=fetcher if settings.jwt_jwks_url else None,
+        clock=clock,
+        min_refetch_s=jwks_min_refetch_s,
+    )
+    return TokenVerifier(
+        clock=clock, issuer=settings.jwt_issuer, audience=settings.jwt_audience, keys=keys
+    )
 
 
 def build_services(
@@ -54,6 +86,7 @@ def build_services(
         clock=clock,
         subscriber_cache_s=settings.progress_persist_interval_s,
     )
+    pusher = Pusher(connections=connections, delivery=delivery, clock=clock)
     limiter = RateLimiter(per_minute=settings.rate_limit_per_minute, clock=clock)
     return Services(
         connections=ConnectionService(
@@ -74,10 +107,18 @@ def build_services(
             limiter=limiter,
             clock=clock,
             settings=settings,
+            pusher=pusher,
         ),
         processor=Processor(
-            app=app, requests=requests, delivery=delivery, clock=clock, settings=settings, rng=rng
+            app=app,
+            requests=requests,
+            delivery=delivery,
+            clock=clock,
+            settings=settings,
+            rng=rng,
+            pusher=pusher,
         ),
         sweeper=Sweeper(requests=requests, delivery=delivery, clock=clock, settings=settings),
         delivery=delivery,
+        push=pusher,
     )

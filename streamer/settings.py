@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from streamer.pem import load_public_key, normalise_pem
+from streamer.pem import load_public_keys, normalise_pem, normalise_pem_blocks
 
 __all__ = ["SettingDoc", "Settings", "SettingsError", "normalise_pem"]
 
@@ -57,6 +57,9 @@ class Settings:
     async_threshold_s: float = 5.0
     """ASYNC_THRESHOLD_SECONDS."""
     jwt_issuer: str | None = None
+    jwt_jwks_url: str | None = None
+    """JWT_JWKS_URL: the identity provider's JWKS, fetched lazily (keys chosen by `kid`)."""
+    jwt_audience: str | None = None
     allowed_tenants: frozenset[str] | None = None
     """ALLOWED_TENANTS, a comma list; None allows every tenant."""
     app: str = "streamer.demo:app"
@@ -201,12 +204,30 @@ def _tenants(name: str, raw: str) -> frozenset[str] | None:
 
 
 def _public_key(name: str, raw: str) -> str:
-    pem = normalise_pem(raw)
+    pems = normalise_pem_blocks(raw)
     try:
-        load_public_key(pem)
+        load_public_keys(pems)
     except ValueError as exc:
         raise SettingsError(f"{name} {exc}") from None
-    return pem
+    return pems
+
+
+def _jwks_url(name: str, raw: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(raw)
+        host = parts.hostname
+    except ValueError:
+        host = None
+    is_loopback = host in ("localhost", "127.0.0.1", "::1")
+    if host is None or not (parts.scheme == "https" or (parts.scheme == "http" and is_loopback)):
+        # Keys fetched in the clear could be swapped on the way: plain http only
+        # reaches a server on this machine (tests, a local identity provider).
+        raise SettingsError(
+            f"{name} must be an https:// URL (http:// only for localhost), got {raw[:80]!r}"
+        )
+    return raw
 
 
 def _app_target(name: str, raw: str) -> str:
@@ -229,8 +250,8 @@ _SPECS: tuple[_Spec, ...] = (
         "jwt_public_key",
         "JWT_PUBLIC_KEY",
         _public_key,
-        "RSA public key (PEM, PKCS#1 or SPKI) that verifies RS256 tokens; "
-        "`\\n` escapes are accepted",
+        "RSA public key (PEM, PKCS#1 or SPKI) that verifies RS256 tokens; several "
+        "PEM blocks rotate keys; `\\n` escapes are accepted",
     ),
     _Spec("connections_table", "CONNECTIONS_TABLE", _text, "DynamoDB table for connections"),
     _Spec("requests_table", "REQUESTS_TABLE", _text, "DynamoDB table for requests"),
@@ -282,6 +303,19 @@ _SPECS: tuple[_Spec, ...] = (
         "Actions estimated longer than this run async",
     ),
     _Spec("jwt_issuer", "JWT_ISSUER", _text, "When set, tokens' `iss` must equal it"),
+    _Spec(
+        "jwt_jwks_url",
+        "JWT_JWKS_URL",
+        _jwks_url,
+        "Identity provider's JWKS (Cognito, Auth0, Okta): keys chosen by the token's `kid`, "
+        "cached, fetched again on an unknown `kid` at most once a minute",
+    ),
+    _Spec(
+        "jwt_audience",
+        "JWT_AUDIENCE",
+        _text,
+        "When set, tokens' `aud` must equal it (or, a list, contain it)",
+    ),
     _Spec(
         "allowed_tenants",
         "ALLOWED_TENANTS",

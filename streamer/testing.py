@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -38,7 +38,7 @@ from streamer.models import (
     TenantId,
     UserId,
 )
-from streamer.ports import EnqueueResult
+from streamer.ports import DEFAULT_PAGE_SIZE, EnqueueResult
 from streamer.protocol import ServerMessage
 
 __all__ = [
@@ -123,6 +123,8 @@ class InMemoryConnectionStore(_FailureInjection):
     def __init__(self) -> None:
         super().__init__()
         self._records: dict[ConnectionId, Connection] = {}
+        self.pages_served = 0
+        """How many pages `pages_by_user` / `pages_by_tenant` have handed out."""
 
     async def put(self, connection: Connection) -> None:
         self._maybe_fail("put")
@@ -151,6 +153,44 @@ class InMemoryConnectionStore(_FailureInjection):
     async def list_by_tenant(self, tenant_id: TenantId) -> list[Connection]:
         self._maybe_fail("list_by_tenant")
         return [c for c in self._records.values() if c.tenant_id == tenant_id]
+
+    async def pages_by_user(
+        self, user_id: UserId, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[list[Connection]]:
+        async for page in self._pages(lambda c: c.user_id == user_id, page_size, "pages_by_user"):
+            yield page
+
+    async def pages_by_tenant(
+        self, tenant_id: TenantId, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[list[Connection]]:
+        async for page in self._pages(
+            lambda c: c.tenant_id == tenant_id, page_size, "pages_by_tenant"
+        ):
+            yield page
+
+    async def _pages(
+        self, matches: Callable[[Connection], bool], page_size: int, method: str
+    ) -> AsyncIterator[list[Connection]]:
+        """Pages in id order, each read when asked for (as DynamoDB's
+        `LastEvaluatedKey` walks an index): records put or deleted meanwhile show
+        or vanish as they would there. `pages_served` counts every page."""
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        after: ConnectionId | None = None
+        while True:
+            self._maybe_fail(method)
+            ids = sorted(
+                cid
+                for cid, c in self._records.items()
+                if matches(c) and (after is None or cid > after)
+            )
+            page = [self._records[cid] for cid in ids[:page_size]]
+            self.pages_served += 1
+            if page:
+                yield page
+            if len(ids) <= page_size:
+                return
+            after = page[-1].connection_id
 
     @property
     def records(self) -> dict[ConnectionId, Connection]:

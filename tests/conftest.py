@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from browser_check import report_skipped
 
 from adapters.dynamodb import DynamoDBStores, create_tables, delete_tables, open_stores
 from adapters.moto_server import LocalMotoServer
@@ -20,6 +21,11 @@ _DUMMY_AWS_ENV = {
     "AWS_SECURITY_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say when the browser tests were skipped, and the one command that enables them."""
+    report_skipped(terminalreporter)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -91,6 +91,7 @@ class Core:
         self.processor = self.services.processor
         self.sweeper = self.services.sweeper
         self.connection_service = self.services.connections
+        self.pusher = self.services.push
 
     def build(self) -> Services:
         """A new set of services on the same ports (a new container, say)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
@@ -24,21 +25,23 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 from adapters.apigateway import ApiGatewayNotifier, open_management_client
 from adapters.aws_lambda.metrics import Metric, MetricsBatch
 from adapters.dynamodb import DynamoDBStores
+from adapters.jwks import UrllibJwksFetcher
 from streamer.app import Streamer, load_app
-from streamer.auth import AuthError, TokenVerifier
 from streamer.clock import SystemClock
 from streamer.errors import ErrorCode, StreamerError
 from streamer.logs import configure_logging
-from streamer.models import ConnectionId, Identity
+from streamer.models import ConnectionId
 from streamer.ports import Clock, Notifier
 from streamer.protocol import ServerMessage
-from streamer.services import Services, build_services
+from streamer.services import Services, build_services, build_verifier
 from streamer.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
 __all__ = [
+    "PUSHER_SETTINGS",
+    "REQUIRED_ONE_OF",
     "REQUIRED_SETTINGS",
     "ActiveConnectionsGauge",
     "FunctionName",
@@ -53,18 +56,25 @@ __all__ = [
 
 logger = logging.getLogger("streamer.lambda")
 
-FunctionName = Literal["connect", "disconnect", "router", "processor", "sweeper"]
+FunctionName = Literal["connect", "disconnect", "router", "processor", "sweeper", "pusher"]
 
 _TABLES_AND_REGION = ("CONNECTIONS_TABLE", "AWS_REGION")
 _POSTING = ("CONNECTIONS_TABLE", "REQUESTS_TABLE", "WEBSOCKET_ENDPOINT", "AWS_REGION")
 REQUIRED_SETTINGS: Final[Mapping[FunctionName, tuple[str, ...]]] = {
-    "connect": ("JWT_PUBLIC_KEY", *_TABLES_AND_REGION),
+    "connect": _TABLES_AND_REGION,
     "disconnect": _TABLES_AND_REGION,
     "router": _POSTING,
     "processor": _POSTING,
     "sweeper": _POSTING,
 }
-"""The environment each function refuses to start without (DESIGN §7)."""
+"""The environment each function of the stack refuses to start without (DESIGN §7)."""
+REQUIRED_ONE_OF: Final[Mapping[FunctionName, tuple[tuple[str, ...], ...]]] = {
+    "connect": (("JWT_PUBLIC_KEY", "JWT_JWKS_URL"),),
+}
+"""Groups of settings of which a function needs at least one (a key, or an
+identity provider's JWKS)."""
+PUSHER_SETTINGS: Final = ("CONNECTIONS_TABLE", "WEBSOCKET_ENDPOINT", "AWS_REGION")
+"""What a user's own pushing function (`adapters.aws_lambda.pusher`) needs."""
 
 DEFAULT_REMAINING_MS: Final = 900_000
 """Assumed when there is no Lambda context (a local call): Lambda's maximum."""
@@ -88,17 +98,6 @@ def remaining_time(context: LambdaContext | None) -> timedelta:
     if context is None:
         return timedelta(milliseconds=DEFAULT_REMAINING_MS)
     return timedelta(milliseconds=max(0, context.get_remaining_time_in_millis()))
-
-
-class _RefusingVerifier(TokenVerifier):
-    """Stands in where no `JWT_PUBLIC_KEY` is configured (functions that never
-    verify tokens): every token is refused."""
-
-    def __init__(self) -> None:
-        pass
-
-    def verify(self, token: str) -> Identity:
-        raise AuthError("no JWT_PUBLIC_KEY configured")
 
 
 class _UnconfiguredNotifier:
@@ -275,7 +274,11 @@ def current_runtime() -> Runtime | None:
 
 def _settings_for(function: FunctionName) -> Settings:
     try:
-        return Settings.from_env(required=REQUIRED_SETTINGS[function])
+        for names in REQUIRED_ONE_OF.get(function, ()):
+            if not any(os.environ.get(name, "").strip() for name in names):
+                raise SettingsError(f"{' or '.join(names)} is required")
+        required = PUSHER_SETTINGS if function == "pusher" else REQUIRED_SETTINGS[function]
+        return Settings.from_env(required=required)
     except SettingsError as exc:
         logger.critical(f"invalid configuration for the {function} function: {exc}")
         raise
@@ -297,13 +300,9 @@ async def _build_runtime(settings: Settings) -> Runtime:
             notifier = ApiGatewayNotifier(client, sleep=clock.sleep)
         else:
             notifier = _UnconfiguredNotifier()
-        verifier: TokenVerifier
-        if settings.jwt_public_key:
-            verifier = TokenVerifier(
-                settings.jwt_public_key, clock=clock, issuer=settings.jwt_issuer
-            )
-        else:
-            verifier = _RefusingVerifier()
+        # The JWKS, if any, is fetched at the first token that needs it, never at
+        # cold start; with neither key setting every token is refused.
+        verifier = build_verifier(settings, clock=clock, fetcher=UrllibJwksFetcher())
         services = build_services(
             app=app,
             settings=settings,

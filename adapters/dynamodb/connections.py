@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from adapters.dynamodb.codec import format_time
 from adapters.dynamodb.errors import ConditionFailed, map_client_errors
 from adapters.dynamodb.items import connection_from_item, connection_item
 from adapters.dynamodb.paging import query_all
 from streamer.models import Connection, ConnectionId, TenantId, UserId
+from streamer.ports import DEFAULT_PAGE_SIZE
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -79,6 +81,20 @@ class DynamoDBConnectionStore:
         """Connections of one tenant (`TenantIndex`)."""
         return await self._list("TenantIndex", "TenantID", tenant_id)
 
+    async def pages_by_user(
+        self, user_id: UserId, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[list[Connection]]:
+        """Connections of one user, one `Query` page (`Limit=page_size`) at a time."""
+        async for page in self._pages("UserIndex", "UserID", user_id, page_size):
+            yield page
+
+    async def pages_by_tenant(
+        self, tenant_id: TenantId, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[list[Connection]]:
+        """Connections of one tenant, one `Query` page (`Limit=page_size`) at a time."""
+        async for page in self._pages("TenantIndex", "TenantID", tenant_id, page_size):
+            yield page
+
     async def _list(self, index: str, attribute: str, value: str) -> list[Connection]:
         items = await query_all(
             self._client,
@@ -89,3 +105,25 @@ class DynamoDBConnectionStore:
             ExpressionAttributeValues={":v": {"S": value}},
         )
         return [connection_from_item(item) for item in items]
+
+    async def _pages(
+        self, index: str, attribute: str, value: str, page_size: int
+    ) -> AsyncIterator[list[Connection]]:
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": index,
+            "KeyConditionExpression": "#k = :v",
+            "ExpressionAttributeNames": {"#k": attribute},
+            "ExpressionAttributeValues": {":v": {"S": value}},
+            "Limit": page_size,
+        }
+        while True:
+            with map_client_errors():
+                page = await self._client.query(**query)
+            items = page.get("Items", [])
+            if items:
+                yield [connection_from_item(item) for item in items]
+            last_key = page.get("LastEvaluatedKey")
+            if not last_key:
+                return
+            query["ExclusiveStartKey"] = last_key

@@ -202,6 +202,23 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     ),
 )
 
+# Server push from a function of your own (`adapters.aws_lambda.pusher`): walk the user
+# and tenant indexes, post, and clean up after a gone connection.
+_PUSH_ACCESS = (
+    TableAccess("connections", ("dynamodb:DeleteItem",), ("UserIndex", "TenantIndex")),
+    TableAccess("subscriptions", ("dynamodb:DeleteItem",), ("ConnectionIndex",)),
+)
+PUSHER = FunctionSpec(
+    key="pusher",
+    handler="",
+    timeout_s=60,
+    memory_mb=256,
+    tables=_PUSH_ACCESS,
+    posts=True,
+)
+"""Not a function of the stack: the role (`pusher_role_arn`) and log group it makes for
+yours, to be named `streamer-pusher-<env>`, that pushes from outside an action."""
+
 _ROUTE_FUNCTIONS = {"$connect": "connect", "$disconnect": "disconnect", "$default": "router"}
 
 
@@ -432,6 +449,7 @@ def create_stack(config: StackConfig) -> StreamerStack:
         roles[spec.key] = role
         log_groups[spec.key] = log_group
 
+    roles[PUSHER.key], log_groups[PUSHER.key] = _pusher_role(config, tables, api)
     stage = _websocket_api(config, api, functions)
     stream_mapping = aws.lambda_.EventSourceMapping(
         "processor-stream",
@@ -465,7 +483,10 @@ def create_stack(config: StackConfig) -> StreamerStack:
         "wss://{0}.execute-api.{1}.amazonaws.com/{2}", api.id, region, config.stage
     )
     domain = None
-    extra: dict[str, pulumi.Input[Any]] = {"execute_api_url": websocket_url}
+    extra: dict[str, pulumi.Input[Any]] = {
+        "execute_api_url": websocket_url,
+        "pusher_role_arn": roles[PUSHER.key].arn,
+    }
     if config.domain:
         domain = _custom_domain(config, api, stage)
         websocket_url = pulumi.Output.from_input(
@@ -683,6 +704,27 @@ def _function_policy(
     # X-Ray has no resource-level permissions: "*" is the only resource it accepts.
     statements.append(_statement("XRay", XRAY_ACTIONS, ["*"]))
     return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": statements})
+
+
+def _pusher_role(
+    config: StackConfig, tables: Mapping[str, aws.dynamodb.Table], api: aws.apigatewayv2.Api
+) -> tuple[aws.iam.Role, aws.cloudwatch.LogGroup]:
+    """The execution role and log group of your own pushing function."""
+    name = f"streamer-{PUSHER.key}-{config.environment}"
+    log_group = aws.cloudwatch.LogGroup(
+        f"{PUSHER.key}-logs", name=f"/aws/lambda/{name}", retention_in_days=LOG_RETENTION_DAYS
+    )
+    role = aws.iam.Role(
+        f"{PUSHER.key}-role",
+        assume_role_policy=_assume_role_policy("lambda.amazonaws.com"),
+        description=f"Execution role of your pushing function {name}",
+    )
+    aws.iam.RolePolicy(
+        f"{PUSHER.key}-policy",
+        role=role.id,
+        policy=_function_policy(PUSHER, config, tables, log_group, api, None),
+    )
+    return role, log_group
 
 
 # --- the WebSocket API -----------------------------------------------------------------

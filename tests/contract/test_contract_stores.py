@@ -184,6 +184,32 @@ async def test_connections_are_listed_by_user_and_by_tenant(stores: Stores) -> N
     assert await stores.connections.list_by_user(UserId("nobody")) == []
 
 
+async def test_connections_are_paged_by_tenant_and_by_user(stores: Stores) -> None:
+    """25 of a tenant at pages of 10: every one once, no page over 10, at least three."""
+    for i in range(25):
+        await stores.connections.put(a_connection(f"c{i:02d}", f"u{i % 2}", "acme"))
+    await stores.connections.put(a_connection("other", "u0", "globex"))
+
+    tenant_pages = [
+        list(page)
+        async for page in stores.connections.pages_by_tenant(TenantId("acme"), page_size=10)
+    ]
+    user_pages = [
+        list(page) async for page in stores.connections.pages_by_user(UserId("u0"), page_size=4)
+    ]
+
+    assert len(tenant_pages) >= 3
+    assert all(0 < len(page) <= 10 for page in tenant_pages)
+    listed = sorted(c.connection_id for page in tenant_pages for c in page)
+    assert listed == [f"c{i:02d}" for i in range(25)]
+    assert all(0 < len(page) <= 4 for page in user_pages)
+    assert sorted(c.connection_id for page in user_pages for c in page) == sorted(
+        [f"c{i:02d}" for i in range(0, 25, 2)] + ["other"]
+    )
+    nobody = [p async for p in stores.connections.pages_by_tenant(TenantId("nobody"))]
+    assert nobody == []
+
+
 # --- requests: enqueue and read ------------------------------------------------------
 
 

@@ -62,6 +62,7 @@ def test_stack_exports_endpoints_tables_and_queue(minimal_deployment: Deployment
         "dlq_url": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/streamer-processor-dlq-prod",
         "api_id": API_ID,
         "dashboard": "streamer-prod",
+        "pusher_role_arn": f"arn:aws:iam::{ACCOUNT}:role/pusher-role",
     }
 
 

@@ -204,3 +204,27 @@ def test_api_gateway_logging_role_is_assumed_only_by_api_gateway(deployment: Dep
     account = deployment.one("aws:apigateway/account:Account", "apigateway-account")
     assert account.inputs["cloudwatchRoleArn"].endswith(":role/apigateway-cloudwatch-role")
     assert "apigateway-cloudwatch-logs" in account.dependencies
+
+
+def test_the_pusher_role_may_walk_the_indexes_post_and_clean_up_nothing_more(
+    deployment: Deployment,
+) -> None:
+    """The role (and log group) the stack makes for a pushing function of the user's own."""
+    role = deployment.one(ROLE, "pusher-role")
+    trust = json.loads(role.inputs["assumeRolePolicy"])
+    assert [s["Principal"] for s in trust["Statement"]] == [{"Service": "lambda.amazonaws.com"}]
+    assert _grants(deployment, "pusher", "dynamodb") == {
+        ("dynamodb:DeleteItem", CONNECTIONS),
+        ("dynamodb:Query", f"{CONNECTIONS}/index/UserIndex"),
+        ("dynamodb:Query", f"{CONNECTIONS}/index/TenantIndex"),
+        ("dynamodb:DeleteItem", SUBSCRIPTIONS),
+        ("dynamodb:Query", f"{SUBSCRIPTIONS}/index/ConnectionIndex"),
+    }
+    assert _grants(deployment, "pusher", "execute-api") == {
+        ("execute-api:ManageConnections", f"{STAGE_ARN}/POST/@connections/*")
+    }
+    group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/streamer-pusher-prod:*"
+    assert _grants(deployment, "pusher", "logs") == {
+        ("logs:CreateLogStream", group),
+        ("logs:PutLogEvents", group),
+    }

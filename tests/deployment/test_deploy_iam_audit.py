@@ -2,8 +2,9 @@
 
 Every handler is driven through a session that takes every path (connect, sync
 and async actions, subscribe, status, cancel, processing, a sweep that requeues
-and one that fails, gone followers, a gone client, a disconnect) on moto and a
-local management API, each function in containers of its own, while every
+and one that fails, gone followers, a gone client, pushes from a function of the
+user's own, a disconnect) on moto and a local management API, each function in
+containers of its own, while every
 DynamoDB and management API call is recorded with the function that made it.
 Each call must be allowed by that function's policy as the stack declares it,
 and every table, index and management API grant must be used by some call:
@@ -29,7 +30,7 @@ from aiohttp import web
 from deploy_harness import ACCOUNT, API_ID, REGION, Deployment
 
 import adapters.aws
-from adapters.aws_lambda import connect, disconnect, processor, router, runtime, sweeper
+from adapters.aws_lambda import connect, disconnect, processor, pusher, router, runtime, sweeper
 from adapters.dynamodb import format_time
 from streamer.settings import Settings
 from streamer.tokens import generate_rsa_key_pair, mint_token
@@ -244,6 +245,19 @@ class Session:
         )
         return reply
 
+    def push(self, *, user: str | None = None) -> dict[str, int]:
+        """What a function of the user's own does with `adapters.aws_lambda.pusher`."""
+        context = Context("streamer-pusher-prod")
+
+        def work(to: Any) -> Any:
+            if user is None:
+                return to.to_tenant(TENANT, {"hello": 1}, topic="news")
+            return to.to_user(TENANT, user, {"hello": 1})
+
+        summary = self._as("pusher", lambda: pusher.push(context, work))
+        result: dict[str, int] = summary.as_dict()
+        return result
+
     def status(self, request_id: str) -> str:
         return str(self.item(request_id)["Status"]["S"])
 
@@ -295,11 +309,12 @@ def recorded_calls(
 
 
 def _walk_every_path(s: Session, *, cancel_on_disconnect: bool) -> None:
-    origin, follower, watcher, leaver = (
+    origin, follower, watcher, leaver, pushee = (
         "ORIGINORIGINORI=",
         "FOLLOWERFOLLOWE=",
         "WATCHERWATCHERW=",
         "LEAVERLEAVERLEA=",
+        "PUSHEEPUSHEEPUS=",
     )
     for connection_id in (origin, follower, watcher, leaver):
         s.connect(connection_id)
@@ -335,6 +350,13 @@ def _walk_every_path(s: Session, *, cancel_on_disconnect: bool) -> None:
     assert s.send(leaver, {"action": "ping"}) == {"statusCode": 410}
     left_behind = "CANCELLED" if cancel_on_disconnect else "PENDING"
     assert s.status("left") == left_behind
+    # A pushing function of the user's own reaches the tenant (a gone client with a
+    # subscription is cleaned up), then one user.
+    s.connect(pushee)
+    s.send(pushee, {"action": "subscribe", "payload": {"request_id": "queued"}})
+    s.api.gone.add(pushee)
+    assert s.push() == {"sent": 1, "gone": 1, "failed": 0}
+    assert s.push(user=USER) == {"sent": 1, "gone": 0, "failed": 0}
     # A disconnect drops the client's subscriptions (and cancels what it queued).
     s.disconnect(origin)
     assert (s.status("requeue"), s.status("queued")) == (left_behind, left_behind)
@@ -359,7 +381,7 @@ def test_each_policy_allows_exactly_the_dynamodb_calls_its_function_makes(
     assert denied == [], "\n".join(map(str, denied))
     spare = sorted(
         (function, action, resource)
-        for function in ("connect", "disconnect", "router", "processor", "sweeper")
+        for function in ("connect", "disconnect", "router", "processor", "sweeper", "pusher")
         for action, resource in _granted(deployment, function)
         if action.startswith(("dynamodb:", "execute-api:"))
         and "/stream/" not in resource

@@ -6,27 +6,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from browser_check import CHROMIUM, HAS_CHROMIUM, SKIP_REASON
 
 from emulator.notifier import LocalNotifier
 from emulator.server import Emulator, EmulatorConfig
 from streamer.settings import Settings
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 WAIT_MS = 20_000
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason="no chromium binary (apt-get install chromium; .ci/run installs it)",
-    ),
+    pytest.mark.skipif(not HAS_CHROMIUM, reason=SKIP_REASON),
 ]
 
 

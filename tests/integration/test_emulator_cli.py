@@ -41,7 +41,7 @@ def test_flags_override_the_environment_and_defaults(monkeypatch: pytest.MonkeyP
     assert config.idle_timeout_s == 5
     assert config.poll_interval_s == 0.2
     assert config.idle_poll_interval_s == 2
-    assert config.http_port == 3002
+    assert config.http_port == 5002  # the WebSocket port + 1 when only --port is given
     assert config.host == "127.0.0.1"
     assert config.state_dir == Path(".streamer")
 
@@ -57,6 +57,9 @@ def test_defaults_follow_design_section_8(monkeypatch: pytest.MonkeyPatch) -> No
     assert (config.poll_interval_s, config.idle_poll_interval_s) == (0.05, 0.5)
     assert config.batch_size == 10
     assert (config.idle_timeout_s, config.max_connection_s) == (600, 7200)
+    assert config.persist  # make run keeps its state; --ephemeral does not
+    assert parse_config(["--ephemeral"]).persist is False
+    assert config.save_interval_s == 5
 
 
 def test_a_malformed_environment_value_is_one_clear_error(

@@ -106,6 +106,25 @@ async def test_delete_closes_the_socket_and_later_calls_answer_410(
     assert gateway.disconnects == 1
 
 
+async def test_get_and_delete_answer_410_right_after_a_delete(
+    emulator: EmulatorHarness, http: aiohttp.ClientSession
+) -> None:
+    """No window where GET still answers 200 while POST already answers Gone."""
+    async with emulator.connect() as ws:
+        connection_id = (await request(ws, {"action": "ping"}))["data"]["connection_id"]
+        url = _connection_url(emulator, connection_id)
+        async with http.delete(url) as resp:
+            assert resp.status == 204
+        async with http.get(url) as resp:
+            assert resp.status == 410
+        async with http.delete(url) as resp:
+            assert resp.status == 410
+        async with http.post(url, data="x") as resp:
+            assert resp.status == 410
+        async with asyncio.timeout(10):
+            await ws.wait_closed()
+
+
 async def test_an_unknown_connection_answers_410(
     emulator: EmulatorHarness, http: aiohttp.ClientSession
 ) -> None:
