@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from browser_check import CHROMIUM, HAS_CHROMIUM, SKIP_REASON
 
-from emulator.notifier import LocalNotifier
 from emulator.server import Emulator, EmulatorConfig
 from streamer.settings import Settings
 
@@ -162,13 +161,11 @@ async def test_console_shows_a_notification_pushed_to_its_connection(
             await page.wait_for_selector("#connection-id:has-text('Connection id: ')")
             text = await page.locator("#connection-id").inner_text()
             connection_id = text.removeprefix("Connection id: ")
-            push = {
-                "type": "notification",
-                "topic": "news",
-                "data": {"hello": 1},
-                "timestamp": "2026-12-01T09:00:00.000Z",
-            }
-            await LocalNotifier(dev_emulator.registry).send_raw(connection_id, json.dumps(push))
+            assert dev_emulator.services is not None
+            summary = await dev_emulator.services.push.to_connection(
+                connection_id, {"hello": 1}, topic="news"
+            )
+            assert summary.sent == 1
 
             item = page.locator("#notifications .notification").first
             await item.wait_for()

@@ -103,10 +103,12 @@ async def _requeue(stores: DynamoDBStores, key: RequestKey) -> None:
 
 class FailingReads:
     """Chosen `GetRecords` calls of the real streams client fail first, with
-    `ExpiredIteratorException` or a 500."""
+    `ExpiredIteratorException` or a 500; records of `poisoned` request keys come
+    with a creation time no datetime can hold."""
 
-    def __init__(self, failures: list[str]) -> None:
+    def __init__(self, failures: list[str], poisoned: frozenset[str] = frozenset()) -> None:
         self.failures = failures
+        self.poisoned = poisoned
         self.get_records_calls = 0
         self.failures_served = asyncio.Event()
 
@@ -133,7 +135,11 @@ class _FailingStreams:
                 },
                 "GetRecords",
             )
-        return await self._client.get_records(**kwargs)
+        page = await self._client.get_records(**kwargs)
+        for record in page.get("Records", []):
+            if record["dynamodb"]["Keys"]["RequestID"]["S"] in self._owner.poisoned:
+                record["dynamodb"]["ApproximateCreationDateTime"] = 1e300
+        return page
 
 
 @contextlib.asynccontextmanager
@@ -323,6 +329,28 @@ async def test_an_expired_iterator_or_a_failed_read_is_survived(
         await processor.wait_for(lambda: len(processor.finished) == 2)
     assert not failing.failures
     assert processor.started_keys() == [request_key("t", "u", "one"), request_key("t", "u", "two")]
+
+
+async def test_an_unreadable_record_is_stepped_over_and_the_checkpoint_moves_past_it(
+    dynamodb_settings: Settings, stores: DynamoDBStores, tmp_path: Path
+) -> None:
+    """The poller gets an `UnreadableRecord` from the shared parser: it neither
+    crashes the shard nor blocks the records behind it."""
+    poison = request_key("t", "u", "poison")
+    failing = FailingReads([], poisoned=frozenset({poison}))
+    processor = ScriptedProcessor()
+    async with running_poller(
+        dynamodb_settings, stores, processor, tmp_path / "cp.json", failing=failing
+    ) as poller:
+        await stores.requests.enqueue(_pending("poison"))
+        await stores.requests.enqueue(_pending("after"))
+        await processor.wait_for(lambda: len(processor.finished) == 1)
+        await processor.wait_for(lambda: poller.in_flight == 0)
+        [after_sequence] = [seq for _, seq in processor.finished]
+        checkpoints = poller.checkpoints()
+
+    assert processor.started_keys() == [request_key("t", "u", "after")]
+    assert list(checkpoints.values()) == [after_sequence]
 
 
 async def test_a_restart_resumes_after_the_last_finished_record(

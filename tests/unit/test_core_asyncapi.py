@@ -177,6 +177,12 @@ async def test_the_router_replies_fit_the_documented_messages(document: dict[str
     (notice,) = core.received("c1")[2:]
     assert_fits(document, "error", notice)
 
+    await core.pusher.to_connection("c1", {"hello": 1}, topic="news")
+    await core.pusher.to_connection("c1", [1, "two"])
+    for pushed in core.received("c1")[3:]:
+        assert_fits(document, "notification", pushed)
+    assert len(core.received("c1")) == 5
+
 
 def test_a_reply_that_breaks_the_contract_does_not_fit(document: dict[str, Any]) -> None:
     """The check above can fail: a wrong result or a missing field is caught."""

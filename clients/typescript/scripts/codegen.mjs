@@ -118,4 +118,4 @@ const output = await compile(root, "Actions", {
   unknownAny: true,
   cwd: process.cwd(),
 });
-process.stdout.write(output);
+process.stdout.write(`${output}\n/** The name of an action of the app. */\nexport type ActionName = keyof Actions;\n`);

@@ -83,12 +83,8 @@ test("in Chromium: echo, an async request with progress, abort to cancel, a noti
   assert.match(outcome.url, /\.pdf$/);
   assert.deepEqual(outcome.aborted, { isStreamerError: true, code: "CANCELLED" });
 
-  const push = { type: "notification", topic: "news", data: { hello: 1 }, timestamp: new Date().toISOString() };
-  const posted = await fetch(`${emulator.httpUrl}/@connections/${encodeURIComponent(outcome.connectionId)}`, {
-    method: "POST",
-    body: JSON.stringify(push),
-  });
-  assert.equal(posted.status, 200);
+  const pushed = await emulator.push("--connection", outcome.connectionId, "--topic", "news", "--data", '{"hello":1}');
+  assert.equal(pushed.code, 0, pushed.stderr);
   const notification = await page.evaluate(() => window.notified);
   assert.deepEqual({ topic: notification.topic, data: notification.data }, { topic: "news", data: { hello: 1 } });
   assert.deepEqual(errors, []);

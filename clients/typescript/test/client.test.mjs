@@ -218,18 +218,43 @@ describe("connection", () => {
 });
 
 describe("notifications", () => {
-  test("onNotification receives a server push to this connection", async () => {
+  test("onNotification receives what `streamer push` sends to this connection", async () => {
     const client = await newClient();
     const connectionId = await client.ping();
     const received = new Promise((resolve) => client.onNotification(resolve));
-    const push = { type: "notification", topic: "news", data: { hello: 1 }, timestamp: new Date().toISOString() };
-    const response = await fetch(`${emulator.httpUrl}/@connections/${encodeURIComponent(connectionId)}`, {
-      method: "POST",
-      body: JSON.stringify(push),
-    });
-    assert.equal(response.status, 200);
+    const pushed = await emulator.push("--connection", connectionId, "--topic", "news", "--data", '{"hello":1}');
+    assert.equal(pushed.code, 0, pushed.stderr);
     const notification = await received;
+    assert.equal(notification.type, "notification");
     assert.equal(notification.topic, "news");
     assert.deepEqual(notification.data, { hello: 1 });
+    assert.ok(!Number.isNaN(Date.parse(notification.timestamp)));
+  });
+
+  test("a push to a tenant reaches each of its clients once; a removed listener hears no more", async () => {
+    const tenant = "ts-push-tenant";
+    const tokenFor = async (sub) => (await (await fetch(`${emulator.httpUrl}/api/dev-token?sub=${sub}&tenant=${tenant}`)).json()).token;
+    const ada = await newClient({ token: await tokenFor("ada") });
+    const bob = await newClient({ token: await tokenFor("bob") });
+    await Promise.all([ada.ping(), bob.ping()]);
+    const next = (client) => new Promise((resolve) => client.onNotification((n) => resolve(n.data)));
+    const seen = { ada: [], bob: [] };
+    ada.onNotification((n) => seen.ada.push(n.data));
+    const stop = bob.onNotification((n) => seen.bob.push(n.data));
+
+    const first = [next(ada), next(bob)];
+    const pushed = await emulator.push("--tenant", tenant, "--data", '"first"');
+    assert.equal(pushed.code, 0, pushed.stderr);
+    assert.equal(JSON.parse(pushed.stdout).sent, 2);
+    assert.deepEqual(await Promise.all(first), ["first", "first"]);
+
+    stop();
+    const second = [next(ada), next(bob)];
+    assert.equal((await emulator.push("--tenant", tenant, "--data", '"second"')).code, 0);
+    assert.deepEqual(await Promise.all(second), ["second", "second"]);
+    assert.deepEqual(seen, { ada: ["first", "second"], bob: ["first"] });
+
+    const narrowed = await emulator.push("--tenant", tenant, "--user", "ada", "--data", '"ada only"');
+    assert.equal(JSON.parse(narrowed.stdout).sent, 1);
   });
 });

@@ -57,6 +57,12 @@ export async function startEmulator({ app = "streamer.demo:app" } = {}) {
       if (!response.ok) throw new Error(`dev token: HTTP ${response.status}`);
       return (await response.json()).token;
     },
+    /** `streamer push ARGS… --emulator <this one>`: a real server push. */
+    push(...args) {
+      const env = { ...process.env };
+      delete env.WEBSOCKET_ENDPOINT;
+      return run(path.join(BIN_DIR, "streamer"), ["push", ...args, "--emulator", urls.httpUrl], { env });
+    },
     async connections() {
       const response = await fetch(`${urls.httpUrl}/api/connections`);
       return (await response.json()).connections;
