@@ -113,13 +113,14 @@ async def test_get_and_delete_answer_410_right_after_a_delete(
     async with emulator.connect() as ws:
         connection_id = (await request(ws, {"action": "ping"}))["data"]["connection_id"]
         url = _connection_url(emulator, connection_id)
-        async with http.delete(url) as resp:
+        signed = emulator.signed_headers
+        async with http.delete(url, headers=signed("DELETE", url)) as resp:
             assert resp.status == 204
-        async with http.get(url) as resp:
+        async with http.get(url, headers=signed("GET", url)) as resp:
             assert resp.status == 410
-        async with http.delete(url) as resp:
+        async with http.delete(url, headers=signed("DELETE", url)) as resp:
             assert resp.status == 410
-        async with http.post(url, data="x") as resp:
+        async with http.post(url, data="x", headers=signed("POST", url, "x")) as resp:
             assert resp.status == 410
         async with asyncio.timeout(10):
             await ws.wait_closed()
