@@ -21,6 +21,7 @@ from typing import Any
 
 from streamer import cli
 from streamer.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AddCommand, CliError, Subcommands
+from streamer.errors import StreamerError
 from streamer.settings import Settings, SettingsError
 
 __all__ = ["AWS_COMMANDS", "DEFAULT_EMULATOR_HTTP", "main"]
@@ -140,8 +141,6 @@ def _cmd_tables(args: argparse.Namespace) -> int:
 
 
 async def _tables(operation: str, settings: Settings) -> int:
-    from botocore.exceptions import BotoCoreError, ClientError
-
     from adapters.dynamodb import create_tables, delete_tables, list_tables
 
     names = [settings.connections_table, settings.requests_table, settings.subscriptions_table]
@@ -157,8 +156,8 @@ async def _tables(operation: str, settings: Settings) -> int:
         else:
             for name, status in (await list_tables(settings)).items():
                 print(f"{name}\t{status}")
-    except (BotoCoreError, ClientError) as exc:
-        raise CliError(f"DynamoDB: {exc}") from None
+    except StreamerError as exc:
+        raise CliError(f"DynamoDB: {exc.message}") from None
     return EXIT_OK
 
 

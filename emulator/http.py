@@ -40,6 +40,7 @@ from emulator.notifier import LocalNotifier
 from streamer.app import RESERVED_ACTIONS, Streamer
 from streamer.asyncapi import asyncapi_document
 from streamer.errors import ConnectionGone, StreamerError
+from streamer.frames import MESSAGE_LIMIT_BYTES
 from streamer.protocol import format_timestamp
 
 __all__ = ["CONSOLE_DIR", "DevTokenMinter", "HttpSide"]
@@ -110,7 +111,7 @@ class HttpSide:
         dev_token: DevTokenMinter | None,
         dev_token_ttl_s: float,
         ws_url: Callable[[], str],
-        max_message_bytes: int = 128 * 1024,
+        max_message_bytes: int = MESSAGE_LIMIT_BYTES,
         console_dir: Path = CONSOLE_DIR,
     ) -> None:
         self._config = _Config(

@@ -248,7 +248,7 @@ class Emulator:
             self._stack.push_async_callback(self.table_state.close)
         self.stores = await self._stack.enter_async_context(open_stores(settings, session=session))
 
-        notifier = LocalNotifier(self.registry)
+        notifier = LocalNotifier(self.registry, frame_policy=settings.frame_policy)
         # One process holds every socket and reads the stream: the stores can
         # count connections from the sockets and wake the poller on enqueue.
         self.services = services = build_services(
@@ -297,7 +297,7 @@ class Emulator:
             health=self.health,
             idle_timeout_s=config.idle_timeout_s,
             max_lifetime_s=config.max_connection_s,
-            max_message_bytes=settings.max_message_bytes,
+            frame_policy=settings.frame_policy,
         )
         self.gateway = gateway
         self.http = HttpSide(

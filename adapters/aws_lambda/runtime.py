@@ -288,7 +288,9 @@ async def _build_runtime(settings: Settings) -> Runtime:
             client = await stack.enter_async_context(
                 open_management_client(settings, session=session)
             )
-            notifier = ApiGatewayNotifier(client, sleep=clock.sleep)
+            notifier = ApiGatewayNotifier(
+                client, sleep=clock.sleep, frame_policy=settings.frame_policy
+            )
         else:
             notifier = _UnconfiguredNotifier()
         # The JWKS, if any, is fetched at the first token that needs it, never at

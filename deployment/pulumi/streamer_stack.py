@@ -18,7 +18,7 @@ import pulumi
 import pulumi_aws as aws
 
 from adapters.aws_lambda.bundle import BundleManifest, read_manifest
-from streamer.pem import load_public_key
+from streamer.pem import load_public_keys
 
 __all__ = [
     "ACCESS_LOG_FORMAT",
@@ -298,7 +298,7 @@ def _check_public_key(key: str | None) -> None:
             "< jwt_public.pem`"
         )
     try:
-        load_public_key(key)
+        load_public_keys(key)
     except ValueError as exc:
         raise StackConfigError(f"streamer:jwtPublicKey {exc}") from None
 
@@ -322,7 +322,8 @@ class StackConfig:
         environment: names every resource: `streamer-connections-<suffix>`, where the
             suffix is the environment, shortened as the guide's names are
             (`production` → `prod`, `development` → `dev`; `NAME_SUFFIXES`).
-        jwt_public_key: PEM public key for the connect function (a secret).
+        jwt_public_key: PEM public key(s) for the connect function (a secret); None
+            when `jwt_jwks_url` alone verifies tokens.
         stage: the WebSocket stage name (also the custom domain's mapping key).
         domain: optional custom domain (`wss://api.example.com` or a bare host).
         certificate_arn: regional ACM certificate for `domain`; when unset, the
@@ -334,6 +335,9 @@ class StackConfig:
         runtime: Lambda runtime (`python3.12`); None takes the bundle's, likewise.
         log_level, connection_ttl_hours, request_ttl_days, max_connections_per_user,
         jwt_issuer, allowed_tenants, cancel_on_disconnect: function settings (DESIGN §7).
+        jwt_jwks_url: the identity provider's JWKS (`JWT_JWKS_URL`), with or
+            instead of `jwt_public_key`.
+        jwt_audience: the required `aud` claim (`JWT_AUDIENCE`).
         throttle_burst_limit, throttle_rate_limit: default route throttling.
         processor_parallelization: concurrent batches per stream shard (1-10). The
             processor runs a batch's records one after another, so this is what
@@ -344,7 +348,7 @@ class StackConfig:
     """
 
     environment: str
-    jwt_public_key: pulumi.Input[str]
+    jwt_public_key: pulumi.Input[str] | None
     stage: str = "prod"
     domain: str | None = None
     certificate_arn: str | None = None
@@ -364,8 +368,12 @@ class StackConfig:
     processor_parallelization: int = 10
     manage_api_gateway_account: bool = True
     alarm_topic_arn: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_audience: str | None = None
 
     def __post_init__(self) -> None:
+        if self.jwt_public_key is None and not self.jwt_jwks_url:
+            raise StackConfigError("streamer:jwtPublicKey or streamer:jwtJwksUrl is required")
         if not 1 <= self.processor_parallelization <= 10:
             raise StackConfigError("streamer:processorParallelization must be between 1 and 10")
 
@@ -381,9 +389,17 @@ class StackConfig:
         defaults = cls(environment="", jwt_public_key="")
         # Checked in the clear now (preview fails on it in one line); deployed as a secret.
         _check_public_key(config.get("jwtPublicKey"))
+        jwks_url = config.get("jwtJwksUrl") or None
         return cls(
             environment=config.require("environment"),
-            jwt_public_key=config.require_secret("jwtPublicKey"),
+            # With a JWKS the key is optional (static keys beside it still verify).
+            jwt_public_key=(
+                config.get_secret("jwtPublicKey")
+                if jwks_url
+                else config.require_secret("jwtPublicKey")
+            ),
+            jwt_jwks_url=jwks_url,
+            jwt_audience=config.get("jwtAudience") or None,
             stage=config.get("stage") or defaults.stage,
             domain=config.get("domain") or None,
             certificate_arn=config.get("certificateArn") or None,
@@ -693,7 +709,12 @@ def _environment(
         "STREAMER_APP": config.app,
     }
     if spec.key == "connect":
-        variables["JWT_PUBLIC_KEY"] = config.jwt_public_key
+        if config.jwt_public_key is not None:
+            variables["JWT_PUBLIC_KEY"] = config.jwt_public_key
+        if config.jwt_jwks_url:
+            variables["JWT_JWKS_URL"] = config.jwt_jwks_url
+        if config.jwt_audience:
+            variables["JWT_AUDIENCE"] = config.jwt_audience
         if config.jwt_issuer:
             variables["JWT_ISSUER"] = config.jwt_issuer
         if config.allowed_tenants:

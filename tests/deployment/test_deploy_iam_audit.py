@@ -173,6 +173,7 @@ class Session:
         event["requestContext"]["connectionId"] = connection_id
         token = mint_token(self.private_key, sub=USER, tenant_id=TENANT)
         event["queryStringParameters"] = {"Authorization": token}
+        event["multiValueQueryStringParameters"] = {"Authorization": [token]}
         context = Context("streamer-connect-prod")
         reply = self._as("connect", lambda: connect.handler(event, context))
         assert reply == {"statusCode": 200}

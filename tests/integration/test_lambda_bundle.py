@@ -181,9 +181,9 @@ def test_the_bundled_connect_handler_accepts_a_token_against_moto(
     verifies the RS256 signature) and the handler work together, outside this venv."""
     private_key, public_key = generate_rsa_key_pair()
     event = json.loads((EVENTS / "connect.json").read_text())
-    event["queryStringParameters"] = {
-        "Authorization": mint_token(private_key, sub="u1", tenant_id="t1")
-    }
+    token = mint_token(private_key, sub="u1", tenant_id="t1")
+    event["queryStringParameters"] = {"Authorization": token}
+    event["multiValueQueryStringParameters"] = {"Authorization": [token]}
     env = {
         "PATH": os.environ.get("PATH", ""),
         "AWS_ACCESS_KEY_ID": "testing",
