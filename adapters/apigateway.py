@@ -25,8 +25,9 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTT
 from adapters.aws import client_config, client_kwargs, get_session
 from adapters.sigv4 import DevCredentials, load_dev_credentials
 from streamer.errors import ConnectionGone, ErrorCode, StreamerError
+from streamer.frames import FramePolicy
 from streamer.models import ConnectionId
-from streamer.protocol import ServerMessage, encode
+from streamer.protocol import ServerMessage
 from streamer.settings import Settings
 
 if TYPE_CHECKING:
@@ -188,6 +189,8 @@ class ApiGatewayNotifier:
         retry: backoff for throttling, 5xx and network errors.
         sleep: how to wait between retries (a clock's `sleep` in tests).
         rng: the jitter's randomness.
+        frame_policy: the message limit, checked before posting (API Gateway's
+            by default; it would answer 413).
     """
 
     def __init__(
@@ -197,8 +200,10 @@ class ApiGatewayNotifier:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
+        frame_policy: FramePolicy | None = None,
     ) -> None:
         self._client = client
+        self._frame_policy = frame_policy or FramePolicy()
         self._retry = retry if retry is not None else RetryPolicy()
         self._sleep = sleep if sleep is not None else asyncio.sleep
         self._rng = rng if rng is not None else random.Random()
@@ -208,9 +213,10 @@ class ApiGatewayNotifier:
 
         Raises:
             ConnectionGone: the connection no longer exists.
-            StreamerError: PAYLOAD_TOO_LARGE, or INTERNAL_ERROR after retries.
+            StreamerError: PAYLOAD_TOO_LARGE (over the core's limit, or refused
+                with 413), or INTERNAL_ERROR after retries.
         """
-        data = encode(message).encode("utf-8")
+        data = self._frame_policy.outbound(message).encode("utf-8")
 
         async def post() -> None:
             await self._client.post_to_connection(ConnectionId=connection_id, Data=data)

@@ -21,6 +21,7 @@ from typing import Any
 
 from streamer import cli
 from streamer.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AddCommand, CliError, Subcommands
+from streamer.errors import StreamerError
 from streamer.settings import Settings, SettingsError
 
 __all__ = ["AWS_COMMANDS", "DEFAULT_EMULATOR_HTTP", "main"]
@@ -71,12 +72,23 @@ def _add_lambda(commands: Subcommands) -> None:
     )
     build.add_argument("--output", type=Path, default=Path("dist"), help="directory (dist)")
     build.add_argument("--arch", choices=["x86_64", "arm64"], default="x86_64")
-    build.add_argument("--python", dest="python_version", default="3.12", help="(3.12)")
-    build.add_argument(
-        "--compile",
-        dest="compile_bytecode",
+    target = build.add_mutually_exclusive_group()
+    target.add_argument(
+        "--python",
+        dest="python_version",
+        default="3.12",
+        help="the Lambda runtime's Python (3.12); bytecode is compiled by a working "
+        "interpreter of it found on PATH or among pyenv's versions",
+    )
+    target.add_argument(
+        "--this-python",
         action="store_true",
-        help="ship .pyc files (faster cold start, ~4.5 MB more; needs that Python on PATH)",
+        help="build for the Python running this command (its version becomes the runtime)",
+    )
+    build.add_argument(
+        "--python-exe",
+        metavar="PATH",
+        help="the interpreter of that version to compile the bytecode with",
     )
     build.set_defaults(handler=_cmd_lambda_build)
 
@@ -129,8 +141,6 @@ def _cmd_tables(args: argparse.Namespace) -> int:
 
 
 async def _tables(operation: str, settings: Settings) -> int:
-    from botocore.exceptions import BotoCoreError, ClientError
-
     from adapters.dynamodb import create_tables, delete_tables, list_tables
 
     names = [settings.connections_table, settings.requests_table, settings.subscriptions_table]
@@ -146,20 +156,20 @@ async def _tables(operation: str, settings: Settings) -> int:
         else:
             for name, status in (await list_tables(settings)).items():
                 print(f"{name}\t{status}")
-    except (BotoCoreError, ClientError) as exc:
-        raise CliError(f"DynamoDB: {exc}") from None
+    except StreamerError as exc:
+        raise CliError(f"DynamoDB: {exc.message}") from None
     return EXIT_OK
 
 
 def _cmd_lambda_build(args: argparse.Namespace) -> int:
-    from adapters.aws_lambda.bundle import build_bundle
+    from adapters.aws_lambda.bundle import build_bundle, running_python_version
 
     try:
         path = build_bundle(
             args.output,
             arch=args.arch,
-            python_version=args.python_version,
-            compile_bytecode=args.compile_bytecode,
+            python_version=running_python_version() if args.this_python else args.python_version,
+            python_exe=args.python_exe,
         )
     except (OSError, ValueError, RuntimeError) as exc:
         raise CliError(f"lambda build: {exc}") from None

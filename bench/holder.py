@@ -7,8 +7,9 @@ new handshake starts after BUDGET_S seconds) and answers one JSON line
 answers `{"held"}` (connections still open); `watch` starts reading every
 connection, counting the notifications each gets by topic (`{"watching"}`);
 `wait TOPIC TIMEOUT_S` waits until every watched connection has one of that
-topic and answers `{"reached", "total", "last_at"}` (connections that got one,
-notifications of the topic in all, wall time of the last first arrival);
+topic and answers `{"reached", "total", "first_at", "last_at"}` (connections
+that got one, notifications of the topic in all, wall times of the first and the
+last first arrival);
 `close` (or EOF) exits.
 """
 
@@ -46,6 +47,7 @@ class Holder:
         self._readers: list[asyncio.Task[None]] = []
         self._got: dict[str, Counter[int]] = defaultdict(Counter)
         """Per topic: notifications received by each connection (its index)."""
+        self._first_at: dict[str, float] = {}
         self._last_at: dict[str, float] = {}
         self._arrived = asyncio.Event()
 
@@ -106,6 +108,7 @@ class Holder:
                 got = self._got[topic]
                 if not got[index]:
                     self._last_at[topic] = time.time()
+                    self._first_at.setdefault(topic, self._last_at[topic])
                 got[index] += 1
                 self._arrived.set()
         except Exception:  # a dropped socket simply stops counting
@@ -126,6 +129,7 @@ class Holder:
         return {
             "reached": len(got),
             "total": sum(got.values()),
+            "first_at": self._first_at.get(topic),
             "last_at": self._last_at.get(topic),
         }
 

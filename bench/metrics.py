@@ -88,8 +88,11 @@ _SPECS = (
     MetricSpec("push_duplicates", "msgs", Goal("==", 0)),
     MetricSpec("lambda_cold_init_ms", "ms"),
     MetricSpec("boto3_cold_init_ms", "ms", note="baseline"),
-    MetricSpec("lambda_cold_ratio", "x", Goal("<=", 1.5)),
-    MetricSpec("lambda_zip_mb", "MB", Goal("<=", 10)),
+    MetricSpec("lambda_cold_ratio", "x", note="from the virtualenv"),
+    MetricSpec("lambda_bundle_cold_ms", "ms", note="unpacked zip, -I -S -B"),
+    MetricSpec("boto3_bundle_cold_ms", "ms", note="baseline: Lambda's boto3"),
+    MetricSpec("lambda_bundle_cold_ratio", "x", Goal("<=", 1.5)),
+    MetricSpec("lambda_zip_mb", "MB", Goal("<=", 16)),
     MetricSpec("lambda_unzipped_mb", "MB", Goal("<=", 60)),
 )
 METRICS: Mapping[str, MetricSpec] = {spec.name: spec for spec in _SPECS}

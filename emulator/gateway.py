@@ -8,14 +8,13 @@ Gateway invokes one integration per message. Every way a socket ends (client
 close, network drop, idle timeout, maximum lifetime, management-API DELETE,
 shutdown) runs `$disconnect` exactly once.
 
-Binary frames: API Gateway routes only JSON text to actions, so a binary frame
-is answered with a VALIDATION_ERROR saying to send a JSON text frame; the socket
-stays open. A message over the size limit (128 KB by default) closes the socket
-with 1009, as API Gateway does; API Gateway's 32 KB per-frame limit is not
-enforced (browsers never fragment, so it would only make local runs stricter).
-Idle timeout, maximum lifetime and shutdown close with 1001 "Going away"; a
-management-API DELETE closes with 1000. websockets' keepalive pings detect dead
-peers but do not count as traffic for the idle timeout.
+Frames are judged by the core (`streamer.frames`), as each one arrives: a
+binary frame closes the socket with 1003, a single frame over 32 KB or a
+message over 128 KB with 1009, as API Gateway does; every reply is the text
+the router's verdict carries. Idle timeout, maximum lifetime and shutdown close
+with 1001 "Going away"; a management-API DELETE closes with 1000. websockets'
+keepalive pings detect dead peers but do not count as traffic for the idle
+timeout.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import http
 import json
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,21 +33,17 @@ from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
-from websockets.frames import CloseCode, Frame
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import Event
 
 from streamer.connections import ConnectionService, Handshake
 from streamer.errors import ConnectRefused, ErrorCode, StreamerError
+from streamer.frames import Close, FrameKind, FrameMeter, FramePolicy, Verdict
 from streamer.ids import new_connection_id
 from streamer.models import Connection, ConnectionId, UserId
 from streamer.ports import Clock
-from streamer.protocol import (
-    MAX_MESSAGE_BYTES,
-    ServerMessage,
-    encode,
-    encoded_size,
-    error_message,
-)
+from streamer.protocol import error_message
 from streamer.router import Router
 
 __all__ = [
@@ -65,7 +60,31 @@ log = logging.getLogger("emulator.gateway")
 GOING_AWAY_REASON = "Going away"
 """The close reason API Gateway gives with 1001 (idle, lifetime, shutdown)."""
 
-BINARY_FRAME_MESSAGE = "binary frames are not supported: send one JSON object as a text frame"
+_FRAME_KINDS = {Opcode.TEXT: FrameKind.TEXT, Opcode.BINARY: FrameKind.BINARY, Opcode.CONT: None}
+
+
+class MeteredConnection(ServerConnection):
+    """A websockets server connection whose data frames are shown to the core's
+    `FrameMeter` one by one, before they are assembled into a message: a frame
+    it refuses fails the connection with the verdict's close code."""
+
+    frame_policy: FramePolicy = FramePolicy()
+    """Set per gateway, on a subclass (websockets builds connections itself)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.frame_meter = FrameMeter(self.frame_policy)
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame) and event.opcode in _FRAME_KINDS:
+            closing = self.frame_meter.receive(
+                _FRAME_KINDS[event.opcode], len(event.data), is_final=event.fin
+            )
+            if closing is not None:
+                self.protocol.fail(closing.code, closing.reason)
+                self.send_data()
+                return
+        super().process_event(event)
 
 
 @dataclass(eq=False, slots=True)
@@ -198,7 +217,7 @@ class Gateway:
         idle_timeout_s: close with 1001 after this long without a frame either way
             (API Gateway: 600).
         max_lifetime_s: close with 1001 this long after connecting (API Gateway: 7200).
-        max_message_bytes: larger messages close the socket with 1009.
+        frame_policy: the frame and message limits (API Gateway's by default).
         max_frames_in_flight: frames of one connection handled at once; reading
             pauses beyond it.
         frame_drain_s: after a socket closes, how long its frames still being
@@ -218,7 +237,7 @@ class Gateway:
         health: Callable[[], Mapping[str, Any]],
         idle_timeout_s: float = 600.0,
         max_lifetime_s: float = 7200.0,
-        max_message_bytes: int = 128 * 1024,
+        frame_policy: FramePolicy | None = None,
         max_frames_in_flight: int = 32,
         frame_drain_s: float = 30.0,
         write_timeout_s: float = 10.0,
@@ -232,7 +251,7 @@ class Gateway:
         self._health = health
         self.idle_timeout_s = idle_timeout_s
         self.max_lifetime_s = max_lifetime_s
-        self._max_message_bytes = max_message_bytes
+        self._frame_policy = frame_policy or FramePolicy()
         self._max_frames_in_flight = max_frames_in_flight
         self._frame_drain_s = frame_drain_s
         self._admitted: dict[ServerConnection, LiveSocket] = {}
@@ -262,12 +281,20 @@ class Gateway:
         Raises:
             OSError: the address cannot be bound (port in use, bad host).
         """
+        policy = self._frame_policy
+
+        class GatewayConnection(MeteredConnection):
+            frame_policy = policy
+
         self._server = await serve(
             self._handle,
             host,
             port,
+            create_connection=GatewayConnection,
             process_request=self._process_request,
-            max_size=self._max_message_bytes,
+            # The meter closes with 1009 first; this only bounds what websockets
+            # buffers, one byte above so the meter sees an oversized frame.
+            max_size=self._frame_policy.message_bytes + 1,
             compression=None,
             server_header="streamer-emulator",
             logger=wire_logger(),
@@ -336,8 +363,8 @@ class Gateway:
         handshake = Handshake(
             connection_id=new_connection_id(),
             endpoint=f"{self._endpoint}{stage}",
-            query=dict(parse_qsl(url.query, keep_blank_values=True)),
-            headers=dict(request.headers.raw_items()),
+            query=_every_value(parse_qsl(url.query, keep_blank_values=True)),
+            headers=_every_value(request.headers.raw_items()),
             source_ip=_source_ip(websocket),
             user_agent=user_agent,
         )
@@ -397,7 +424,8 @@ class Gateway:
             async for frame in websocket:
                 socket.mark_active()
                 await slots.acquire()
-                task = asyncio.create_task(self._answer(socket, frame))
+                is_fragmented = _meter_of(websocket).next_is_fragmented()
+                task = asyncio.create_task(self._answer(socket, frame, is_fragmented))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
                 task.add_done_callback(lambda _: slots.release())
@@ -412,34 +440,21 @@ class Gateway:
                     task.cancel()
             await self._disconnect(socket)
 
-    async def _answer(self, socket: LiveSocket, frame: str | bytes) -> None:
-        reply: ServerMessage
-        if isinstance(frame, bytes):
-            reply = error_message(
-                StreamerError(ErrorCode.VALIDATION_ERROR, BINARY_FRAME_MESSAGE),
-                at=self._clock.now(),
+    async def _answer(self, socket: LiveSocket, frame: str | bytes, is_fragmented: bool) -> None:
+        verdict: Verdict
+        try:
+            verdict = await self._router.route(
+                socket.connection, frame, is_fragmented=is_fragmented
             )
-        else:
-            try:
-                reply = await self._router.route(socket.connection, frame)
-            except Exception:  # the router promises not to raise; never lose a reply
-                log.exception("routing failed", extra={"connection_id": socket.connection_id})
-                reply = error_message(
-                    StreamerError(ErrorCode.INTERNAL_ERROR, "internal error"),
-                    at=self._clock.now(),
-                )
-        text = encode(reply)
-        if encoded_size(text) > MAX_MESSAGE_BYTES:
-            # API Gateway refuses a POST over its message limit; the Lambda router
-            # then answers with the error instead, and so do we.
-            too_large = StreamerError(
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"the reply is over the {MAX_MESSAGE_BYTES}-byte message limit",
-            )
-            request_id = getattr(reply, "request_id", None)
-            text = encode(error_message(too_large, at=self._clock.now(), request_id=request_id))
+        except Exception:  # the router promises not to raise; never lose a reply
+            log.exception("routing failed", extra={"connection_id": socket.connection_id})
+            internal = StreamerError(ErrorCode.INTERNAL_ERROR, "internal error")
+            verdict = self._frame_policy.reply(error_message(internal, at=self._clock.now()))
         with contextlib.suppress(ConnectionClosed):
-            await socket.send(text)
+            if isinstance(verdict, Close):
+                await socket.websocket.close(verdict.code, verdict.reason)
+            else:
+                await socket.send(verdict.text)
 
     async def _watch(self, socket: LiveSocket) -> None:
         """Close with 1001 after the idle timeout or the maximum lifetime."""
@@ -519,6 +534,20 @@ def wire_logger() -> logging.Logger:
     if not any(isinstance(f, WireRedactor) for f in logger.filters):
         logger.addFilter(WireRedactor())
     return logger
+
+
+def _every_value(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Name → every value it was given (the core refuses two `Authorization`s)."""
+    values: dict[str, list[str]] = {}
+    for name, value in pairs:
+        values.setdefault(name, []).append(value)
+    return values
+
+
+def _meter_of(websocket: ServerConnection) -> FrameMeter:
+    if isinstance(websocket, MeteredConnection):
+        return websocket.frame_meter
+    raise TypeError("the gateway serves MeteredConnection sockets only")
 
 
 def _source_ip(websocket: ServerConnection) -> str:

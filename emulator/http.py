@@ -51,6 +51,7 @@ from streamer.app import RESERVED_ACTIONS, Streamer
 from streamer.asyncapi import asyncapi_document
 from streamer.clock import SystemClock
 from streamer.errors import ConnectionGone, StreamerError
+from streamer.frames import MESSAGE_LIMIT_BYTES
 from streamer.ports import Clock
 from streamer.protocol import format_timestamp
 
@@ -137,7 +138,7 @@ class HttpSide:
         dev_token: DevTokenMinter | None,
         dev_token_ttl_s: float,
         ws_url: Callable[[], str],
-        max_message_bytes: int = 128 * 1024,
+        max_message_bytes: int = MESSAGE_LIMIT_BYTES,
         console_dir: Path = CONSOLE_DIR,
         policy: AccessPolicy | None = None,
         credentials: DevCredentials | None = None,

@@ -16,9 +16,10 @@ from adapters.apigateway import ApiGatewayNotifier, open_management_client
 from adapters.sigv4 import DevCredentials
 from emulator.gateway import SocketRegistry
 from streamer.errors import ConnectionGone, ErrorCode, StreamerError
+from streamer.frames import FramePolicy
 from streamer.models import ConnectionId
 from streamer.ports import ConnectionStore
-from streamer.protocol import MAX_MESSAGE_BYTES, ServerMessage, encode, encoded_size
+from streamer.protocol import ServerMessage
 from streamer.settings import Settings
 
 __all__ = ["LocalNotifier", "RemoteEndpoints", "RoutingNotifier"]
@@ -30,10 +31,14 @@ class LocalNotifier:
 
     Args:
         registry: the gateway's open sockets.
+        frame_policy: the message limit (API Gateway's by default).
     """
 
-    def __init__(self, registry: SocketRegistry) -> None:
+    def __init__(
+        self, registry: SocketRegistry, *, frame_policy: FramePolicy | None = None
+    ) -> None:
         self._registry = registry
+        self._frame_policy = frame_policy or FramePolicy()
 
     def holds(self, connection_id: str) -> bool:
         """True when this emulator has an open socket with this id."""
@@ -45,8 +50,9 @@ class LocalNotifier:
         Raises:
             ConnectionGone: no open socket has this id (never connected, closed,
                 or closing), like API Gateway's 410 GoneException.
+            StreamerError: PAYLOAD_TOO_LARGE over the message limit.
         """
-        await self.send_raw(connection_id, encode(message))
+        await self.send_raw(connection_id, self._frame_policy.outbound(message))
 
     async def send_raw(self, connection_id: str, data: str | bytes) -> None:
         """Send one frame as-is (the management API's POST).
@@ -56,14 +62,9 @@ class LocalNotifier:
                 the client did not take the frame within the write timeout.
             StreamerError: PAYLOAD_TOO_LARGE over API Gateway's 128 KB message limit.
         """
-        size = encoded_size(data)
-        if size > MAX_MESSAGE_BYTES:
-            # API Gateway refuses these (413); refusing them here too keeps the
-            # emulator from hiding a result that could never reach a real client.
-            raise StreamerError(
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}",
-            )
+        # API Gateway refuses these (413); refusing them here too keeps the
+        # emulator from hiding a result that could never reach a real client.
+        self._frame_policy.check_outbound(data)
         socket = self._registry.get(connection_id)
         if socket is None:
             raise ConnectionGone(connection_id)

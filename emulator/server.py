@@ -282,7 +282,7 @@ class Emulator:
             self._stack.push_async_callback(self.table_state.close)
         self.stores = await self._stack.enter_async_context(open_stores(settings, session=session))
 
-        local = LocalNotifier(self.registry)
+        local = LocalNotifier(self.registry, frame_policy=settings.frame_policy)
         assert self.management_credentials is not None
         remote = RemoteEndpoints(settings, self.management_credentials, session=session)
         self._stack.push_async_callback(remote.aclose)
@@ -342,7 +342,7 @@ class Emulator:
             health=self.health,
             idle_timeout_s=config.idle_timeout_s,
             max_lifetime_s=config.max_connection_s,
-            max_message_bytes=settings.max_message_bytes,
+            frame_policy=settings.frame_policy,
             write_timeout_s=config.write_timeout_s,
         )
         self.gateway = gateway

@@ -17,27 +17,27 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
-from typing import Any
 
 from emulator.gateway import SocketRegistry
 from streamer.models import (
     AsyncRequest,
     Connection,
     ConnectionId,
-    RequestError,
     RequestKey,
     RequestStatus,
     TenantId,
     UserId,
 )
 from streamer.ports import DEFAULT_PAGE_SIZE, ConnectionStore, EnqueueResult, RequestStore
+from streamer.transitions import Transition
 
 __all__ = ["LiveConnectionStore", "WakingRequestStore"]
 
 
 class WakingRequestStore:
     """A `RequestStore` that calls `on_pending` after each write that leaves a
-    PENDING image in the stream (a new request, a hand-back, a requeued lease).
+    PENDING image in the stream (a new request, a hand-back, a requeued lease,
+    a kick).
 
     Args:
         inner: the store that does the work.
@@ -56,129 +56,26 @@ class WakingRequestStore:
             self._on_pending()
         return result
 
-    async def release(self, key: RequestKey, *, attempt: int, now: datetime) -> bool:
-        """PROCESSING → PENDING; wakes the poller when it happened."""
-        released = await self._inner.release(key, attempt=attempt, now=now)
-        if released:
+    async def apply(self, key: RequestKey, transition: Transition) -> AsyncRequest | None:
+        """Make the change; wakes the poller when it left the request PENDING."""
+        changed = await self._inner.apply(key, transition)
+        if changed is not None and changed.status is RequestStatus.PENDING:
             self._on_pending()
-        return released
-
-    async def requeue_expired(self, key: RequestKey, *, attempt: int, now: datetime) -> bool:
-        """Expired PROCESSING → PENDING; wakes the poller when it happened."""
-        requeued = await self._inner.requeue_expired(key, attempt=attempt, now=now)
-        if requeued:
-            self._on_pending()
-        return requeued
-
-    async def kick(self, key: RequestKey, *, seen_updated_at: datetime, now: datetime) -> bool:
-        """Re-announce a stale PENDING request; wakes the poller when it happened."""
-        kicked = await self._inner.kick(key, seen_updated_at=seen_updated_at, now=now)
-        if kicked:
-            self._on_pending()
-        return kicked
+        return changed
 
     # -- passed through ------------------------------------------------------------
 
     async def get(self, key: RequestKey) -> AsyncRequest | None:
         return await self._inner.get(key)
 
-    async def claim(
-        self, key: RequestKey, *, now: datetime, lease_until: datetime
-    ) -> AsyncRequest | None:
-        return await self._inner.claim(key, now=now, lease_until=lease_until)
-
-    async def record_progress(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        percentage: float,
-        message: str,
-        details: dict[str, Any],
-        now: datetime,
-    ) -> bool:
-        return await self._inner.record_progress(
-            key, attempt=attempt, percentage=percentage, message=message, details=details, now=now
-        )
-
-    async def record_retry(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        error: RequestError,
-        now: datetime,
-        lease_until: datetime,
-    ) -> bool:
-        return await self._inner.record_retry(
-            key, attempt=attempt, error=error, now=now, lease_until=lease_until
-        )
-
-    async def complete(
-        self, key: RequestKey, *, attempt: int, result: Any, now: datetime, expires_at: int
-    ) -> bool:
-        return await self._inner.complete(
-            key, attempt=attempt, result=result, now=now, expires_at=expires_at
-        )
-
-    async def fail(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        error: RequestError,
-        now: datetime,
-        expires_at: int,
-    ) -> bool:
-        return await self._inner.fail(
-            key, attempt=attempt, error=error, now=now, expires_at=expires_at
-        )
-
-    async def cancel(
-        self, key: RequestKey, *, now: datetime, expires_at: int
-    ) -> AsyncRequest | None:
-        return await self._inner.cancel(key, now=now, expires_at=expires_at)
-
     async def list_expired_leases(self, *, now: datetime, limit: int) -> list[AsyncRequest]:
         return await self._inner.list_expired_leases(now=now, limit=limit)
-
-    async def fail_expired(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        error: RequestError,
-        now: datetime,
-        expires_at: int,
-    ) -> bool:
-        return await self._inner.fail_expired(
-            key, attempt=attempt, error=error, now=now, expires_at=expires_at
-        )
 
     async def list_stale_pending(self, *, older_than: datetime, limit: int) -> list[AsyncRequest]:
         return await self._inner.list_stale_pending(older_than=older_than, limit=limit)
 
-    async def fail_pending(
-        self,
-        key: RequestKey,
-        *,
-        seen_updated_at: datetime,
-        error: RequestError,
-        now: datetime,
-        expires_at: int,
-    ) -> AsyncRequest | None:
-        return await self._inner.fail_pending(
-            key, seen_updated_at=seen_updated_at, error=error, now=now, expires_at=expires_at
-        )
-
     async def list_by_connection(self, connection_id: ConnectionId) -> list[AsyncRequest]:
         return await self._inner.list_by_connection(connection_id)
-
-    async def list_by_user(self, user_id: UserId) -> list[AsyncRequest]:
-        return await self._inner.list_by_user(user_id)
-
-    async def list_by_status(self, status: RequestStatus, *, limit: int) -> list[AsyncRequest]:
-        return await self._inner.list_by_status(status, limit=limit)
 
 
 class LiveConnectionStore:

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.streams.reader import (
+    MAX_RECORDS_PER_READ,
     IteratorExpired,
     Shard,
     ShardReader,
@@ -139,8 +140,8 @@ class StreamPoller:
         retry_base_s: float = 0.1,
         retry_max_s: float = 5.0,
     ) -> None:
-        if not 1 <= batch_size <= 1000:
-            raise ValueError(f"batch size must be 1 to 1000, got {batch_size}")
+        if not 1 <= batch_size <= MAX_RECORDS_PER_READ:
+            raise ValueError(f"batch size must be 1 to {MAX_RECORDS_PER_READ}, got {batch_size}")
         self._reader = reader
         self._processor = processor
         self._clock = clock

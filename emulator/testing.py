@@ -17,6 +17,7 @@ from botocore.credentials import Credentials
 from websockets.asyncio.client import ClientConnection, connect
 
 from emulator.server import Emulator
+from streamer.frames import split_into_frames
 from streamer.tokens import mint_token
 
 __all__ = [
@@ -98,8 +99,9 @@ async def recv_json(ws: ClientConnection, timeout_s: float = MESSAGE_TIMEOUT_S) 
 
 
 async def send_json(ws: ClientConnection, body: dict[str, Any]) -> None:
-    """Send one JSON text frame."""
-    await ws.send(json.dumps(body))
+    """Send one JSON text message, fragmented over 32 KB as API Gateway requires."""
+    pieces = split_into_frames(json.dumps(body))
+    await ws.send(pieces[0] if len(pieces) == 1 else pieces)
 
 
 async def request(ws: ClientConnection, body: dict[str, Any]) -> dict[str, Any]:

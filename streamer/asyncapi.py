@@ -30,7 +30,8 @@ from pydantic_core import core_schema
 
 from streamer.app import RESERVED_ACTIONS, ActionSpec, Streamer
 from streamer.errors import ErrorCode
-from streamer.protocol import MAX_CLIENT_ID_CHARS, MAX_MESSAGE_BYTES, ServerMessage
+from streamer.frames import MESSAGE_LIMIT_BYTES
+from streamer.protocol import MAX_CLIENT_ID_CHARS, ServerMessage
 
 __all__ = [
     "ASYNCAPI_VERSION",
@@ -318,7 +319,7 @@ _INFO_DESCRIPTION = (
     "then `progress` (percentages never decreasing), then `complete` or `error`. "
     "Every server message has an RFC 3339 UTC `timestamp`. A connection only sees its own "
     "user's requests in its own tenant; any other id answers `NOT_FOUND`. "
-    f"Messages are at most {MAX_MESSAGE_BYTES // 1024} KB; an idle socket closes after "
+    f"Messages are at most {MESSAGE_LIMIT_BYTES // 1024} KB; an idle socket closes after "
     "10 minutes (send `ping`).\n\nError codes:\n"
     + "\n".join(f"- `{code.value}`: {meaning}" for code, meaning in ERROR_CODE_MEANINGS.items())
 )

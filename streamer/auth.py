@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from streamer.errors import StreamerError
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_TOKEN_BYTES",
     "AuthError",
+    "HandshakeValues",
     "TokenVerifier",
     "load_public_key",
     "load_public_keys",
@@ -220,18 +221,38 @@ def _permissions(claims: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(value)
 
 
+HandshakeValues = Mapping[str, str] | Mapping[str, Sequence[str]]
+"""Query parameters or headers: one value per name, or every value of each name."""
+
+
 def token_from_request(
-    query: Mapping[str, str] | None, headers: Mapping[str, str] | None
+    query: HandshakeValues | None, headers: HandshakeValues | None
 ) -> str | None:
     """The token from `?Authorization=<JWT>` or `Authorization: Bearer <JWT>`
-    (header names case-insensitive); None when absent."""
-    for source in (query, headers):
-        for name, value in (source or {}).items():
-            if name.lower() == "authorization":
-                token = _strip_scheme(value)
-                if token:
-                    return token
-    return None
+    (names case-insensitive); None when absent.
+
+    Raises:
+        AuthError: two `Authorization` values (twice in the query, twice in the
+            headers, or a query value and a header that differ): which one is
+            meant is ambiguous, and ambiguity is never resolved in the caller's
+            favour.
+    """
+    from_query = _authorization_values(query)
+    from_headers = _authorization_values(headers)
+    if len(from_query) > 1 or len(from_headers) > 1:
+        raise AuthError("two Authorization values")
+    tokens = {_strip_scheme(value) for value in (*from_query, *from_headers)}
+    if len(tokens) > 1:
+        raise AuthError("two Authorization values")
+    return next(iter(tokens), None) or None
+
+
+def _authorization_values(source: HandshakeValues | None) -> list[str]:
+    values: list[str] = []
+    for name, value in (source or {}).items():
+        if name.lower() == "authorization":
+            values.extend([value] if isinstance(value, str) else value)
+    return values
 
 
 def _strip_scheme(value: str) -> str | None:

@@ -38,8 +38,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from streamer.errors import ErrorCode, StreamerError
+from streamer.frames import MESSAGE_LIMIT_BYTES, split_into_frames
 from streamer.protocol import (
-    MAX_MESSAGE_BYTES,
     Acknowledgment,
     Complete,
     ErrorMessage,
@@ -648,8 +648,11 @@ class StreamerClient:
         """Send on the live socket, waiting for one if needed; returns its generation."""
         while True:
             link = await self._live_link()
+            # Over 32 KB, a message must be fragmented: API Gateway closes the
+            # socket for a bigger single frame.
+            pieces = split_into_frames(frame)
             try:
-                await link.ws.send(frame)
+                await link.ws.send(frame if len(pieces) == 1 else pieces)
             except ConnectionClosed:
                 await link.closed.wait()
                 continue
@@ -866,11 +869,11 @@ def _frame(
         message["metadata"] = to_jsonable_python(dict(metadata))
     frame = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
     size = len(frame.encode("utf-8"))
-    if size > MAX_MESSAGE_BYTES:
+    if size > MESSAGE_LIMIT_BYTES:
         raise StreamerError(
             ErrorCode.PAYLOAD_TOO_LARGE,
-            f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}",
-            {"size": size, "limit": MAX_MESSAGE_BYTES},
+            f"message is {size} bytes; the limit is {MESSAGE_LIMIT_BYTES}",
+            {"size": size, "limit": MESSAGE_LIMIT_BYTES},
         )
     return frame
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from streamer.auth import AuthError, TokenVerifier, token_from_request
+from streamer import transitions
+from streamer.auth import AuthError, HandshakeValues, TokenVerifier, token_from_request
 from streamer.delivery import Delivery
 from streamer.errors import ConnectRefused, ErrorCode
 from streamer.models import Connection, ConnectionId, ConnectionMetadata, Identity
@@ -29,8 +29,9 @@ class Handshake:
     connection_id: ConnectionId
     endpoint: str
     """Where the management API reaches this connection (stored as `Endpoint`)."""
-    query: Mapping[str, str] = field(default_factory=dict)
-    headers: Mapping[str, str] = field(default_factory=dict)
+    query: HandshakeValues = field(default_factory=dict)
+    """Query parameters: every value of each name, so two `Authorization`s are seen."""
+    headers: HandshakeValues = field(default_factory=dict)
     source_ip: str = ""
     user_agent: str = ""
 
@@ -127,7 +128,10 @@ class ConnectionService:
         return connection
 
     async def _identify(self, handshake: Handshake) -> Identity:
-        token = token_from_request(handshake.query, handshake.headers)
+        try:
+            token = token_from_request(handshake.query, handshake.headers)
+        except AuthError as exc:
+            raise _refuse(401, exc.reason, handshake.connection_id) from None
         if token is None:
             raise _refuse(401, "missing token", handshake.connection_id)
         try:
@@ -164,11 +168,12 @@ class ConnectionService:
     async def _cancel_requests_of(self, connection_id: ConnectionId) -> int:
         now = self._clock.now()
         expires_at = int(now.timestamp() + self._settings.request_ttl_days * 86400)
+        cancel = transitions.cancel(now=now, expires_at=expires_at)
         cancelled = 0
         for request in await self._requests.list_by_connection(connection_id):
             if request.status.is_terminal:
                 continue
-            updated = await self._requests.cancel(request.key, now=now, expires_at=expires_at)
+            updated = await self._requests.apply(request.key, cancel)
             if updated is not None:
                 cancelled += 1
                 if self._delivery is not None:
@@ -207,8 +212,8 @@ def _refuse(
     return ConnectRefused(status_code, reason)
 
 
-def _header(headers: Mapping[str, str], name: str) -> str:
+def _header(headers: HandshakeValues, name: str) -> str:
     for key, value in headers.items():
         if key.lower() == name:
-            return value
+            return value if isinstance(value, str) else next(iter(value), "")
     return ""

@@ -45,7 +45,16 @@ CONTEXT_FIELDS = (
 
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object: `ts, level, logger, msg`, context fields,
-    and `exception` (the formatted traceback) when there is one."""
+    and `exception` (the formatted traceback) when there is one.
+
+    Args:
+        line_end: appended to every record: `""` for a `StreamHandler` (which ends
+            the line itself), `"\\n"` for a handler that writes records as given.
+    """
+
+    def __init__(self, *, line_end: str = "") -> None:
+        super().__init__()
+        self._line_end = line_end
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -62,7 +71,8 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = record.exc_text
         elif record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False, separators=(",", ":"))
+        encoded = json.dumps(line, default=str, ensure_ascii=False, separators=(",", ":"))
+        return encoded + self._line_end
 
 
 def _timestamp(created: float) -> str:
@@ -166,8 +176,10 @@ def configure_logging(
     """Send the root logger's records out as JSON lines at `level`. Idempotent.
 
     In AWS Lambda the runtime's own handler gets the JSON formatter (so lines
-    are not written twice); elsewhere one stream handler is added, once. Every
-    such handler gets a `SecretRedactor`.
+    are not written twice), ending each record with a newline as Lambda's own
+    format does: without a telemetry fd (Lambda RIE, `sam local`) the runtime
+    writes records to stdout as given. Elsewhere one stream handler is added,
+    once. Every such handler gets a `SecretRedactor`.
 
     Args:
         level: the root level (`LOG_LEVEL`).
@@ -192,15 +204,15 @@ def configure_logging(
     ]
     if lambda_handlers:
         for handler in lambda_handlers:
-            _adopt(handler)
+            _adopt(handler, line_end="\n")
         return
     handler = logging.StreamHandler(stream or sys.stderr)
     _adopt(handler)
     root.addHandler(handler)
 
 
-def _adopt(handler: logging.Handler) -> None:
-    handler.setFormatter(JsonFormatter())
+def _adopt(handler: logging.Handler, *, line_end: str = "") -> None:
+    handler.setFormatter(JsonFormatter(line_end=line_end))
     if not any(isinstance(f, SecretRedactor) for f in handler.filters):
         handler.addFilter(SecretRedactor())
     setattr(handler, _MARK, True)

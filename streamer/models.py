@@ -13,14 +13,17 @@ __all__ = [
     "ConnectionId",
     "ConnectionMetadata",
     "Identity",
+    "ProgressSnapshot",
     "RequestChange",
     "RequestError",
     "RequestId",
     "RequestKey",
+    "RequestKeyParts",
     "RequestStatus",
     "Subscription",
     "TenantId",
     "UserId",
+    "parse_request_key",
     "request_key",
 ]
 
@@ -33,9 +36,43 @@ RequestKey = NewType("RequestKey", str)
 """The storage key: `<tenant>#<user>#<request id>`; never shown to a client."""
 
 
+_KEY_SEPARATOR = "#"
+
+
 def request_key(tenant_id: str, user_id: str, request_id: str) -> RequestKey:
-    """The owner-scoped storage key of a request (DESIGN §5.1)."""
-    return RequestKey(f"{tenant_id}#{user_id}#{request_id}")
+    """The owner-scoped storage key of a request (DESIGN §5.1): `<tenant>#<user>#<id>`.
+
+    Tenant and user ids never hold `#` (refused at `$connect`); the client's id
+    may, so it is everything after the second `#`.
+
+    Raises:
+        ValueError: the tenant or user id holds `#` (the key would be ambiguous).
+    """
+    if _KEY_SEPARATOR in tenant_id or _KEY_SEPARATOR in user_id:
+        raise ValueError("tenant and user ids must not hold '#'")
+    return RequestKey(_KEY_SEPARATOR.join((tenant_id, user_id, request_id)))
+
+
+@dataclass(frozen=True, slots=True)
+class RequestKeyParts:
+    """What a request key is made of (the inverse of `request_key`)."""
+
+    tenant_id: TenantId
+    user_id: UserId
+    request_id: RequestId
+
+
+def parse_request_key(key: str) -> RequestKeyParts:
+    """Read a key made by `request_key`: the client's id keeps any `#` it holds.
+
+    Raises:
+        ValueError: `key` is not `<tenant>#<user>#<id>`.
+    """
+    tenant_id, sep1, rest = key.partition(_KEY_SEPARATOR)
+    user_id, sep2, request_id = rest.partition(_KEY_SEPARATOR)
+    if not (sep1 and sep2):
+        raise ValueError("a request key is <tenant>#<user>#<id>")
+    return RequestKeyParts(TenantId(tenant_id), UserId(user_id), RequestId(request_id))
 
 
 class RequestStatus(StrEnum):
@@ -93,6 +130,15 @@ class RequestError:
     code: str
     message: str
     details: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressSnapshot:
+    """A request's progress as stored: percentage, message, details."""
+
+    percentage: float
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

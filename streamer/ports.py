@@ -9,20 +9,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from streamer.models import (
     AsyncRequest,
     Connection,
     ConnectionId,
-    RequestError,
     RequestKey,
-    RequestStatus,
     Subscription,
     TenantId,
     UserId,
 )
 from streamer.protocol import ServerMessage
+from streamer.transitions import Transition
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -119,105 +118,42 @@ class EnqueueResult:
 
 
 class RequestStore(Protocol):
-    """The requests table. Every state change is conditional; a lost race returns
-    False or None, never raises."""
+    """The requests table.
+
+    Every status change is a `Transition` (see `streamer.transitions`) applied
+    as one conditional write; a lost race returns None, never raises.
+    """
 
     async def enqueue(self, request: AsyncRequest) -> EnqueueResult:
-        """Insert a PENDING request unless its key exists (idempotent ids)."""
+        """Insert a PENDING request unless its key exists (idempotent ids).
+
+        Raises:
+            ItemTooLarge: the request does not fit in an item; nothing was written.
+        """
         ...
 
     async def get(self, key: RequestKey) -> AsyncRequest | None:
-        """The stored request, or None."""
+        """The stored request (a strongly consistent read), or None."""
         ...
 
-    async def claim(
-        self, key: RequestKey, *, now: datetime, lease_until: datetime
-    ) -> AsyncRequest | None:
-        """PENDING → PROCESSING: sets ProcessingStarted, LeaseUntil, Attempt+1.
+    async def apply(self, key: RequestKey, transition: Transition) -> AsyncRequest | None:
+        """Make one status change, atomically and only when it is allowed.
 
-        Returns the claimed request, or None when it was not PENDING (a duplicate
-        delivery, or someone else won).
-        """
-        ...
-
-    async def record_progress(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        percentage: float,
-        message: str,
-        details: dict[str, Any],
-        now: datetime,
-    ) -> bool:
-        """Save the progress snapshot while PROCESSING under `attempt`; False otherwise."""
-        ...
-
-    async def record_retry(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        error: RequestError,
-        now: datetime,
-        lease_until: datetime,
-    ) -> bool:
-        """Count one retry (RetryCount+1, last error kept, lease extended); False if
-        the request is no longer PROCESSING under `attempt`."""
-        ...
-
-    async def complete(
-        self, key: RequestKey, *, attempt: int, result: Any, now: datetime, expires_at: int
-    ) -> bool:
-        """PROCESSING (under `attempt`) → COMPLETED with `Result` and `TTL`.
+        Returns:
+            The request as stored after the change, or None when the request is
+            missing or its status or a guard refused the change (a lost race,
+            a duplicate delivery, a cancel or a re-claim meanwhile).
 
         Raises:
-            ItemTooLarge: the result does not fit in an item; nothing was written.
+            ItemTooLarge: the change would take the item over 400 KB; nothing
+                was written.
+            UnstorableValue: a value the store cannot hold; nothing was written.
         """
-        ...
-
-    async def fail(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        error: RequestError,
-        now: datetime,
-        expires_at: int,
-    ) -> bool:
-        """PROCESSING (under `attempt`) → FAILED with `Error` and `TTL`."""
-        ...
-
-    async def release(self, key: RequestKey, *, attempt: int, now: datetime) -> bool:
-        """PROCESSING (under `attempt`) → PENDING: hand the request back (deadline,
-        shutdown) so another processor claims it."""
-        ...
-
-    async def cancel(
-        self, key: RequestKey, *, now: datetime, expires_at: int
-    ) -> AsyncRequest | None:
-        """PENDING|PROCESSING → CANCELLED; the updated request, or None when it was
-        missing or already terminal."""
         ...
 
     async def list_expired_leases(self, *, now: datetime, limit: int) -> list[AsyncRequest]:
-        """PROCESSING requests whose LeaseUntil is before `now` (`StatusIndex`)."""
-        ...
-
-    async def requeue_expired(self, key: RequestKey, *, attempt: int, now: datetime) -> bool:
-        """PROCESSING with an expired lease (under `attempt`) → PENDING."""
-        ...
-
-    async def fail_expired(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        error: RequestError,
-        now: datetime,
-        expires_at: int,
-    ) -> bool:
-        """PROCESSING with an expired lease (under `attempt`) → FAILED."""
+        """PROCESSING requests whose LeaseUntil is before `now`, oldest first
+        (`StatusIndex`)."""
         ...
 
     async def list_stale_pending(self, *, older_than: datetime, limit: int) -> list[AsyncRequest]:
@@ -226,38 +162,8 @@ class RequestStore(Protocol):
         record was probably lost."""
         ...
 
-    async def kick(self, key: RequestKey, *, seen_updated_at: datetime, now: datetime) -> bool:
-        """Re-announce a PENDING request: UpdatedAt = `now`, Kicks+1, nothing else.
-
-        The write makes the stream emit a fresh PENDING image for a processor to
-        claim. Conditional on the request being PENDING with the UpdatedAt seen;
-        False otherwise (claimed, finished, or touched meanwhile).
-        """
-        ...
-
-    async def fail_pending(
-        self,
-        key: RequestKey,
-        *,
-        seen_updated_at: datetime,
-        error: RequestError,
-        now: datetime,
-        expires_at: int,
-    ) -> AsyncRequest | None:
-        """PENDING (with the UpdatedAt seen) → FAILED with `Error` and `TTL`; the
-        failed request, or None when it was claimed, finished or touched meanwhile."""
-        ...
-
     async def list_by_connection(self, connection_id: ConnectionId) -> list[AsyncRequest]:
         """Requests made over one connection, oldest first (`ConnectionIndex`)."""
-        ...
-
-    async def list_by_user(self, user_id: UserId) -> list[AsyncRequest]:
-        """Requests of one user, oldest first (`UserIndex`)."""
-        ...
-
-    async def list_by_status(self, status: RequestStatus, *, limit: int) -> list[AsyncRequest]:
-        """Requests in one status, oldest first (`StatusIndex`)."""
         ...
 
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from streamer import transitions
 from streamer.app import ActionSpec, Request, Streamer
 from streamer.delivery import Delivery
 from streamer.errors import (
@@ -147,9 +148,8 @@ class Processor:
             timeout_s = stored.timeout_s
         now = self._clock.now()
         lease_until = now + timedelta(seconds=timeout_s + self._settings.lease_grace_s)
-        claimed = await self._store_call(
-            "claim", lambda: self._requests.claim(key, now=now, lease_until=lease_until)
-        )
+        claim = transitions.claim(now=now, lease_until=lease_until)
+        claimed = await self._store_call("claim", lambda: self._requests.apply(key, claim))
         if claimed is None:
             logger.info("claim lost; duplicate delivery skipped", extra={"reason": "not PENDING"})
             return Outcome.SKIPPED
@@ -159,9 +159,8 @@ class Processor:
         except asyncio.CancelledError:
             # Shutting down: hand the request back so another processor takes it.
             with contextlib.suppress(Exception):
-                await asyncio.shield(
-                    self._requests.release(key, attempt=claimed.attempt, now=self._clock.now())
-                )
+                release = transitions.release(attempt=claimed.attempt, now=self._clock.now())
+                await asyncio.shield(self._requests.apply(key, release))
             raise
         logger.info(
             "request finished",
@@ -270,18 +269,13 @@ class Processor:
             lease_until = now + timedelta(
                 seconds=delay_s + request.timeout_s + self._settings.lease_grace_s
             )
-            recorded = await self._store_call(
-                "record_retry",
-                functools.partial(
-                    self._requests.record_retry,
-                    request.key,
-                    attempt=request.attempt,
-                    error=error,
-                    now=now,
-                    lease_until=lease_until,
-                ),
+            retry = transitions.record_retry(
+                attempt=request.attempt, error=error, now=now, lease_until=lease_until
             )
-            if not recorded:
+            recorded = await self._store_call(
+                "record_retry", functools.partial(self._requests.apply, request.key, retry)
+            )
+            if recorded is None:
                 return await self._after_refusal(request)
             retry_count += 1
             await self._clock.sleep(delay_s)
@@ -311,29 +305,29 @@ class Processor:
             return await self._finish_failed(request, error, progress)
         await progress.flush()
         now = self._clock.now()
+        complete = transitions.complete(
+            attempt=request.attempt,
+            result=stored_result,
+            now=now,
+            expires_at=self._expires_at(now),
+            progress=progress.snapshot(),
+        )
         try:
             completed = await self._store_call(
-                "complete",
-                lambda: self._requests.complete(
-                    request.key,
-                    attempt=request.attempt,
-                    result=stored_result,
-                    now=now,
-                    expires_at=self._expires_at(now),
-                ),
+                "complete", lambda: self._requests.apply(request.key, complete)
             )
         except UnstorableValue as exc:
             # The action's own result: retrying or re-running cannot fix it.
             error = RequestError(ErrorCode.INTERNAL_ERROR, f"the result {exc.message}")
-            return await self._finish_failed(request, error, None)
+            return await self._finish_failed(request, error, progress)
         except ItemTooLarge:
             error = RequestError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 "the result is too large to store (over the 400 KB item limit); "
                 "return a smaller result or a link to it",
             )
-            return await self._finish_failed(request, error, None)
-        if not completed and not await self._already(request, RequestStatus.COMPLETED):
+            return await self._finish_failed(request, error, progress)
+        if completed is None and not await self._already(request, RequestStatus.COMPLETED):
             return await self._after_refusal(request)
         message = Complete(
             timestamp=self._clock.now(), request_id=request.request_id, result=stored_result
@@ -347,17 +341,15 @@ class Processor:
         if progress is not None:
             await progress.flush()
         now = self._clock.now()
-        failed = await self._store_call(
-            "fail",
-            lambda: self._requests.fail(
-                request.key,
-                attempt=request.attempt,
-                error=error,
-                now=now,
-                expires_at=self._expires_at(now),
-            ),
+        fail = transitions.fail(
+            attempt=request.attempt,
+            error=error,
+            now=now,
+            expires_at=self._expires_at(now),
+            progress=progress.snapshot() if progress is not None else None,
         )
-        if not failed and not await self._already(request, RequestStatus.FAILED):
+        failed = await self._store_call("fail", lambda: self._requests.apply(request.key, fail))
+        if failed is None and not await self._already(request, RequestStatus.FAILED):
             return await self._after_refusal(request)
         message = ErrorMessage(
             timestamp=self._clock.now(),
@@ -387,13 +379,11 @@ class Processor:
             )
             return await self._finish_failed(request, error, None)
         logger.info("deadline near; handing the request back", extra=_extra(request))
+        release = transitions.release(attempt=request.attempt, now=self._clock.now())
         released = await self._store_call(
-            "release",
-            lambda: self._requests.release(
-                request.key, attempt=request.attempt, now=self._clock.now()
-            ),
+            "release", lambda: self._requests.apply(request.key, release)
         )
-        if not released:
+        if released is None:
             return await self._after_refusal(request)
         return Outcome.HANDED_BACK
 

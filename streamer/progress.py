@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_jsonable_python
 
+from streamer import transitions
 from streamer.errors import RequestCancelled
-from streamer.models import AsyncRequest, RequestStatus
+from streamer.models import AsyncRequest, ProgressSnapshot, RequestStatus
 from streamer.protocol import ProgressUpdate
 
 if TYPE_CHECKING:
@@ -101,6 +102,11 @@ class Progress:
     def percentage(self) -> float:
         """The latest percentage reported (after clamping)."""
         return self._percentage
+
+    def snapshot(self) -> ProgressSnapshot:
+        """The latest percentage, message and metadata reported (what the stored
+        snapshot becomes; it may be ahead of the last one written)."""
+        return ProgressSnapshot(self._percentage, self._message, dict(self._metadata))
 
     async def report(self, percentage: float, message: str = "", **metadata: Any) -> None:
         """Report progress. Percentages are clamped to 0-100 and never go back;
@@ -196,14 +202,10 @@ class Progress:
 
     async def _persist(self) -> None:
         try:
-            saved = await self._requests.record_progress(
-                self._request.key,
-                attempt=self._request.attempt,
-                percentage=self._percentage,
-                message=self._message,
-                details=self._metadata,
-                now=self._clock.now(),
+            change = transitions.record_progress(
+                attempt=self._request.attempt, progress=self.snapshot(), now=self._clock.now()
             )
+            saved = await self._requests.apply(self._request.key, change)
         except Exception:
             logger.warning(
                 "progress snapshot not saved; dropped",
@@ -211,7 +213,7 @@ class Progress:
                 exc_info=True,
             )
             return
-        if saved:
+        if saved is not None:
             return
         try:
             stored = await self._requests.get(self._request.key)
@@ -278,6 +280,9 @@ class DetachedProgress(Progress):
     @property
     def percentage(self) -> float:
         return 0.0
+
+    def snapshot(self) -> ProgressSnapshot:
+        return ProgressSnapshot(0.0)
 
     async def report(self, percentage: float, message: str = "", **metadata: Any) -> None:
         return None

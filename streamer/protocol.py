@@ -7,10 +7,11 @@ are pydantic models; `encode` turns one into the JSON text frame.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter, ValidationError
 
@@ -18,7 +19,8 @@ from streamer.errors import ErrorCode, StreamerError
 
 __all__ = [
     "MAX_CLIENT_ID_CHARS",
-    "MAX_MESSAGE_BYTES",
+    "MAX_NESTING_DEPTH",
+    "MAX_PARTITION_KEY_BYTES",
     "Acknowledgment",
     "ClientMessage",
     "Complete",
@@ -34,12 +36,17 @@ __all__ = [
     "encoded_size",
     "error_message",
     "format_timestamp",
+    "is_valid_request_id",
 ]
 
-MAX_MESSAGE_BYTES = 128 * 1024
-"""API Gateway's WebSocket message limit."""
 MAX_CLIENT_ID_CHARS = 128
 MAX_ACTION_CHARS = 128
+MAX_PARTITION_KEY_BYTES = 2048
+"""DynamoDB's partition key limit, which a request's full key must fit."""
+MAX_NESTING_DEPTH = 32
+"""DynamoDB's limit on nested attributes; a message deeper than this could not be stored."""
+MAX_NAME_BYTES = 65_535
+"""DynamoDB's limit on an attribute (map key) name; an empty name is refused too."""
 
 
 def format_timestamp(at: datetime) -> str:
@@ -50,10 +57,14 @@ def format_timestamp(at: datetime) -> str:
 Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str)]
 
 
+# `defer_build`: a model's validator and serializer are built at its first use,
+# not at import, so a Lambda cold start builds only the messages it sends.
+
+
 class ClientMessage(BaseModel):
     """One client frame: `{"id"?, "action", "payload"?, "metadata"?}`."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     id: str | None = None
     action: str
@@ -62,7 +73,7 @@ class ClientMessage(BaseModel):
 
 
 class _ServerMessageBase(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     timestamp: Timestamp
 
@@ -107,7 +118,7 @@ class Complete(_ServerMessageBase):
 class ErrorBody(BaseModel):
     """`{code, message, details}` inside an error message."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     code: ErrorCode
     message: str
@@ -135,7 +146,12 @@ ServerMessage = Annotated[
     Response | Acknowledgment | ProgressUpdate | Complete | ErrorMessage | Notification,
     Field(discriminator="type"),
 ]
-_server_message_adapter: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)
+
+
+@functools.cache
+def _server_message_adapter() -> TypeAdapter[ServerMessage]:
+    """Built on first use: only the client SDK decodes server messages."""
+    return TypeAdapter(ServerMessage)
 
 
 def encode(message: ServerMessage) -> str:
@@ -165,7 +181,7 @@ def decode_server_message(frame: str | bytes) -> ServerMessage:
         StreamerError: VALIDATION_ERROR when the frame is not a server message.
     """
     try:
-        return _server_message_adapter.validate_json(frame)
+        return _server_message_adapter().validate_json(frame)
     except ValidationError as exc:
         raise StreamerError(ErrorCode.VALIDATION_ERROR, "not a server message") from exc
 
@@ -181,8 +197,48 @@ def error_message(
     )
 
 
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _storable_problem(body: Any) -> str | None:
+    """Why DynamoDB could not keep this JSON value (nesting, a lone surrogate, an
+    empty or oversized map key), or None. Iterative: depth is what is checked."""
+    pending: list[tuple[Any, int]] = [(body, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            if _has_lone_surrogate(value):
+                return "a string holds a lone surrogate (not valid Unicode)"
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth > MAX_NESTING_DEPTH:
+            return f"the message is nested deeper than {MAX_NESTING_DEPTH} levels"
+        if isinstance(value, list):
+            pending.extend((item, depth + 1) for item in value)
+            continue
+        for key, item in value.items():
+            if _has_lone_surrogate(key):
+                return "a key holds a lone surrogate (not valid Unicode)"
+            if not key or len(key.encode("utf-8")) > MAX_NAME_BYTES:
+                return f"a key must be 1 to {MAX_NAME_BYTES} bytes"
+            pending.append((item, depth + 1))
+    return None
+
+
 def _is_printable(text: str) -> bool:
     return all(ch.isprintable() for ch in text)
+
+
+def is_valid_request_id(value: object) -> TypeGuard[str]:
+    """A client's request id: a string of 1 to 128 printable characters (any
+    Unicode, `#` included), so its full key stays within DynamoDB's limit."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_CLIENT_ID_CHARS and _is_printable(value)
 
 
 def _reject_constant(name: str) -> Any:
@@ -197,24 +253,17 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def decode_client_message(
-    frame: str | bytes, *, max_bytes: int = MAX_MESSAGE_BYTES
-) -> ClientMessage:
-    """Decode one client frame.
+def decode_client_message(frame: str | bytes) -> ClientMessage:
+    """Decode one client message (its size and kind were judged before, by
+    `streamer.frames.FramePolicy`).
 
     Raises:
-        StreamerError: PAYLOAD_TOO_LARGE over `max_bytes`; VALIDATION_ERROR for a
-            binary frame that is not UTF-8, text that is not JSON, JSON that is not
-            an object, a bad `id`, `payload` or `metadata`; INVALID_ACTION for a
+        StreamerError: VALIDATION_ERROR for bytes that are not UTF-8, text that is
+            not JSON, JSON that is not an object, JSON nested deeper than 32
+            levels, a lone surrogate in any key or string, an empty or oversized
+            key, a bad `id`, `payload` or `metadata`; INVALID_ACTION for a
             missing, empty or non-string `action`. Nothing else escapes.
     """
-    size = encoded_size(frame)
-    if size > max_bytes:
-        raise StreamerError(
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"message is {size} bytes; the limit is {max_bytes}",
-            {"size": size, "limit": max_bytes},
-        )
     try:
         text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
         body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
@@ -222,6 +271,9 @@ def decode_client_message(
         raise StreamerError(ErrorCode.VALIDATION_ERROR, "message is not valid JSON") from exc
     if not isinstance(body, dict):
         raise StreamerError(ErrorCode.VALIDATION_ERROR, "message must be a JSON object")
+    problem = _storable_problem(body)
+    if problem is not None:
+        raise StreamerError(ErrorCode.VALIDATION_ERROR, problem)
 
     action = body.get("action")
     if not isinstance(action, str) or not action.strip():
@@ -232,12 +284,7 @@ def decode_client_message(
         raise StreamerError(ErrorCode.INVALID_ACTION, "unknown action")
 
     client_id = body.get("id")
-    if client_id is not None and (
-        not isinstance(client_id, str)
-        or not client_id
-        or len(client_id) > MAX_CLIENT_ID_CHARS
-        or not _is_printable(client_id)
-    ):
+    if client_id is not None and not is_valid_request_id(client_id):
         raise StreamerError(
             ErrorCode.VALIDATION_ERROR,
             f"'id' must be a string of 1 to {MAX_CLIENT_ID_CHARS} printable characters",

@@ -14,9 +14,10 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from streamer.delivery import Delivery, SendOutcome
 from streamer.errors import ErrorCode, StreamerError
+from streamer.frames import MESSAGE_LIMIT_BYTES
 from streamer.models import Connection, ConnectionId, TenantId, UserId
 from streamer.ports import DEFAULT_PAGE_SIZE, Clock, ConnectionStore
-from streamer.protocol import MAX_MESSAGE_BYTES, Notification, encode, encoded_size
+from streamer.protocol import Notification, encode, encoded_size
 
 __all__ = [
     "DEFAULT_PUSH_CONCURRENCY",
@@ -130,11 +131,11 @@ def build_notification(data: Any, *, topic: str | None, clock: Clock) -> Notific
         raise StreamerError(ErrorCode.VALIDATION_ERROR, "notification data must be JSON") from None
     message = Notification(timestamp=clock.now(), topic=topic, data=body)
     size = encoded_size(encode(message))
-    if size > MAX_MESSAGE_BYTES:
+    if size > MESSAGE_LIMIT_BYTES:
         raise StreamerError(
             ErrorCode.PAYLOAD_TOO_LARGE,
-            f"notification is {size} bytes; the limit is {MAX_MESSAGE_BYTES}",
-            {"size": size, "limit": MAX_MESSAGE_BYTES},
+            f"notification is {size} bytes; the limit is {MESSAGE_LIMIT_BYTES}",
+            {"size": size, "limit": MESSAGE_LIMIT_BYTES},
         )
     return message
 

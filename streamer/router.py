@@ -1,4 +1,4 @@
-"""The router: one client frame in, one reply out (plus fan-out on cancel)."""
+"""The router: one client message in, one verdict out (plus fan-out on cancel)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from streamer import transitions
 from streamer.app import RESERVED_ACTIONS, ActionSpec, Request, Streamer
 from streamer.delivery import Delivery
 from streamer.errors import (
@@ -19,11 +20,13 @@ from streamer.errors import (
     StreamerError,
     UnstorableValue,
 )
+from streamer.frames import Close, FrameKind, Verdict
 from streamer.ids import new_request_id
 from streamer.models import (
     AsyncRequest,
     Connection,
     RequestId,
+    RequestKey,
     RequestStatus,
     Subscription,
     request_key,
@@ -32,6 +35,8 @@ from streamer.ports import Clock, RequestStore, SubscriptionStore
 from streamer.processor import validation_details
 from streamer.progress import DetachedProgress
 from streamer.protocol import (
+    MAX_CLIENT_ID_CHARS,
+    MAX_PARTITION_KEY_BYTES,
     Acknowledgment,
     ClientMessage,
     ErrorBody,
@@ -39,8 +44,10 @@ from streamer.protocol import (
     Response,
     ServerMessage,
     decode_client_message,
+    encoded_size,
     error_message,
     format_timestamp,
+    is_valid_request_id,
 )
 from streamer.push import UNWIRED_PUSHER, Pusher
 from streamer.ratelimit import RateLimiter
@@ -70,7 +77,7 @@ class Router:
         delivery: fan-out to a request's followers (used by `cancel`).
         limiter: per-connection rate limit.
         clock: time source.
-        settings: async threshold, TTLs, message size limit.
+        settings: async threshold, TTLs, the frame policy's limits.
         pusher: handed to sync actions as `req.push` (optional).
     """
 
@@ -93,17 +100,42 @@ class Router:
         self._limiter = limiter
         self._clock = clock
         self._settings = settings
+        self._policy = settings.frame_policy
         self._pusher = pusher if pusher is not None else UNWIRED_PUSHER
 
-    async def route(self, connection: Connection, frame: str | bytes) -> ServerMessage:
-        """The one reply to one frame: `response`, `acknowledgment` or `error`.
+    async def route(
+        self, connection: Connection, frame: str | bytes, *, is_fragmented: bool = False
+    ) -> Verdict:
+        """The verdict on one client message: `Close` for a binary frame (1003) or
+        one over the size limits (1009); otherwise `Send` with the one reply
+        (`response`, `acknowledgment` or `error`), encoded and within the limit.
+
+        Args:
+            connection: whose message it is.
+            frame: the message as received: `str` for text, `bytes` for binary.
+            is_fragmented: it came in several frames (only the message limit
+                applies to its total).
 
         Never raises: every failure becomes an `error` message (internal ones as
         INTERNAL_ERROR, logged with the request id, no details leaked).
         """
+        kind = FrameKind.BINARY if isinstance(frame, bytes) else FrameKind.TEXT
+        closing = self._policy.check(kind, encoded_size(frame), is_fragmented=is_fragmented)
+        if isinstance(closing, Close):
+            logger.info(
+                "frame refused",
+                extra={
+                    "connection_id": connection.connection_id,
+                    "outcome": f"close {int(closing.code)}",
+                },
+            )
+            return closing
+        return self._policy.reply(await self._answer(connection, frame))
+
+    async def _answer(self, connection: Connection, frame: str | bytes) -> ServerMessage:
         allowed = self._limiter.allow(connection.connection_id)
         try:
-            message = decode_client_message(frame, max_bytes=self._settings.max_message_bytes)
+            message = decode_client_message(frame)
         except StreamerError as exc:
             return error_message(exc, at=self._clock.now())
         reply_id = RequestId(message.id) if message.id is not None else new_request_id()
@@ -193,7 +225,7 @@ class Router:
             return Response(timestamp=self._clock.now(), request_id=reply_id, data=pong)
 
         target = message.payload.get("request_id")
-        if not isinstance(target, str) or not target:
+        if not is_valid_request_id(target):
             raise StreamerError(
                 ErrorCode.VALIDATION_ERROR,
                 "payload.request_id must be a non-empty string",
@@ -201,17 +233,18 @@ class Router:
                     {
                         "type": "string_type",
                         "loc": ["request_id"],
-                        "msg": "a non-empty string is required",
+                        "msg": f"a string of 1 to {MAX_CLIENT_ID_CHARS} printable characters"
+                        " is required",
                     }
                 ],
             )
-        key = request_key(connection.tenant_id, connection.user_id, target)
+        key = _storable_key(connection, target)
         now = self._clock.now()
 
         data: dict[str, Any]
         if message.action == "cancel":
-            cancelled = await self._requests.cancel(
-                key, now=now, expires_at=self._request_expiry(now)
+            cancelled = await self._requests.apply(
+                key, transitions.cancel(now=now, expires_at=self._request_expiry(now))
             )
             if cancelled is None:
                 current = await self._requests.get(key)
@@ -334,7 +367,7 @@ class Router:
     ) -> ServerMessage:
         now = self._clock.now()
         request = AsyncRequest(
-            key=request_key(connection.tenant_id, connection.user_id, reply_id),
+            key=_storable_key(connection, reply_id),
             request_id=reply_id,
             connection_id=connection.connection_id,
             user_id=connection.user_id,
@@ -392,6 +425,18 @@ class Router:
 
     def _request_expiry(self, now: datetime) -> int:
         return int((now + timedelta(days=self._settings.request_ttl_days)).timestamp())
+
+
+def _storable_key(connection: Connection, request_id: str) -> RequestKey:
+    """The request's key, refused when DynamoDB could not hold it (the tenant and
+    user come from the token, and may be long)."""
+    key = request_key(connection.tenant_id, connection.user_id, request_id)
+    if len(key.encode("utf-8")) > MAX_PARTITION_KEY_BYTES:
+        raise StreamerError(
+            ErrorCode.VALIDATION_ERROR,
+            f"the request key (tenant, user and id) is over {MAX_PARTITION_KEY_BYTES} bytes",
+        )
+    return key
 
 
 def request_snapshot(request: AsyncRequest) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from streamer.frames import FRAME_LIMIT_BYTES, MESSAGE_LIMIT_BYTES, FramePolicy
 from streamer.pem import load_public_keys, normalise_pem, normalise_pem_blocks
 
 __all__ = ["SettingDoc", "Settings", "SettingsError", "normalise_pem"]
@@ -67,7 +68,8 @@ class Settings:
     cancel_on_disconnect: bool = False
     dynamodb_endpoint_url: str | None = None
     rate_limit_per_minute: int = 100
-    max_message_bytes: int = 128 * 1024
+    max_message_bytes: int = MESSAGE_LIMIT_BYTES
+    """MAX_MESSAGE_BYTES: API Gateway's message limit unless lowered (`frame_policy`)."""
     progress_max_per_s: float = 10.0
     """PROGRESS_MAX_PER_SECOND; 0 turns throttling off."""
     progress_persist_interval_s: float = 1.0
@@ -78,6 +80,13 @@ class Settings:
     """PENDING_STALE_SECONDS: a request PENDING this long untouched is re-announced."""
     pending_max_kicks: int = 3
     """PENDING_MAX_KICKS: re-announcements before such a request is failed."""
+
+    @property
+    def frame_policy(self) -> FramePolicy:
+        """The frame rules every runtime applies: API Gateway's 32 KB frame and this
+        message limit (the frame limit never above it)."""
+        frame_bytes = min(FRAME_LIMIT_BYTES, self.max_message_bytes)
+        return FramePolicy(frame_bytes=frame_bytes, message_bytes=self.max_message_bytes)
 
     @classmethod
     def from_env(

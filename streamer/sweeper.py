@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from streamer import transitions
 from streamer.delivery import Delivery
 from streamer.errors import ErrorCode
 from streamer.models import AsyncRequest, RequestError
@@ -105,9 +106,8 @@ class Sweeper:
         return SweepReport(requeued=requeued, failed=failed, kicked=kicked)
 
     async def _requeue(self, request: AsyncRequest) -> bool:
-        moved = await self._requests.requeue_expired(
-            request.key, attempt=request.attempt, now=self._clock.now()
-        )
+        requeue = transitions.requeue_expired(attempt=request.attempt, now=self._clock.now())
+        moved = await self._requests.apply(request.key, requeue) is not None
         if moved:
             logger.info("expired lease requeued", extra=_extra(request))
         return moved
@@ -116,10 +116,10 @@ class Sweeper:
         now = self._clock.now()
         error = RequestError(ErrorCode.PROCESSING_FAILED, EXHAUSTED_MESSAGE)
         expires_at = int((now + timedelta(days=self._settings.request_ttl_days)).timestamp())
-        moved = await self._requests.fail_expired(
-            request.key, attempt=request.attempt, error=error, now=now, expires_at=expires_at
+        fail = transitions.fail_expired(
+            attempt=request.attempt, error=error, now=now, expires_at=expires_at
         )
-        if not moved:
+        if await self._requests.apply(request.key, fail) is None:
             return False
         logger.warning("expired lease failed; attempts exhausted", extra=_extra(request))
         message = ErrorMessage(
@@ -131,9 +131,8 @@ class Sweeper:
         return True
 
     async def _kick(self, request: AsyncRequest) -> bool:
-        kicked = await self._requests.kick(
-            request.key, seen_updated_at=request.updated_at, now=self._clock.now()
-        )
+        kick = transitions.kick(seen_updated_at=request.updated_at, now=self._clock.now())
+        kicked = await self._requests.apply(request.key, kick) is not None
         if kicked:
             logger.warning(
                 "stale pending request re-announced (kick %d)",
@@ -146,13 +145,10 @@ class Sweeper:
         now = self._clock.now()
         error = RequestError(ErrorCode.PROCESSING_FAILED, NOT_PICKED_UP_MESSAGE)
         expires_at = int((now + timedelta(days=self._settings.request_ttl_days)).timestamp())
-        failed = await self._requests.fail_pending(
-            request.key,
-            seen_updated_at=request.updated_at,
-            error=error,
-            now=now,
-            expires_at=expires_at,
+        fail = transitions.fail_pending(
+            seen_updated_at=request.updated_at, error=error, now=now, expires_at=expires_at
         )
+        failed = await self._requests.apply(request.key, fail)
         if failed is None:
             return False
         logger.warning(

@@ -26,12 +26,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from streamer import transitions
 from streamer.errors import ConnectionGone, ItemTooLarge, UnstorableValue
 from streamer.models import (
     AsyncRequest,
     Connection,
     ConnectionId,
-    RequestError,
     RequestKey,
     RequestStatus,
     Subscription,
@@ -40,6 +40,7 @@ from streamer.models import (
 )
 from streamer.ports import DEFAULT_PAGE_SIZE, EnqueueResult
 from streamer.protocol import ServerMessage
+from streamer.transitions import Transition
 
 __all__ = [
     "DEFAULT_START",
@@ -64,8 +65,12 @@ class _FailureInjection:
         self._failures: dict[str, list[BaseException]] = defaultdict(list)
 
     def inject_failure(self, method: str, error: BaseException, *, times: int = 1) -> None:
-        """Make the next `times` calls of `method` raise `error` (before doing anything)."""
-        if not callable(getattr(self, method, None)):
+        """Make the next `times` calls of `method` raise `error` (before doing anything).
+
+        `method` is a method's name or, for a request store, a transition's name
+        (`"claim"`, `"complete"`, …: the next `apply` of one of those).
+        """
+        if not callable(getattr(self, method, None)) and method not in transitions.NAMES:
             raise ValueError(f"{type(self).__name__} has no method {method!r}")
         self._failures[method].extend([error] * times)
 
@@ -225,18 +230,6 @@ class InMemoryRequestStore(_FailureInjection):
         self._items[stored.key] = stored
         return _copy_request(stored)
 
-    def _owned(self, key: RequestKey, attempt: int) -> AsyncRequest | None:
-        item = self._items.get(key)
-        if item is None or item.status is not RequestStatus.PROCESSING or item.attempt != attempt:
-            return None
-        return item
-
-    def _expired(self, key: RequestKey, attempt: int, now: datetime) -> AsyncRequest | None:
-        item = self._owned(key, attempt)
-        if item is None or item.lease_until is None or not item.lease_until < now:
-            return None
-        return item
-
     # -- the port --------------------------------------------------------------
 
     async def enqueue(self, request: AsyncRequest) -> EnqueueResult:
@@ -251,133 +244,13 @@ class InMemoryRequestStore(_FailureInjection):
         item = self._items.get(key)
         return None if item is None else _copy_request(item)
 
-    async def claim(
-        self, key: RequestKey, *, now: datetime, lease_until: datetime
-    ) -> AsyncRequest | None:
-        self._maybe_fail("claim")
-        item = self._items.get(key)
-        if item is None or item.status is not RequestStatus.PENDING:
-            return None
-        return self._store(
-            replace(
-                item,
-                status=RequestStatus.PROCESSING,
-                processing_started=now,
-                lease_until=lease_until,
-                attempt=item.attempt + 1,
-                updated_at=now,
-            )
-        )
-
-    async def record_progress(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        percentage: float,
-        message: str,
-        details: dict[str, Any],
-        now: datetime,
-    ) -> bool:
-        self._maybe_fail("record_progress")
-        item = self._owned(key, attempt)
-        if item is None:
-            return False
-        self._store(
-            replace(
-                item,
-                progress=percentage,
-                progress_message=message,
-                progress_details=details,
-                updated_at=now,
-            )
-        )
-        return True
-
-    async def record_retry(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        error: RequestError,
-        now: datetime,
-        lease_until: datetime,
-    ) -> bool:
-        self._maybe_fail("record_retry")
-        item = self._owned(key, attempt)
-        if item is None:
-            return False
-        self._store(
-            replace(
-                item,
-                retry_count=item.retry_count + 1,
-                error=error,
-                lease_until=lease_until,
-                updated_at=now,
-            )
-        )
-        return True
-
-    async def complete(
-        self, key: RequestKey, *, attempt: int, result: Any, now: datetime, expires_at: int
-    ) -> bool:
-        self._maybe_fail("complete")
-        item = self._owned(key, attempt)
-        if item is None:
-            return False
-        self._store(
-            replace(
-                item,
-                status=RequestStatus.COMPLETED,
-                result=result,
-                completed_at=now,
-                updated_at=now,
-                expires_at=expires_at,
-            )
-        )
-        return True
-
-    async def fail(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        error: RequestError,
-        now: datetime,
-        expires_at: int,
-    ) -> bool:
-        self._maybe_fail("fail")
-        item = self._owned(key, attempt)
-        if item is None:
-            return False
-        self._store(_failed(item, error, now, expires_at))
-        return True
-
-    async def release(self, key: RequestKey, *, attempt: int, now: datetime) -> bool:
-        self._maybe_fail("release")
-        item = self._owned(key, attempt)
-        if item is None:
-            return False
-        self._store(_pending_again(item, now))
-        return True
-
-    async def cancel(
-        self, key: RequestKey, *, now: datetime, expires_at: int
-    ) -> AsyncRequest | None:
-        self._maybe_fail("cancel")
-        item = self._items.get(key)
-        if item is None or item.status.is_terminal:
-            return None
-        return self._store(
-            replace(
-                item,
-                status=RequestStatus.CANCELLED,
-                error=RequestError(code="CANCELLED", message="request was cancelled"),
-                completed_at=now,
-                updated_at=now,
-                expires_at=expires_at,
-            )
-        )
+    async def apply(self, key: RequestKey, transition: Transition) -> AsyncRequest | None:
+        """`transitions.apply` on the stored item; failures injected for "apply" or
+        for the transition's name (`"claim"`, `"complete"`, …) are raised first."""
+        self._maybe_fail("apply")
+        self._maybe_fail(transition.name)
+        changed = transitions.apply(self._items.get(key), transition)
+        return None if changed is None else self._store(changed)
 
     async def list_expired_leases(self, *, now: datetime, limit: int) -> list[AsyncRequest]:
         self._maybe_fail("list_expired_leases")
@@ -390,30 +263,6 @@ class InMemoryRequestStore(_FailureInjection):
         ]
         return [_copy_request(item) for item in expired[:limit]]
 
-    async def requeue_expired(self, key: RequestKey, *, attempt: int, now: datetime) -> bool:
-        self._maybe_fail("requeue_expired")
-        item = self._expired(key, attempt, now)
-        if item is None:
-            return False
-        self._store(_pending_again(item, now))
-        return True
-
-    async def fail_expired(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        error: RequestError,
-        now: datetime,
-        expires_at: int,
-    ) -> bool:
-        self._maybe_fail("fail_expired")
-        item = self._expired(key, attempt, now)
-        if item is None:
-            return False
-        self._store(_failed(item, error, now, expires_at))
-        return True
-
     async def list_stale_pending(self, *, older_than: datetime, limit: int) -> list[AsyncRequest]:
         self._maybe_fail("list_stale_pending")
         stale = [
@@ -423,39 +272,6 @@ class InMemoryRequestStore(_FailureInjection):
         ]
         return [_copy_request(item) for item in stale[:limit]]
 
-    def _untouched(self, key: RequestKey, seen_updated_at: datetime) -> AsyncRequest | None:
-        item = self._items.get(key)
-        if (
-            item is None
-            or item.status is not RequestStatus.PENDING
-            or item.updated_at != seen_updated_at
-        ):
-            return None
-        return item
-
-    async def kick(self, key: RequestKey, *, seen_updated_at: datetime, now: datetime) -> bool:
-        self._maybe_fail("kick")
-        item = self._untouched(key, seen_updated_at)
-        if item is None:
-            return False
-        self._store(replace(item, updated_at=now, kicks=item.kicks + 1))
-        return True
-
-    async def fail_pending(
-        self,
-        key: RequestKey,
-        *,
-        seen_updated_at: datetime,
-        error: RequestError,
-        now: datetime,
-        expires_at: int,
-    ) -> AsyncRequest | None:
-        self._maybe_fail("fail_pending")
-        item = self._untouched(key, seen_updated_at)
-        if item is None:
-            return None
-        return self._store(_failed(item, error, now, expires_at))
-
     async def list_by_connection(self, connection_id: ConnectionId) -> list[AsyncRequest]:
         self._maybe_fail("list_by_connection")
         return [
@@ -463,15 +279,6 @@ class InMemoryRequestStore(_FailureInjection):
             for item in self._oldest_first()
             if item.connection_id == connection_id
         ]
-
-    async def list_by_user(self, user_id: UserId) -> list[AsyncRequest]:
-        self._maybe_fail("list_by_user")
-        return [_copy_request(item) for item in self._oldest_first() if item.user_id == user_id]
-
-    async def list_by_status(self, status: RequestStatus, *, limit: int) -> list[AsyncRequest]:
-        self._maybe_fail("list_by_status")
-        matching = [item for item in self._oldest_first() if item.status is status]
-        return [_copy_request(item) for item in matching[:limit]]
 
     # -- for assertions ----------------------------------------------------------
 
@@ -483,24 +290,6 @@ class InMemoryRequestStore(_FailureInjection):
     def _oldest_first(self) -> list[AsyncRequest]:
         # sorted() is stable: equal CreatedAt keeps insertion order.
         return sorted(self._items.values(), key=lambda item: item.created_at)
-
-
-def _pending_again(item: AsyncRequest, now: datetime) -> AsyncRequest:
-    # Kicks count re-announcements since the request last became PENDING.
-    return replace(item, status=RequestStatus.PENDING, lease_until=None, updated_at=now, kicks=0)
-
-
-def _failed(
-    item: AsyncRequest, error: RequestError, now: datetime, expires_at: int
-) -> AsyncRequest:
-    return replace(
-        item,
-        status=RequestStatus.FAILED,
-        error=error,
-        completed_at=now,
-        updated_at=now,
-        expires_at=expires_at,
-    )
 
 
 def _copy_request(request: AsyncRequest) -> AsyncRequest:

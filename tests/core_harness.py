@@ -8,11 +8,12 @@ import functools
 import json
 import random
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from streamer.app import Streamer
 from streamer.auth import TokenVerifier
+from streamer.frames import Close, Send, Verdict
 from streamer.models import (
     AsyncRequest,
     Connection,
@@ -37,6 +38,7 @@ from streamer.testing import (
     RecordingNotifier,
 )
 from streamer.tokens import generate_rsa_key_pair
+from streamer.transitions import Transition
 
 JITTER_SEED = 7
 """Every processor's backoff jitter is seeded, so a run is repeatable."""
@@ -181,31 +183,17 @@ class HeldWrites(InMemoryRequestStore):
         self.in_flight = 0
         self.most_in_flight = 0
 
-    async def record_progress(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        percentage: float,
-        message: str,
-        details: dict[str, Any],
-        now: datetime,
-    ) -> bool:
-        self.writes.append((percentage, message))
+    async def apply(self, key: RequestKey, transition: Transition) -> AsyncRequest | None:
+        if transition.name != "record_progress":
+            return await super().apply(key, transition)
+        self.writes.append((transition.sets["progress"], transition.sets["progress_message"]))
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
             self.started.set()
             if self.hold is not None:
                 await self.hold.wait()
-            return await super().record_progress(
-                key,
-                attempt=attempt,
-                percentage=percentage,
-                message=message,
-                details=details,
-                now=now,
-            )
+            return await super().apply(key, transition)
         finally:
             self.in_flight -= 1
 
@@ -214,10 +202,13 @@ def make_core(app: Streamer, **settings: Any) -> Core:
     return Core(app=app, settings=replace(Settings(), **settings))
 
 
-def wire(message: ServerMessage) -> dict[str, Any]:
-    """A server message as the JSON object the client receives (it must be
-    sendable as UTF-8: a frame that cannot be sent is as bad as no reply)."""
-    text = encode(message)
+def wire(reply: ServerMessage | Verdict) -> dict[str, Any]:
+    """A server message (or the router's `Send` verdict) as the JSON object the
+    client receives (it must be sendable as UTF-8: a frame that cannot be sent
+    is as bad as no reply)."""
+    if isinstance(reply, Close):
+        raise AssertionError(f"the router closed the socket: {reply}")
+    text = reply.text if isinstance(reply, Send) else encode(reply)
     text.encode("utf-8")
     decoded: dict[str, Any] = json.loads(text)
     return decoded

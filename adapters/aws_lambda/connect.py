@@ -1,8 +1,10 @@
 """`$connect` entrypoint: authenticate the handshake and store the connection.
 
 Returns `{"statusCode": 200}` to accept, or the refusal's status (401 bad or
-missing token, 403 tenant not allowed, 429 too many connections) with nothing
-stored; API Gateway then fails the upgrade with that status.
+missing token, or two `Authorization` values; 403 tenant not allowed, 429 too
+many connections) with nothing stored; API Gateway then fails the upgrade with
+that status. Every value of the query and headers is handed to the core
+(`multiValue...`), which decides which token, or that it is ambiguous.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ async def connect(
     handshake = Handshake(
         connection_id=event.connection_id,
         endpoint=runtime.settings.websocket_endpoint or event.endpoint,
-        query=event.query,
-        headers=event.headers,
+        query=event.query_values,
+        headers=event.header_values,
         source_ip=event.source_ip,
         user_agent=event.user_agent,
     )
@@ -55,7 +57,7 @@ async def connect(
         status_code = 500
     else:
         metrics.add(Metric.CONNECTION_ESTABLISHED)
-        await runtime.record_active_connections(metrics, delta=+1)
+        await runtime.record_active_connections(metrics)
     metrics.flush()
     logger.info(
         "connect handled",

@@ -43,7 +43,7 @@ async def disconnect(
         status_code = 500
     else:
         metrics.add(Metric.CONNECTION_CLOSED)
-        await runtime.record_active_connections(metrics, delta=-1)
+        await runtime.record_active_connections(metrics)
     metrics.flush()
     logger.info(
         "disconnect handled",

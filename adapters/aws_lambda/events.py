@@ -58,7 +58,12 @@ class WebSocketEvent:
         request_time_epoch_ms: `requestTimeEpoch`.
         headers: request headers, names lower-cased (CONNECT and DISCONNECT only).
         query: `queryStringParameters` (CONNECT only).
-        body: the frame (MESSAGE only): text, or bytes when it was base64 encoded.
+        header_values, query_values: every value of each name
+            (`multiValueHeaders`, `multiValueQueryStringParameters`; the
+            single-value maps when those are absent), for the core to refuse
+            two `Authorization`s: the single-value maps keep only the last.
+        body: the message (MESSAGE only): text, or bytes for a binary one
+            (`isBase64Encoded`), which the frame policy closes with 1003.
         message_id: `messageId` (MESSAGE only).
         disconnect_status_code, disconnect_reason: DISCONNECT only.
     """
@@ -73,6 +78,8 @@ class WebSocketEvent:
     request_time_epoch_ms: int = 0
     headers: Mapping[str, str] = field(default_factory=dict)
     query: Mapping[str, str] = field(default_factory=dict)
+    header_values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    query_values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     body: str | bytes | None = None
     message_id: str | None = None
     disconnect_status_code: int | None = None
@@ -100,6 +107,8 @@ class WebSocketEvent:
         identity = context.get("identity")
         source_ip = str(identity.get("sourceIp", "")) if isinstance(identity, Mapping) else ""
         status = context.get("disconnectStatusCode")
+        headers = {k.lower(): v for k, v in _str_map(event.get("headers")).items()}
+        query = _str_map(event.get("queryStringParameters"))
         return cls(
             route_key=str(context.get("routeKey", "")),
             event_type=event_type,
@@ -109,8 +118,13 @@ class WebSocketEvent:
             request_id=str(context.get("requestId", "")),
             source_ip=source_ip,
             request_time_epoch_ms=int(context.get("requestTimeEpoch", 0) or 0),
-            headers={k.lower(): v for k, v in _str_map(event.get("headers")).items()},
-            query=_str_map(event.get("queryStringParameters")),
+            headers=headers,
+            query=query,
+            header_values={
+                k.lower(): v
+                for k, v in _values_map(event.get("multiValueHeaders"), headers).items()
+            },
+            query_values=_values_map(event.get("multiValueQueryStringParameters"), query),
             body=_body_of(event),
             message_id=context.get("messageId"),
             disconnect_status_code=int(status) if isinstance(status, int | str) else None,
@@ -128,6 +142,16 @@ class WebSocketEvent:
         return self.headers.get("user-agent", "")
 
 
+def _values_map(value: Any, single: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, Mapping):
+        return {k: (v,) for k, v in single.items()}
+    values: dict[str, tuple[str, ...]] = {}
+    for k, v in value.items():
+        items = v if isinstance(v, list | tuple) else [v]
+        values[str(k)] = tuple(str(item) for item in items if item is not None)
+    return values
+
+
 def _body_of(event: Mapping[str, Any]) -> str | bytes | None:
     body = event.get("body")
     if body is None:
@@ -138,8 +162,8 @@ def _body_of(event: Mapping[str, Any]) -> str | bytes | None:
         try:
             return base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
-            # Not base64 after all: let the protocol decoder refuse it as it is.
-            return body
+            # Marked binary but not base64: still a binary message.
+            return body.encode("utf-8", "surrogatepass")
     return body
 
 

@@ -31,6 +31,7 @@ from adapters.aws_lambda.events import StreamBatch, StreamRecord
 from adapters.aws_lambda.metrics import Metric, MetricsBatch, Unit
 from adapters.aws_lambda.runtime import LambdaContext, Runtime, invoke
 from adapters.streams.records import UnreadableRecord, read_stream_record
+from streamer.models import parse_request_key
 from streamer.processor import Outcome
 
 __all__ = ["MAX_CONCURRENT_RECORDS", "handler"]
@@ -113,5 +114,9 @@ async def _handle(
 
 
 def _client_id_of(key: str) -> str:
-    """The client-visible request id in a `<tenant>#<user>#<id>` storage key."""
-    return key.split("#", 2)[-1]
+    """The client-visible request id in a `<tenant>#<user>#<id>` storage key (the
+    whole key, for a log line, when it is not one)."""
+    try:
+        return parse_request_key(key).request_id
+    except ValueError:
+        return key

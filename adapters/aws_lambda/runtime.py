@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import os
 import time
@@ -20,11 +21,13 @@ from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeVar
 
+from adapters import aws_lambda
 from adapters.apigateway import ApiGatewayNotifier, open_management_client
+from adapters.aws import get_threaded_session
 from adapters.aws_lambda.metrics import Metric, MetricsBatch
-from adapters.dynamodb import DynamoDBStores
+from adapters.dynamodb import DynamoDBConnectionStore, DynamoDBStores
 from adapters.jwks import UrllibJwksFetcher
 from streamer.app import Streamer, load_app
 from streamer.clock import SystemClock
@@ -35,9 +38,6 @@ from streamer.ports import Clock, Notifier
 from streamer.protocol import ServerMessage
 from streamer.services import Services, build_services, build_verifier
 from streamer.settings import Settings, SettingsError
-
-if TYPE_CHECKING:
-    from types_aiobotocore_dynamodb import DynamoDBClient
 
 __all__ = [
     "PUSHER_SETTINGS",
@@ -107,63 +107,50 @@ class _UnconfiguredNotifier:
         raise StreamerError(ErrorCode.INTERNAL_ERROR, "WEBSOCKET_ENDPOINT is not configured")
 
 
-class ActiveConnectionsGauge:
-    """A cheap estimate of the open connections, for the `ActiveConnections` metric.
+RECOUNT_INTERVAL_S: Final = 3600.0
+"""Least time between two `Scan`s that correct the connection counter's drift."""
 
-    A `Scan` with `Select=COUNT` reads the whole connections table, so it runs at
-    most once per `refresh_s` per container; between scans the estimate is the
-    last count plus this container's own connects and disconnects. Records past
-    their TTL (which DynamoDB deletes late) are not counted.
+
+class ActiveConnectionsGauge:
+    """The `ActiveConnections` metric, from the counter item the connections store
+    keeps on every connect, disconnect and gone connection: one strongly
+    consistent `GetItem`, however many connections there are.
+
+    The sweeper's `refresh` also corrects the counter's drift (a crash between a
+    record and its count, records DynamoDB's TTL deleted) with a `Scan`, at most
+    once per `recount_interval_s` across every container: the last recount's
+    time is kept in the counter item.
 
     Args:
-        client: the DynamoDB client.
-        table: the connections table.
-        clock: time source (TTL comparison and refresh interval).
-        refresh_s: least time between two scans (default 60).
+        connections: the DynamoDB connections store.
+        clock: time source.
+        recount_interval_s: least time between two recounts (default an hour).
     """
 
     def __init__(
-        self, client: DynamoDBClient, table: str, *, clock: Clock, refresh_s: float = 60.0
+        self,
+        connections: DynamoDBConnectionStore,
+        *,
+        clock: Clock,
+        recount_interval_s: float = RECOUNT_INTERVAL_S,
     ) -> None:
-        self._client = client
-        self._table = table
+        self._connections = connections
         self._clock = clock
-        self._refresh_s = refresh_s
-        self._counted: int | None = None
-        self._counted_at = 0.0
-        self._delta = 0
+        self._recount_interval_s = recount_interval_s
 
-    async def after_change(self, delta: int) -> int:
-        """The estimate after this container connected (+1) or disconnected (-1) one."""
-        if self._counted is None or self._clock.monotonic() - self._counted_at >= self._refresh_s:
-            return await self.refresh()
-        self._delta += delta
-        return max(0, self._counted + self._delta)
+    async def current(self) -> int:
+        """The counter's value."""
+        return (await self._connections.count()).count
 
     async def refresh(self) -> int:
-        """Count now (a paginated `Scan`, `Select=COUNT`)."""
-        now_epoch = int(self._clock.now().timestamp())
-        total = 0
-        start_key: dict[str, Any] | None = None
-        while True:
-            kwargs: dict[str, Any] = {
-                "TableName": self._table,
-                "Select": "COUNT",
-                "FilterExpression": "attribute_not_exists(#ttl) OR #ttl > :now",
-                "ExpressionAttributeNames": {"#ttl": "TTL"},
-                "ExpressionAttributeValues": {":now": {"N": str(now_epoch)}},
-            }
-            if start_key is not None:
-                kwargs["ExclusiveStartKey"] = start_key
-            page = await self._client.scan(**kwargs)
-            total += int(page.get("Count", 0))
-            start_key = page.get("LastEvaluatedKey")
-            if not start_key:
-                break
-        self._counted = total
-        self._counted_at = self._clock.monotonic()
-        self._delta = 0
-        return total
+        """The counter's value, set from a `Scan` first when the last recount is
+        older than the interval (or there never was one)."""
+        now = self._clock.now()
+        counted = await self._connections.count()
+        last = counted.counted_at
+        if last is not None and (now - last).total_seconds() < self._recount_interval_s:
+            return counted.count
+        return await self._connections.recount(now)
 
 
 @dataclass(slots=True)
@@ -178,7 +165,7 @@ class Runtime:
         notifier: the management-API notifier (or a stand-in that refuses when
             `WEBSOCKET_ENDPOINT` is not set).
         services: the core services built over those ports.
-        active_connections: the `ActiveConnections` estimate.
+        active_connections: the `ActiveConnections` counter.
     """
 
     settings: Settings
@@ -210,10 +197,10 @@ class Runtime:
             }
         return MetricsBatch(properties=properties)
 
-    async def record_active_connections(self, metrics: MetricsBatch, *, delta: int) -> None:
-        """Put the `ActiveConnections` estimate after a connect (+1) or disconnect (-1)."""
+    async def record_active_connections(self, metrics: MetricsBatch) -> None:
+        """Put `ActiveConnections` (the counter, after this connect or disconnect)."""
         try:
-            count = await self.active_connections.after_change(delta)
+            count = await self.active_connections.current()
         except Exception:
             # A metric never fails a connect or disconnect: log it, publish nothing.
             logger.warning("could not count active connections", exc_info=True)
@@ -292,12 +279,18 @@ async def _build_runtime(settings: Settings) -> Runtime:
         except ValueError as exc:
             raise SettingsError(f"STREAMER_APP: {exc}") from None
         clock = SystemClock()
-        stores = await DynamoDBStores.open(settings)
+        # botocore's clients, not aioboto3's: see adapters/aws.py.
+        session = get_threaded_session()
+        stores = await DynamoDBStores.open(settings, session=session)
         stack.push_async_callback(stores.aclose)
         notifier: Notifier
         if settings.websocket_endpoint:
-            client = await stack.enter_async_context(open_management_client(settings))
-            notifier = ApiGatewayNotifier(client, sleep=clock.sleep)
+            client = await stack.enter_async_context(
+                open_management_client(settings, session=session)
+            )
+            notifier = ApiGatewayNotifier(
+                client, sleep=clock.sleep, frame_policy=settings.frame_policy
+            )
         else:
             notifier = _UnconfiguredNotifier()
         # The JWKS, if any, is fetched at the first token that needs it, never at
@@ -323,9 +316,7 @@ async def _build_runtime(settings: Settings) -> Runtime:
         stores=stores,
         notifier=notifier,
         services=services,
-        active_connections=ActiveConnectionsGauge(
-            stores.client, settings.connections_table, clock=clock
-        ),
+        active_connections=ActiveConnectionsGauge(stores.connections, clock=clock),
         _stack=stack,
     )
 
@@ -377,7 +368,22 @@ def invoke(
         finally:
             _aws_request_id.reset(token)
 
-    return runner.run(run())
+    try:
+        return runner.run(run())
+    finally:
+        _resume_collector()
+
+
+_collector_paused = aws_lambda.COLD_START_PAUSED_GC
+
+
+def _resume_collector() -> None:
+    """After the first invocation: freeze what the cold start made, collect again."""
+    global _collector_paused
+    if _collector_paused:
+        _collector_paused = False
+        gc.freeze()
+        gc.enable()
 
 
 def reset_for_tests() -> None:

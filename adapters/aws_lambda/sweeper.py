@@ -1,6 +1,6 @@
 """Scheduled entrypoint (an EventBridge rule, e.g. every minute): recover requests
-whose processor died or whose stream record was lost, and publish a fresh
-`ActiveConnections` count."""
+whose processor died or whose stream record was lost, and publish `ActiveConnections`
+(the counter item, corrected from a scan at most hourly)."""
 
 from __future__ import annotations
 

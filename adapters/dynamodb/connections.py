@@ -1,26 +1,56 @@
-"""The connections table as the core's `ConnectionStore`."""
+"""The connections table as the core's `ConnectionStore`, and the `ActiveConnections`
+counter item kept beside the records."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from adapters.dynamodb.codec import format_time
+from adapters.dynamodb.codec import format_time, parse_time
 from adapters.dynamodb.errors import ConditionFailed, map_client_errors
 from adapters.dynamodb.items import connection_from_item, connection_item
 from adapters.dynamodb.paging import query_all
+from adapters.dynamodb.tables import TTL_ATTRIBUTE
+from streamer.errors import StoreUnavailable
 from streamer.models import Connection, ConnectionId, TenantId, UserId
 from streamer.ports import DEFAULT_PAGE_SIZE
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
-__all__ = ["DynamoDBConnectionStore"]
+__all__ = ["COUNTER_ID", "ConnectionCount", "DynamoDBConnectionStore"]
+
+logger = logging.getLogger(__name__)
+
+COUNTER_ID: Final = "#ActiveConnections"
+"""The `ConnectionID` of the counter item. No connection id holds a `#` (API
+Gateway's and the emulator's are base64), and the item has no `UserID` or
+`TenantID`, so neither index ever lists it."""
+_KEY: Final = {"ConnectionID": {"S": COUNTER_ID}}
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionCount:
+    """The counter item: open connections, and when a scan last set it."""
+
+    count: int
+    counted_at: datetime | None
+    """When `recount` last corrected it; None when it never did."""
 
 
 class DynamoDBConnectionStore:
     """The connections table (`ConnectionStore`).
+
+    Beside the records it keeps one counter item (`COUNTER_ID`): `put` of a new
+    record adds one, `delete` of an existing one (a disconnect, a gone
+    connection) takes one away, each with an atomic `ADD`. The counter and the
+    record are two writes, so a crash between them, or a record DynamoDB's TTL
+    deletes, makes it drift; `recount` (the sweeper's, hourly) sets it from a
+    `Scan`. A failed counter write is logged and never fails the connect or
+    disconnect.
 
     Args:
         client: an open aiobotocore DynamoDB client (shared; not closed here).
@@ -32,12 +62,18 @@ class DynamoDBConnectionStore:
         self._table = table_name
 
     async def put(self, connection: Connection) -> None:
-        """Store a connection record (replacing any with the same id)."""
+        """Store a connection record (replacing any with the same id); a new one counts."""
         with map_client_errors():
-            await self._client.put_item(TableName=self._table, Item=connection_item(connection))
+            response = await self._client.put_item(
+                TableName=self._table, Item=connection_item(connection), ReturnValues="ALL_OLD"
+            )
+        if not response.get("Attributes"):
+            await self._add_to_count(+1)
 
     async def get(self, connection_id: ConnectionId) -> Connection | None:
         """The record, or None."""
+        if connection_id == COUNTER_ID:
+            return None
         with map_client_errors():
             response = await self._client.get_item(
                 TableName=self._table,
@@ -48,7 +84,9 @@ class DynamoDBConnectionStore:
         return connection_from_item(item) if item else None
 
     async def delete(self, connection_id: ConnectionId) -> Connection | None:
-        """Delete the record; what was deleted, or None."""
+        """Delete the record; what was deleted, or None. A deleted one is uncounted."""
+        if connection_id == COUNTER_ID:
+            return None
         with map_client_errors():
             response = await self._client.delete_item(
                 TableName=self._table,
@@ -56,10 +94,15 @@ class DynamoDBConnectionStore:
                 ReturnValues="ALL_OLD",
             )
         item = response.get("Attributes")
-        return connection_from_item(item) if item else None
+        if not item:
+            return None
+        await self._add_to_count(-1)
+        return connection_from_item(item)
 
     async def touch(self, connection_id: ConnectionId, at: datetime) -> bool:
         """Set `LastPing`; False (nothing created) when the record does not exist."""
+        if connection_id == COUNTER_ID:
+            return False
         try:
             with map_client_errors():
                 await self._client.update_item(
@@ -94,6 +137,74 @@ class DynamoDBConnectionStore:
         """Connections of one tenant, one `Query` page (`Limit=page_size`) at a time."""
         async for page in self._pages("TenantIndex", "TenantID", tenant_id, page_size):
             yield page
+
+    # -- the counter ---------------------------------------------------------------------
+
+    async def count(self) -> ConnectionCount:
+        """The counter item (a strongly consistent read; 0 before any connect)."""
+        with map_client_errors():
+            response = await self._client.get_item(
+                TableName=self._table, Key=_KEY, ConsistentRead=True
+            )
+        item = response.get("Item") or {}
+        counted_at = item.get("CountedAt", {}).get("S")
+        return ConnectionCount(
+            count=max(0, int(item.get("Count", {}).get("N", "0"))),
+            counted_at=parse_time(counted_at) if counted_at else None,
+        )
+
+    async def recount(self, now: datetime) -> int:
+        """Count the unexpired records with a `Scan` (`Select=COUNT`) and set the
+        counter to it; returns the count.
+
+        Connects and disconnects during the scan may be missed or counted twice:
+        the error is bounded by them, and the next recount corrects it.
+        """
+        total = 0
+        scan: dict[str, Any] = {
+            "TableName": self._table,
+            "Select": "COUNT",
+            # Records only (the counter has no UserID), and none past their TTL.
+            "FilterExpression": "attribute_exists(UserID) AND "
+            "(attribute_not_exists(#ttl) OR #ttl > :now)",
+            "ExpressionAttributeNames": {"#ttl": TTL_ATTRIBUTE},
+            "ExpressionAttributeValues": {":now": {"N": str(int(now.timestamp()))}},
+        }
+        with map_client_errors():
+            while True:
+                page = await self._client.scan(**scan)
+                total += int(page.get("Count", 0))
+                start_key = page.get("LastEvaluatedKey")
+                if not start_key:
+                    break
+                scan["ExclusiveStartKey"] = start_key
+            await self._client.update_item(
+                TableName=self._table,
+                Key=_KEY,
+                UpdateExpression="SET #n = :n, CountedAt = :at",
+                ExpressionAttributeNames={"#n": "Count"},
+                ExpressionAttributeValues={
+                    ":n": {"N": str(total)},
+                    ":at": {"S": format_time(now)},
+                },
+            )
+        return total
+
+    async def _add_to_count(self, delta: int) -> None:
+        try:
+            with map_client_errors():
+                await self._client.update_item(
+                    TableName=self._table,
+                    Key=_KEY,
+                    UpdateExpression="ADD #n :d",
+                    ExpressionAttributeNames={"#n": "Count"},
+                    ExpressionAttributeValues={":d": {"N": str(delta)}},
+                )
+        except StoreUnavailable:
+            # The record is written; the recount corrects the drift.
+            logger.warning("could not update the connection counter", exc_info=True)
+
+    # -- queries -------------------------------------------------------------------------
 
     async def _list(self, index: str, attribute: str, value: str) -> list[Connection]:
         items = await query_all(

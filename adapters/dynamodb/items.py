@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import fields
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, Final
 
 from adapters.dynamodb.codec import format_time, from_item, optional_time, parse_time, to_item
 from adapters.dynamodb.tables import TTL_ATTRIBUTE
@@ -19,15 +22,18 @@ from streamer.models import (
     Subscription,
     TenantId,
     UserId,
+    parse_request_key,
 )
 
 __all__ = [
+    "REQUEST_ATTRIBUTES",
     "connection_from_item",
     "connection_item",
     "error_from_value",
     "error_value",
     "request_attributes",
     "request_from_item",
+    "request_value",
     "subscription_from_item",
 ]
 
@@ -89,41 +95,56 @@ def error_from_value(value: Any) -> RequestError | None:
     )
 
 
-def request_attributes(request: AsyncRequest) -> dict[str, Any]:
-    attributes: dict[str, Any] = {
-        "RequestID": request.key,
-        "ClientRequestID": request.request_id,
-        "ConnectionID": request.connection_id,
-        "UserID": request.user_id,
-        "TenantID": request.tenant_id,
-        "Action": request.action,
-        "Payload": request.payload,
-        "Status": request.status.value,
-        "CreatedAt": format_time(request.created_at),
-        "UpdatedAt": format_time(request.updated_at),
-        "MaxRetries": request.max_retries,
-        "TimeoutSeconds": request.timeout_s,
-        "Metadata": request.metadata,
-        "Progress": request.progress,
-        "ProgressMessage": request.progress_message,
-        "ProgressDetails": request.progress_details,
-        "RetryCount": request.retry_count,
-        "Attempt": request.attempt,
-        "Kicks": request.kicks,
+REQUEST_ATTRIBUTES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "key": "RequestID",
+        "request_id": "ClientRequestID",
+        "connection_id": "ConnectionID",
+        "user_id": "UserID",
+        "tenant_id": "TenantID",
+        "action": "Action",
+        "payload": "Payload",
+        "status": "Status",
+        "created_at": "CreatedAt",
+        "updated_at": "UpdatedAt",
+        "max_retries": "MaxRetries",
+        "timeout_s": "TimeoutSeconds",
+        "metadata": "Metadata",
+        "progress": "Progress",
+        "progress_message": "ProgressMessage",
+        "progress_details": "ProgressDetails",
+        "result": "Result",
+        "error": "Error",
+        "retry_count": "RetryCount",
+        "attempt": "Attempt",
+        "lease_until": "LeaseUntil",
+        "processing_started": "ProcessingStarted",
+        "completed_at": "CompletedAt",
+        "expires_at": TTL_ATTRIBUTE,
+        "kicks": "Kicks",
     }
-    if request.result is not None:
-        attributes["Result"] = request.result
-    if request.error is not None:
-        attributes["Error"] = error_value(request.error)
-    if request.lease_until is not None:
-        attributes["LeaseUntil"] = format_time(request.lease_until)
-    if request.processing_started is not None:
-        attributes["ProcessingStarted"] = format_time(request.processing_started)
-    if request.completed_at is not None:
-        attributes["CompletedAt"] = format_time(request.completed_at)
-    if request.expires_at is not None:
-        attributes[TTL_ATTRIBUTE] = request.expires_at
-    return attributes
+)
+"""Every `AsyncRequest` field → the attribute that holds it (DESIGN §6 names)."""
+
+
+def request_value(value: Any) -> Any:
+    """A request field's value as its attribute stores it (before the typed codec)."""
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, RequestStatus):
+        return value.value
+    if isinstance(value, RequestError):
+        return error_value(value)
+    return value
+
+
+def request_attributes(request: AsyncRequest) -> dict[str, Any]:
+    """The item of a request; optional fields that are None are left out."""
+    return {
+        REQUEST_ATTRIBUTES[f.name]: request_value(value)
+        for f in fields(request)
+        if (value := getattr(request, f.name)) is not None
+    }
 
 
 def request_from_item(item: Mapping[str, Any]) -> AsyncRequest:
@@ -133,7 +154,7 @@ def request_from_item(item: Mapping[str, Any]) -> AsyncRequest:
     ttl = values.get(TTL_ATTRIBUTE)
     return AsyncRequest(
         key=key,
-        request_id=RequestId(values.get("ClientRequestID") or key.rsplit("#", 1)[-1]),
+        request_id=RequestId(values.get("ClientRequestID") or parse_request_key(key).request_id),
         connection_id=ConnectionId(values.get("ConnectionID", "")),
         user_id=UserId(values.get("UserID", "")),
         tenant_id=TenantId(values.get("TenantID", "")),

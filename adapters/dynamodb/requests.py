@@ -1,9 +1,9 @@
-"""The requests table as the core's `RequestStore`: every transition a conditional write."""
+"""The requests table as the core's `RequestStore`: every transition one conditional write."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,59 +15,97 @@ from adapters.dynamodb.codec import (
     to_item,
 )
 from adapters.dynamodb.errors import ConditionFailed, map_client_errors
-from adapters.dynamodb.items import error_value, request_attributes, request_from_item
+from adapters.dynamodb.items import (
+    REQUEST_ATTRIBUTES,
+    request_attributes,
+    request_from_item,
+    request_value,
+)
 from adapters.dynamodb.paging import query_all
-from adapters.dynamodb.tables import TTL_ATTRIBUTE
 from streamer.errors import ItemTooLarge, StoreUnavailable
 from streamer.models import (
     AsyncRequest,
     ConnectionId,
-    RequestError,
     RequestKey,
     RequestStatus,
-    UserId,
 )
 from streamer.ports import EnqueueResult
+from streamer.transitions import Transition
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
-__all__ = ["DynamoDBRequestStore"]
+__all__ = ["CompiledUpdate", "DynamoDBRequestStore", "compile_transition"]
 
 
-@dataclass(slots=True)
-class _Update:
-    """One conditional `UpdateItem`, built up clause by clause."""
+@dataclass(frozen=True, slots=True)
+class CompiledUpdate:
+    """A `Transition` as the arguments of one conditional `UpdateItem`."""
 
+    update: str
     condition: str
-    sets: dict[str, Any] = field(default_factory=dict)
-    removes: list[str] = field(default_factory=list)
-    raw_sets: list[str] = field(default_factory=list)
-    values: dict[str, Any] = field(default_factory=dict)
-
-    def expression(self) -> tuple[str, dict[str, str], dict[str, Any]]:
-        names: dict[str, str] = {}
-        values = {name: to_attribute_value(value) for name, value in self.values.items()}
-        clauses = list(self.raw_sets)
-        for index, (attribute, value) in enumerate(self.sets.items()):
-            names[f"#a{index}"] = attribute
-            values[f":a{index}"] = to_attribute_value(value)
-            clauses.append(f"#a{index} = :a{index}")
-        expression = "SET " + ", ".join(clauses)
-        if self.removes:
-            for index, attribute in enumerate(self.removes):
-                names[f"#r{index}"] = attribute
-            expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(self.removes)))
-        names["#status"] = "Status"
-        return expression, names, values
+    names: dict[str, str]
+    values: dict[str, Any]
+    sets: dict[str, Any]
+    """The attributes the update writes, typed (to measure the item it makes)."""
 
 
-_CANCELLED = RequestError(code="CANCELLED", message="request was cancelled")
-_IN_PROCESSING = "#status = :processing AND Attempt = :attempt"
-_LEASE_EXPIRED = _IN_PROCESSING + " AND LeaseUntil < :now"
-_UNTOUCHED_PENDING = "#status = :pending AND UpdatedAt = :seen"
-_PENDING_AGAIN: dict[str, Any] = {"Status": RequestStatus.PENDING.value, "Kicks": 0}
-"""Back to PENDING; Kicks count re-announcements since the request last became PENDING."""
+def compile_transition(transition: Transition) -> CompiledUpdate:
+    """The one place a status change becomes DynamoDB expressions.
+
+    The condition holds the transition's from-statuses and guards, so a lost
+    race is DynamoDB's `ConditionalCheckFailedException`, never a half-applied
+    change; values are encoded before anything is sent.
+
+    Raises:
+        UnstorableValue: a value DynamoDB cannot hold.
+    """
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+
+    def attribute(name: str) -> str:
+        names[f"#{name}"] = REQUEST_ATTRIBUTES[name]
+        return f"#{name}"
+
+    def value(label: str, raw: Any) -> str:
+        values[f":{label}"] = to_attribute_value(request_value(raw))
+        return f":{label}"
+
+    allowed = [value(f"from{i}", s) for i, s in enumerate(sorted(transition.from_statuses))]
+    status = attribute("status")
+    conditions = [
+        f"{status} = {allowed[0]}" if len(allowed) == 1 else f"{status} IN ({', '.join(allowed)})"
+    ]
+    if transition.attempt is not None:
+        conditions.append(f"{attribute('attempt')} = {value('attempt', transition.attempt)}")
+    if transition.lease_expired_before is not None:
+        before = value("lease_expired_before", transition.lease_expired_before)
+        conditions.append(f"{attribute('lease_until')} < {before}")
+    if transition.seen_updated_at is not None:
+        seen = value("seen_updated_at", transition.seen_updated_at)
+        conditions.append(f"{attribute('updated_at')} = {seen}")
+
+    sets: dict[str, Any] = {}
+    clauses: list[str] = []
+    for name, raw in transition.sets.items():
+        placeholder = value(f"set_{name}", raw)
+        sets[REQUEST_ATTRIBUTES[name]] = values[placeholder]
+        clauses.append(f"{attribute(name)} = {placeholder}")
+    if transition.increments:
+        zero, one = value("zero", 0), value("one", 1)
+        for name in sorted(transition.increments):
+            ref = attribute(name)
+            clauses.append(f"{ref} = if_not_exists({ref}, {zero}) + {one}")
+    update = "SET " + ", ".join(clauses)
+    if transition.removes:
+        update += " REMOVE " + ", ".join(attribute(name) for name in sorted(transition.removes))
+    return CompiledUpdate(
+        update=update,
+        condition=" AND ".join(conditions),
+        names=names,
+        values=values,
+        sets=sets,
+    )
 
 
 class DynamoDBRequestStore:
@@ -116,32 +154,38 @@ class DynamoDBRequestStore:
         item = response.get("Item")
         return request_from_item(item) if item else None
 
-    async def _apply(self, key: RequestKey, update: _Update) -> AsyncRequest | None:
-        """Run `update`; the new request, or None when its condition failed."""
-        expression, names, values = update.expression()
+    async def apply(self, key: RequestKey, transition: Transition) -> AsyncRequest | None:
+        """One conditional `UpdateItem` compiled from `transition`; the request as
+        stored after it (`ReturnValues=ALL_NEW`), or None when its condition failed.
+
+        Raises:
+            ItemTooLarge: the change would take the item over 400 KB; nothing written.
+            UnstorableValue: a value DynamoDB cannot hold; nothing written.
+        """
+        compiled = compile_transition(transition)
+        await self._ensure_fits(key, compiled.sets)
         try:
             with map_client_errors():
                 response = await self._client.update_item(
                     TableName=self._table,
                     Key=self._key(key),
-                    UpdateExpression=expression,
-                    ConditionExpression=update.condition,
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
+                    UpdateExpression=compiled.update,
+                    ConditionExpression=compiled.condition,
+                    ExpressionAttributeNames=compiled.names,
+                    ExpressionAttributeValues=compiled.values,
                     ReturnValues="ALL_NEW",
                 )
         except ConditionFailed:
             return None
         return request_from_item(response["Attributes"])
 
-    async def _ensure_fits(self, key: RequestKey, new_attributes: Mapping[str, Any]) -> None:
+    async def _ensure_fits(self, key: RequestKey, added: Mapping[str, Any]) -> None:
         """Refuse an update that would take the item over 400 KB, before writing it.
 
         Small updates are left to DynamoDB (its refusal is mapped the same way);
         large ones are measured against the stored item, since moto does not
         enforce the limit on updates.
         """
-        added = to_item(new_attributes)
         added_size = item_size(added)
         if added_size > MAX_ITEM_BYTES:
             raise ItemTooLarge()
@@ -154,145 +198,6 @@ class DynamoDBRequestStore:
         merged = {**response.get("Item", {}), **added}
         if item_size(merged) > MAX_ITEM_BYTES:
             raise ItemTooLarge()
-
-    async def claim(
-        self, key: RequestKey, *, now: datetime, lease_until: datetime
-    ) -> AsyncRequest | None:
-        """PENDING → PROCESSING (Attempt+1, lease, ProcessingStarted); None if not PENDING."""
-        update = _Update(
-            condition="#status = :pending",
-            sets={
-                "Status": RequestStatus.PROCESSING.value,
-                "LeaseUntil": format_time(lease_until),
-                "ProcessingStarted": format_time(now),
-                "UpdatedAt": format_time(now),
-            },
-            raw_sets=["Attempt = if_not_exists(Attempt, :zero) + :one"],
-            values={":pending": RequestStatus.PENDING.value, ":zero": 0, ":one": 1},
-        )
-        return await self._apply(key, update)
-
-    def _in_processing(self, attempt: int, **values: Any) -> dict[str, Any]:
-        return {":processing": RequestStatus.PROCESSING.value, ":attempt": attempt, **values}
-
-    async def record_progress(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        percentage: float,
-        message: str,
-        details: dict[str, Any],
-        now: datetime,
-    ) -> bool:
-        """Save the progress snapshot while PROCESSING under `attempt`; False otherwise."""
-        sets = {
-            "Progress": percentage,
-            "ProgressMessage": message,
-            "ProgressDetails": details,
-            "UpdatedAt": format_time(now),
-        }
-        await self._ensure_fits(key, sets)
-        update = _Update(_IN_PROCESSING, sets=sets, values=self._in_processing(attempt))
-        return await self._apply(key, update) is not None
-
-    async def record_retry(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        error: RequestError,
-        now: datetime,
-        lease_until: datetime,
-    ) -> bool:
-        """RetryCount+1, keep the error, extend the lease; False unless PROCESSING under
-        `attempt`."""
-        sets = {
-            "Error": error_value(error),
-            "LeaseUntil": format_time(lease_until),
-            "UpdatedAt": format_time(now),
-        }
-        await self._ensure_fits(key, sets)
-        update = _Update(
-            _IN_PROCESSING,
-            sets=sets,
-            raw_sets=["RetryCount = if_not_exists(RetryCount, :zero) + :one"],
-            values=self._in_processing(attempt, **{":zero": 0, ":one": 1}),
-        )
-        return await self._apply(key, update) is not None
-
-    async def complete(
-        self, key: RequestKey, *, attempt: int, result: Any, now: datetime, expires_at: int
-    ) -> bool:
-        """PROCESSING (under `attempt`) → COMPLETED with `Result` and `TTL`.
-
-        Raises:
-            ItemTooLarge: the result does not fit in an item; nothing was written.
-        """
-        sets = {
-            "Status": RequestStatus.COMPLETED.value,
-            "Result": result,
-            "CompletedAt": format_time(now),
-            "UpdatedAt": format_time(now),
-            TTL_ATTRIBUTE: expires_at,
-        }
-        await self._ensure_fits(key, sets)
-        update = _Update(_IN_PROCESSING, sets=sets, values=self._in_processing(attempt))
-        return await self._apply(key, update) is not None
-
-    async def fail(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        error: RequestError,
-        now: datetime,
-        expires_at: int,
-    ) -> bool:
-        """PROCESSING (under `attempt`) → FAILED with `Error` and `TTL`."""
-        sets = self._failed(error, now, expires_at)
-        await self._ensure_fits(key, sets)
-        update = _Update(_IN_PROCESSING, sets=sets, values=self._in_processing(attempt))
-        return await self._apply(key, update) is not None
-
-    def _failed(self, error: RequestError, now: datetime, expires_at: int) -> dict[str, Any]:
-        return {
-            "Status": RequestStatus.FAILED.value,
-            "Error": error_value(error),
-            "CompletedAt": format_time(now),
-            "UpdatedAt": format_time(now),
-            TTL_ATTRIBUTE: expires_at,
-        }
-
-    async def release(self, key: RequestKey, *, attempt: int, now: datetime) -> bool:
-        """PROCESSING (under `attempt`) → PENDING, for another processor to claim."""
-        update = _Update(
-            _IN_PROCESSING,
-            sets=_PENDING_AGAIN | {"UpdatedAt": format_time(now)},
-            removes=["LeaseUntil"],
-            values=self._in_processing(attempt),
-        )
-        return await self._apply(key, update) is not None
-
-    async def cancel(
-        self, key: RequestKey, *, now: datetime, expires_at: int
-    ) -> AsyncRequest | None:
-        """PENDING|PROCESSING → CANCELLED; the updated request, or None."""
-        update = _Update(
-            "#status IN (:pending, :processing)",
-            sets={
-                "Status": RequestStatus.CANCELLED.value,
-                "Error": error_value(_CANCELLED),
-                "CompletedAt": format_time(now),
-                "UpdatedAt": format_time(now),
-                TTL_ATTRIBUTE: expires_at,
-            },
-            values={
-                ":pending": RequestStatus.PENDING.value,
-                ":processing": RequestStatus.PROCESSING.value,
-            },
-        )
-        return await self._apply(key, update)
 
     async def list_expired_leases(self, *, now: datetime, limit: int) -> list[AsyncRequest]:
         """PROCESSING requests whose LeaseUntil is before `now`, oldest first."""
@@ -310,33 +215,6 @@ class DynamoDBRequestStore:
             },
         )
         return [request_from_item(item) for item in items]
-
-    async def requeue_expired(self, key: RequestKey, *, attempt: int, now: datetime) -> bool:
-        """PROCESSING with an expired lease (under `attempt`) → PENDING."""
-        update = _Update(
-            _LEASE_EXPIRED,
-            sets=_PENDING_AGAIN | {"UpdatedAt": format_time(now)},
-            removes=["LeaseUntil"],
-            values=self._in_processing(attempt, **{":now": format_time(now)}),
-        )
-        return await self._apply(key, update) is not None
-
-    async def fail_expired(
-        self,
-        key: RequestKey,
-        *,
-        attempt: int,
-        error: RequestError,
-        now: datetime,
-        expires_at: int,
-    ) -> bool:
-        """PROCESSING with an expired lease (under `attempt`) → FAILED."""
-        update = _Update(
-            _LEASE_EXPIRED,
-            sets=self._failed(error, now, expires_at),
-            values=self._in_processing(attempt, **{":now": format_time(now)}),
-        )
-        return await self._apply(key, update) is not None
 
     async def list_stale_pending(self, *, older_than: datetime, limit: int) -> list[AsyncRequest]:
         """PENDING requests whose UpdatedAt is before `older_than`, oldest first.
@@ -361,60 +239,14 @@ class DynamoDBRequestStore:
         )
         return [request_from_item(item) for item in items]
 
-    def _untouched(self, seen_updated_at: datetime) -> dict[str, Any]:
-        return {":pending": RequestStatus.PENDING.value, ":seen": format_time(seen_updated_at)}
-
-    async def kick(self, key: RequestKey, *, seen_updated_at: datetime, now: datetime) -> bool:
-        """UpdatedAt = `now`, Kicks+1 while PENDING with the UpdatedAt seen; the
-        write puts a fresh PENDING image on the stream. False otherwise."""
-        update = _Update(
-            _UNTOUCHED_PENDING,
-            sets={"UpdatedAt": format_time(now)},
-            raw_sets=["Kicks = if_not_exists(Kicks, :zero) + :one"],
-            values={**self._untouched(seen_updated_at), ":zero": 0, ":one": 1},
-        )
-        return await self._apply(key, update) is not None
-
-    async def fail_pending(
-        self,
-        key: RequestKey,
-        *,
-        seen_updated_at: datetime,
-        error: RequestError,
-        now: datetime,
-        expires_at: int,
-    ) -> AsyncRequest | None:
-        """PENDING (with the UpdatedAt seen) → FAILED; the failed request, or None."""
-        update = _Update(
-            _UNTOUCHED_PENDING,
-            sets=self._failed(error, now, expires_at),
-            values=self._untouched(seen_updated_at),
-        )
-        return await self._apply(key, update)
-
     async def list_by_connection(self, connection_id: ConnectionId) -> list[AsyncRequest]:
         """Requests made over one connection, oldest first (`ConnectionIndex`)."""
-        return await self._list("ConnectionIndex", "ConnectionID", connection_id)
-
-    async def list_by_user(self, user_id: UserId) -> list[AsyncRequest]:
-        """Requests of one user, oldest first (`UserIndex`)."""
-        return await self._list("UserIndex", "UserID", user_id)
-
-    async def list_by_status(self, status: RequestStatus, *, limit: int) -> list[AsyncRequest]:
-        """Requests in one status, oldest first (`StatusIndex`)."""
-        return await self._list("StatusIndex", "Status", status.value, limit=limit)
-
-    async def _list(
-        self, index: str, attribute: str, value: str, *, limit: int | None = None
-    ) -> list[AsyncRequest]:
         items = await query_all(
             self._client,
-            limit=limit,
             TableName=self._table,
-            IndexName=index,
-            KeyConditionExpression="#k = :v",
-            ExpressionAttributeNames={"#k": attribute},
-            ExpressionAttributeValues={":v": {"S": value}},
+            IndexName="ConnectionIndex",
+            KeyConditionExpression="ConnectionID = :cid",
+            ExpressionAttributeValues={":cid": {"S": connection_id}},
             ScanIndexForward=True,
         )
         return [request_from_item(item) for item in items]

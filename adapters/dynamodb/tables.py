@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from adapters.aws import client_kwargs, get_session
-from adapters.dynamodb.errors import error_code
+from adapters.dynamodb.errors import error_code, map_client_errors
 from streamer.settings import Settings
 
 if TYPE_CHECKING:
@@ -75,8 +75,10 @@ def _table_names(settings: Settings) -> list[str]:
 @contextlib.asynccontextmanager
 async def _client(settings: Settings, session: Any | None) -> AsyncIterator[DynamoDBClient]:
     session = session if session is not None else get_session()
-    async with session.client("dynamodb", **client_kwargs(settings)) as client:
-        yield client
+    # Table admin answers in the core's typed errors too (the emulator and the CLI).
+    with map_client_errors():
+        async with session.client("dynamodb", **client_kwargs(settings)) as client:
+            yield client
 
 
 async def create_tables(settings: Settings, *, session: Any | None = None) -> list[str]:
@@ -92,8 +94,8 @@ async def create_tables(settings: Settings, *, session: Any | None = None) -> li
         The names of the tables that were created by this call.
 
     Raises:
-        botocore.exceptions.ClientError, BotoCoreError: as botocore raises them;
-            these are admin calls whose caller (the CLI) reports them as they are.
+        StoreUnavailable: DynamoDB refused a call or could not be reached (the
+            message names the AWS error code).
     """
     created: list[str] = []
     async with _client(settings, session) as client:
@@ -133,6 +135,9 @@ async def delete_tables(settings: Settings, *, session: Any | None = None) -> li
 
     Returns:
         The names of the tables that were deleted by this call.
+
+    Raises:
+        StoreUnavailable: as `create_tables`.
     """
     deleted: list[str] = []
     async with _client(settings, session) as client:

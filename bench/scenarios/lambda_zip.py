@@ -34,7 +34,8 @@ def bundle_options() -> dict[str, Any]:
     return options
 
 
-def _build() -> Path:
+def build() -> Path:
+    """Build the zip with the default options into `BUNDLE_DIR`; its path."""
     from adapters.aws_lambda.bundle import build_bundle
 
     fresh = CACHE_DIR / "lambda-new"
@@ -58,7 +59,7 @@ def run(bench: Bench) -> None:
     bundle = cached_bundle() if bench.sizes.zip_from_cache else None
     if bundle is None:
         try:
-            bundle = _build()
+            bundle = build()
         except RuntimeError as exc:
             bundle = cached_bundle()
             if bundle is None:

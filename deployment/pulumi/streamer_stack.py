@@ -17,6 +17,9 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from adapters.aws_lambda.bundle import BundleManifest, read_manifest
+from streamer.pem import load_public_keys
+
 __all__ = [
     "ACCESS_LOG_FORMAT",
     "ACTIVE_CONNECTIONS_ALARM_THRESHOLD",
@@ -24,17 +27,25 @@ __all__ = [
     "ERROR_ALARM_THRESHOLD",
     "FUNCTIONS",
     "ITERATOR_AGE_ALARM_MS",
+    "NAME_SUFFIXES",
     "PENDING_FILTER_PATTERN",
+    "PLACEHOLDER_KEY",
     "FunctionSpec",
     "StackConfig",
+    "StackConfigError",
     "StreamerStack",
     "TableAccess",
+    "bundle_manifest",
     "check_bundle",
     "create_stack",
     "domain_host",
 ]
 
-RUNTIME = "python3.12"
+NAME_SUFFIXES = {"production": "prod", "development": "dev"}
+"""`streamer:environment` values whose resources take the guide's short suffix
+(`streamer-router-prod`); any other environment is its own suffix."""
+PLACEHOLDER_KEY = "YOUR_PUBLIC_KEY_HERE"
+"""What the deployment guide's `Pulumi.prod.yaml` holds in place of a key."""
 LOG_RETENTION_DAYS = 30
 ALARM_PERIOD_S = 300
 ERROR_ALARM_THRESHOLD = 10
@@ -61,11 +72,11 @@ APIGATEWAY_CLOUDWATCH_POLICY = (
     "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
 )
 
-PENDING_FILTER_PATTERN = (
-    '{"eventName": ["INSERT", "MODIFY"], "dynamodb": {"NewImage": {"Status": {"S": ["PENDING"]}}}}'
-)
+PENDING_FILTER_PATTERN = '{"dynamodb": {"NewImage": {"Status": {"S": ["PENDING"]}}}}'
 """Only a claimable PENDING image invokes the processor; progress writes,
-completions and removals never leave the stream."""
+completions and removals never leave the stream. On the `dynamodb` key alone, as
+AWS documents DynamoDB stream filtering: a REMOVE has no `NewImage`, so INSERT and
+MODIFY are the only records it can select."""
 
 ACCESS_LOG_FORMAT = (
     '{"requestId":"$context.requestId","ip":"$context.identity.sourceIp",'
@@ -122,12 +133,12 @@ class FunctionSpec:
 # What `ConnectionService.disconnect` touches: `$disconnect`, and the router when
 # a reply finds its client gone.
 _DISCONNECT_ACCESS = (
-    TableAccess("connections", ("dynamodb:DeleteItem",)),
+    TableAccess("connections", ("dynamodb:DeleteItem", "dynamodb:UpdateItem")),
     TableAccess("subscriptions", ("dynamodb:DeleteItem",), ("ConnectionIndex",)),
 )
 # Delivery reads a request's followers and cleans up after a gone connection.
 _DELIVERY_ACCESS = (
-    TableAccess("connections", ("dynamodb:DeleteItem",)),
+    TableAccess("connections", ("dynamodb:DeleteItem", "dynamodb:UpdateItem")),
     TableAccess("subscriptions", ("dynamodb:Query", "dynamodb:DeleteItem"), ("ConnectionIndex",)),
 )
 # With CANCEL_ON_DISCONNECT, a disconnect also cancels the connection's requests
@@ -136,9 +147,14 @@ _CANCEL_ON_DISCONNECT_ACCESS = (
     TableAccess("requests", ("dynamodb:UpdateItem",), ("ConnectionIndex",)),
     *_DELIVERY_ACCESS,
 )
-# The `ActiveConnections` metric counts the connections table (`Scan`, `Select=COUNT`):
-# after a connect or disconnect, and on every sweep.
-_COUNT_CONNECTIONS_ACCESS = (TableAccess("connections", ("dynamodb:Scan",)),)
+# A new record adds one to the counter item (`UpdateItem` ADD), a deleted one (the
+# `DeleteItem`s above) takes one away; `ActiveConnections` reads it (`GetItem`) after a
+# connect or disconnect and on every sweep, and the sweeper corrects its drift with a
+# `Scan` at most hourly.
+_COUNT_CONNECTIONS_ACCESS = (TableAccess("connections", ("dynamodb:GetItem",)),)
+_RECOUNT_CONNECTIONS_ACCESS = (
+    TableAccess("connections", ("dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem")),
+)
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
@@ -147,7 +163,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         timeout_s=10,
         memory_mb=256,
         tables=(
-            TableAccess("connections", ("dynamodb:PutItem",), ("UserIndex",)),
+            TableAccess("connections", ("dynamodb:PutItem", "dynamodb:UpdateItem"), ("UserIndex",)),
             *_COUNT_CONNECTIONS_ACCESS,
         ),
     ),
@@ -196,7 +212,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         tables=(
             TableAccess("requests", ("dynamodb:UpdateItem",), ("StatusIndex",)),
             *_DELIVERY_ACCESS,
-            *_COUNT_CONNECTIONS_ACCESS,
+            *_RECOUNT_CONNECTIONS_ACCESS,
         ),
         posts=True,
     ),
@@ -205,7 +221,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
 # Server push from a function of your own (`adapters.aws_lambda.pusher`): walk the user
 # and tenant indexes, post, and clean up after a gone connection.
 _PUSH_ACCESS = (
-    TableAccess("connections", ("dynamodb:DeleteItem",), ("UserIndex", "TenantIndex")),
+    TableAccess(
+        "connections", ("dynamodb:DeleteItem", "dynamodb:UpdateItem"), ("UserIndex", "TenantIndex")
+    ),
     TableAccess("subscriptions", ("dynamodb:DeleteItem",), ("ConnectionIndex",)),
 )
 PUSHER = FunctionSpec(
@@ -222,6 +240,11 @@ yours, to be named `streamer-pusher-<env>`, that pushes from outside an action."
 _ROUTE_FUNCTIONS = {"$connect": "connect", "$disconnect": "disconnect", "$default": "router"}
 
 
+class StackConfigError(pulumi.RunError, ValueError):
+    """A stack setting or the bundle is wrong: `pulumi preview` prints this one line
+    (a `RunError`), with no traceback."""
+
+
 def check_bundle(path: str) -> None:
     """Fail before any resource is planned when the Lambda bundle is missing.
 
@@ -233,6 +256,51 @@ def check_bundle(path: str) -> None:
             f"no Lambda bundle at {path}: run `streamer lambda build` in the repository "
             "root, or point streamer:bundlePath at the zip"
         )
+
+
+def bundle_manifest(config: StackConfig) -> BundleManifest:
+    """What the bundle was built for, checked against the stack's settings.
+
+    Raises:
+        StackConfigError: the bundle has no readable manifest, or was built for
+            another Python or architecture than `streamer:runtime` /
+            `streamer:architecture` ask for (one line saying how to rebuild it).
+    """
+    try:
+        manifest = read_manifest(config.bundle_path)
+    except (OSError, ValueError) as exc:
+        raise StackConfigError(f"Lambda bundle: {exc}") from None
+    wanted_runtime = config.runtime or manifest.runtime
+    wanted_arch = config.architecture or manifest.architecture
+    if (wanted_runtime, wanted_arch) != (manifest.runtime, manifest.architecture):
+        python = wanted_runtime.removeprefix("python")
+        raise StackConfigError(
+            f"the Lambda bundle {config.bundle_path} is for {manifest.runtime} "
+            f"{manifest.architecture}, the stack asks for {wanted_runtime} {wanted_arch}: "
+            f"rebuild it with `streamer lambda build --python {python} --arch {wanted_arch}` "
+            "or change streamer:runtime / streamer:architecture"
+        )
+    return manifest
+
+
+def _check_public_key(key: str | None) -> None:
+    """Refuse the guide's placeholder or a key the connect function could not load.
+
+    Raises:
+        StackConfigError: one line naming `streamer:jwtPublicKey`.
+    """
+    if key is None:
+        return
+    if PLACEHOLDER_KEY in key:
+        raise StackConfigError(
+            f"streamer:jwtPublicKey is the guide's placeholder ({PLACEHOLDER_KEY}): set your "
+            "RSA public key, e.g. `pulumi config set --secret streamer:jwtPublicKey "
+            "< jwt_public.pem`"
+        )
+    try:
+        load_public_keys(key)
+    except ValueError as exc:
+        raise StackConfigError(f"streamer:jwtPublicKey {exc}") from None
 
 
 def domain_host(domain: str) -> str:
@@ -251,16 +319,25 @@ class StackConfig:
     """Everything the stack is configured by (`streamer:*` in the stack's config).
 
     Args:
-        environment: suffix of every name (`streamer-connections-<environment>`).
-        jwt_public_key: PEM public key for the connect function (a secret).
+        environment: names every resource: `streamer-connections-<suffix>`, where the
+            suffix is the environment, shortened as the guide's names are
+            (`production` → `prod`, `development` → `dev`; `NAME_SUFFIXES`).
+        jwt_public_key: PEM public key(s) for the connect function (a secret); None
+            when `jwt_jwks_url` alone verifies tokens.
         stage: the WebSocket stage name (also the custom domain's mapping key).
         domain: optional custom domain (`wss://api.example.com` or a bare host).
-        certificate_arn: regional ACM certificate for `domain`.
+        certificate_arn: regional ACM certificate for `domain`; when unset, the
+            region's most recent ISSUED certificate for the domain's host.
         bundle_path: the zip `streamer lambda build` makes.
         app: `STREAMER_APP`, the user's actions as `module:attribute`.
-        architecture: Lambda architecture the bundle was built for.
+        architecture: Lambda architecture; None takes the bundle's (its manifest),
+            a value that differs from the bundle's is refused at preview.
+        runtime: Lambda runtime (`python3.12`); None takes the bundle's, likewise.
         log_level, connection_ttl_hours, request_ttl_days, max_connections_per_user,
         jwt_issuer, allowed_tenants, cancel_on_disconnect: function settings (DESIGN §7).
+        jwt_jwks_url: the identity provider's JWKS (`JWT_JWKS_URL`), with or
+            instead of `jwt_public_key`.
+        jwt_audience: the required `aud` claim (`JWT_AUDIENCE`).
         throttle_burst_limit, throttle_rate_limit: default route throttling.
         processor_parallelization: concurrent batches per stream shard (1-10). The
             processor runs a batch's records one after another, so this is what
@@ -271,13 +348,14 @@ class StackConfig:
     """
 
     environment: str
-    jwt_public_key: pulumi.Input[str]
+    jwt_public_key: pulumi.Input[str] | None
     stage: str = "prod"
     domain: str | None = None
     certificate_arn: str | None = None
     bundle_path: str = "../../dist/streamer-lambda.zip"
     app: str = "streamer.demo:app"
-    architecture: str = "x86_64"
+    architecture: str | None = None
+    runtime: str | None = None
     log_level: str = "INFO"
     connection_ttl_hours: float = 24.0
     request_ttl_days: float = 7.0
@@ -290,27 +368,45 @@ class StackConfig:
     processor_parallelization: int = 10
     manage_api_gateway_account: bool = True
     alarm_topic_arn: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_audience: str | None = None
 
     def __post_init__(self) -> None:
+        if self.jwt_public_key is None and not self.jwt_jwks_url:
+            raise StackConfigError("streamer:jwtPublicKey or streamer:jwtJwksUrl is required")
         if not 1 <= self.processor_parallelization <= 10:
-            raise ValueError("streamer:processorParallelization must be between 1 and 10")
-        if self.domain and not self.certificate_arn:
-            raise ValueError("streamer:certificateArn is required when streamer:domain is set")
+            raise StackConfigError("streamer:processorParallelization must be between 1 and 10")
+
+    @property
+    def name_suffix(self) -> str:
+        """The suffix of every resource name (`prod` for `production`)."""
+        return NAME_SUFFIXES.get(self.environment, self.environment)
 
     @classmethod
     def from_pulumi(cls, config: pulumi.Config | None = None) -> StackConfig:
         """Read the `streamer:*` settings of the current stack."""
         config = config if config is not None else pulumi.Config("streamer")
         defaults = cls(environment="", jwt_public_key="")
+        # Checked in the clear now (preview fails on it in one line); deployed as a secret.
+        _check_public_key(config.get("jwtPublicKey"))
+        jwks_url = config.get("jwtJwksUrl") or None
         return cls(
             environment=config.require("environment"),
-            jwt_public_key=config.require_secret("jwtPublicKey"),
+            # With a JWKS the key is optional (static keys beside it still verify).
+            jwt_public_key=(
+                config.get_secret("jwtPublicKey")
+                if jwks_url
+                else config.require_secret("jwtPublicKey")
+            ),
+            jwt_jwks_url=jwks_url,
+            jwt_audience=config.get("jwtAudience") or None,
             stage=config.get("stage") or defaults.stage,
             domain=config.get("domain") or None,
             certificate_arn=config.get("certificateArn") or None,
             bundle_path=config.get("bundlePath") or defaults.bundle_path,
             app=config.get("app") or defaults.app,
-            architecture=config.get("architecture") or defaults.architecture,
+            architecture=config.get("architecture") or None,
+            runtime=config.get("runtime") or None,
             log_level=config.get("logLevel") or defaults.log_level,
             connection_ttl_hours=_float(
                 config, "connectionTtlHours", defaults.connection_ttl_hours
@@ -389,7 +485,9 @@ class StreamerStack:
 def create_stack(config: StackConfig) -> StreamerStack:
     """Declare every resource of the deployment guide for `config.environment`."""
     check_bundle(config.bundle_path)
-    env = config.environment
+    manifest = bundle_manifest(config)
+    certificate_arn = _certificate_arn(config)
+    env = config.name_suffix
     region = aws.get_region_output().region
     tables = _tables(env)
     api = aws.apigatewayv2.Api(
@@ -434,10 +532,10 @@ def create_stack(config: StackConfig) -> StreamerStack:
             f"{spec.key}-function",
             name=name,
             role=role.arn,
-            runtime=RUNTIME,
+            runtime=manifest.runtime,
             handler=spec.handler,
             code=code,
-            architectures=[config.architecture],
+            architectures=[manifest.architecture],
             timeout=spec.timeout_s,
             memory_size=spec.memory_mb,
             tracing_config=aws.lambda_.FunctionTracingConfigArgs(mode="Active"),
@@ -487,8 +585,8 @@ def create_stack(config: StackConfig) -> StreamerStack:
         "execute_api_url": websocket_url,
         "pusher_role_arn": roles[PUSHER.key].arn,
     }
-    if config.domain:
-        domain = _custom_domain(config, api, stage)
+    if config.domain and certificate_arn is not None:
+        domain = _custom_domain(config, certificate_arn, api, stage)
         websocket_url = pulumi.Output.from_input(
             f"wss://{domain_host(config.domain)}/{config.stage}"
         )
@@ -611,7 +709,12 @@ def _environment(
         "STREAMER_APP": config.app,
     }
     if spec.key == "connect":
-        variables["JWT_PUBLIC_KEY"] = config.jwt_public_key
+        if config.jwt_public_key is not None:
+            variables["JWT_PUBLIC_KEY"] = config.jwt_public_key
+        if config.jwt_jwks_url:
+            variables["JWT_JWKS_URL"] = config.jwt_jwks_url
+        if config.jwt_audience:
+            variables["JWT_AUDIENCE"] = config.jwt_audience
         if config.jwt_issuer:
             variables["JWT_ISSUER"] = config.jwt_issuer
         if config.allowed_tenants:
@@ -710,7 +813,7 @@ def _pusher_role(
     config: StackConfig, tables: Mapping[str, aws.dynamodb.Table], api: aws.apigatewayv2.Api
 ) -> tuple[aws.iam.Role, aws.cloudwatch.LogGroup]:
     """The execution role and log group of your own pushing function."""
-    name = f"streamer-{PUSHER.key}-{config.environment}"
+    name = f"streamer-{PUSHER.key}-{config.name_suffix}"
     log_group = aws.cloudwatch.LogGroup(
         f"{PUSHER.key}-logs", name=f"/aws/lambda/{name}", retention_in_days=LOG_RETENTION_DAYS
     )
@@ -735,7 +838,7 @@ def _websocket_api(
     api: aws.apigatewayv2.Api,
     functions: Mapping[str, aws.lambda_.Function],
 ) -> aws.apigatewayv2.Stage:
-    env = config.environment
+    env = config.name_suffix
     routes: list[aws.apigatewayv2.Route] = []
     for route_key, function_key in _ROUTE_FUNCTIONS.items():
         slug = route_key.lstrip("$")
@@ -809,16 +912,42 @@ def _apigateway_account() -> aws.apigateway.Account:
     )
 
 
+def _certificate_arn(config: StackConfig) -> str | None:
+    """The custom domain's certificate: `streamer:certificateArn`, else the region's
+    most recent ISSUED ACM certificate for the domain's host; None without a domain.
+
+    Raises:
+        StackConfigError: a domain with no such certificate (one line saying what to do).
+    """
+    if not config.domain:
+        return None
+    if config.certificate_arn:
+        return config.certificate_arn
+    host = domain_host(config.domain)
+    try:
+        found = aws.acm.get_certificate(domain=host, statuses=["ISSUED"], most_recent=True)
+    except Exception:
+        # The provider reports "no certificate" as a failed invoke, with no type of its own.
+        raise StackConfigError(
+            f"streamer:domain {host} has no ISSUED ACM certificate in this region: request one "
+            f"(`aws acm request-certificate --domain-name {host} --validation-method DNS`) "
+            "and validate it, or set streamer:certificateArn"
+        ) from None
+    return str(found.arn)
+
+
 def _custom_domain(
-    config: StackConfig, api: aws.apigatewayv2.Api, stage: aws.apigatewayv2.Stage
+    config: StackConfig,
+    certificate_arn: str,
+    api: aws.apigatewayv2.Api,
+    stage: aws.apigatewayv2.Stage,
 ) -> aws.apigatewayv2.DomainName:
     assert config.domain is not None
-    assert config.certificate_arn is not None
     domain = aws.apigatewayv2.DomainName(
         "custom-domain",
         domain_name=domain_host(config.domain),
         domain_name_configuration=aws.apigatewayv2.DomainNameDomainNameConfigurationArgs(
-            certificate_arn=config.certificate_arn,
+            certificate_arn=certificate_arn,
             endpoint_type="REGIONAL",
             security_policy="TLS_1_2",
         ),
@@ -859,7 +988,7 @@ def _alarms(
     functions: Mapping[str, aws.lambda_.Function],
     dlq: aws.sqs.Queue,
 ) -> dict[str, aws.cloudwatch.MetricAlarm]:
-    env = config.environment
+    env = config.name_suffix
     actions = [config.alarm_topic_arn] if config.alarm_topic_arn else []
 
     def alarm(key: str, **kwargs: Any) -> aws.cloudwatch.MetricAlarm:

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -21,14 +21,20 @@ from adapters.dynamodb import (
     ERROR_CODES,
     MAX_ITEM_BYTES,
     DynamoDBStores,
+    create_tables,
+    delete_tables,
     format_time,
     from_attribute_value,
     item_size,
+    list_tables,
     map_client_errors,
     open_stores,
     parse_time,
     to_attribute_value,
 )
+from adapters.dynamodb.items import REQUEST_ATTRIBUTES
+from adapters.dynamodb.requests import compile_transition
+from streamer import transitions
 from streamer.errors import ItemTooLarge, StoreUnavailable, UnstorableValue
 from streamer.models import (
     AsyncRequest,
@@ -119,11 +125,12 @@ async def test_pending_request_has_no_ttl_and_a_completed_one_has_a_numeric_ttl(
     key = {"RequestID": {"S": request.key}}
     await dynamodb_stores.requests.enqueue(request)
     pending = await raw_item(dynamodb_stores, dynamodb_settings.requests_table, key)
-    await dynamodb_stores.requests.claim(
-        request.key, now=T0, lease_until=T0 + timedelta(seconds=60)
+    await dynamodb_stores.requests.apply(
+        request.key, transitions.claim(now=T0, lease_until=T0 + timedelta(seconds=60))
     )
-    await dynamodb_stores.requests.complete(
-        request.key, attempt=1, result={"ok": True}, now=T0, expires_at=EXPIRES
+    await dynamodb_stores.requests.apply(
+        request.key,
+        transitions.complete(attempt=1, result={"ok": True}, now=T0, expires_at=EXPIRES),
     )
 
     completed = await raw_item(dynamodb_stores, dynamodb_settings.requests_table, key)
@@ -145,10 +152,10 @@ async def test_failed_request_keeps_error_as_a_map_of_code_message_details(
 ) -> None:
     request = a_request()
     await dynamodb_stores.requests.enqueue(request)
-    await dynamodb_stores.requests.claim(request.key, now=T0, lease_until=T0)
+    await dynamodb_stores.requests.apply(request.key, transitions.claim(now=T0, lease_until=T0))
     error = RequestError("PROCESSING_FAILED", "boom", {"attempts": 3})
-    await dynamodb_stores.requests.fail(
-        request.key, attempt=1, error=error, now=T0, expires_at=EXPIRES
+    await dynamodb_stores.requests.apply(
+        request.key, transitions.fail(attempt=1, error=error, now=T0, expires_at=EXPIRES)
     )
 
     item = await raw_item(
@@ -442,7 +449,7 @@ async def test_concurrent_claims_on_the_local_moto_server_have_one_winner_each(
 
     results = await asyncio.gather(
         *(
-            dynamodb_stores.requests.claim(key, now=T0, lease_until=T0)
+            dynamodb_stores.requests.apply(key, transitions.claim(now=T0, lease_until=T0))
             for key in keys
             for _ in range(4)
         )
@@ -451,3 +458,103 @@ async def test_concurrent_claims_on_the_local_moto_server_have_one_winner_each(
     winners = [result for result in results if result is not None]
     assert sorted(w.key for w in winners) == sorted(keys)
     assert {w.attempt for w in winners} == {1}
+
+
+async def test_the_user_index_lists_a_users_requests_oldest_first(
+    dynamodb_settings: Settings, dynamodb_stores: DynamoDBStores
+) -> None:
+    """No port query reads `UserIndex` (DESIGN §6 keeps it for operators); the table
+    answers it as the deployment guide promises."""
+
+    def owned(rid: str, user: str, created: datetime) -> AsyncRequest:
+        return replace(
+            a_request(),
+            key=request_key("acme", user, rid),
+            request_id=RequestId(rid),
+            user_id=UserId(user),
+            created_at=created,
+            updated_at=created,
+        )
+
+    second = owned("2", "alice", T0 + timedelta(seconds=2))
+    first = owned("1", "alice", T0 + timedelta(seconds=1))
+    for request in (second, first, owned("3", "bob", T0)):
+        await dynamodb_stores.requests.enqueue(request)
+
+    async def by_user(user: str) -> list[str]:
+        response = await dynamodb_stores.client.query(
+            TableName=dynamodb_settings.requests_table,
+            IndexName="UserIndex",
+            KeyConditionExpression="UserID = :u",
+            ExpressionAttributeValues={":u": {"S": user}},
+        )
+        return [item["RequestID"]["S"] for item in response["Items"]]
+
+    assert await by_user("alice") == [first.key, second.key]
+    assert await by_user("nobody") == []
+
+
+def test_every_request_field_has_an_attribute_name() -> None:
+    assert set(REQUEST_ATTRIBUTES) == {f.name for f in fields(AsyncRequest)}
+    assert len(set(REQUEST_ATTRIBUTES.values())) == len(REQUEST_ATTRIBUTES)
+
+
+def test_a_transition_compiles_into_one_conditional_update() -> None:
+    compiled = compile_transition(
+        transitions.requeue_expired(attempt=2, now=T0 + timedelta(seconds=5))
+    )
+
+    assert compiled.condition == (
+        "#status = :from0 AND #attempt = :attempt AND #lease_until < :lease_expired_before"
+    )
+    assert compiled.update == (
+        "SET #status = :set_status, #kicks = :set_kicks, #updated_at = :set_updated_at"
+        " REMOVE #lease_until"
+    )
+    assert compiled.names == {
+        "#status": "Status",
+        "#attempt": "Attempt",
+        "#lease_until": "LeaseUntil",
+        "#kicks": "Kicks",
+        "#updated_at": "UpdatedAt",
+    }
+    assert compiled.values[":from0"] == {"S": "PROCESSING"}
+    assert compiled.values[":lease_expired_before"] == {"S": "2026-03-01T12:00:05.000000Z"}
+
+
+def test_increments_start_from_zero_on_an_item_without_the_counter() -> None:
+    compiled = compile_transition(transitions.claim(now=T0, lease_until=T0))
+
+    assert "#attempt = if_not_exists(#attempt, :zero) + :one" in compiled.update
+    assert (compiled.values[":zero"], compiled.values[":one"]) == ({"N": "0"}, {"N": "1"})
+
+
+async def test_a_request_id_holding_hashes_is_read_back_from_its_key(
+    dynamodb_settings: Settings, dynamodb_stores: DynamoDBStores
+) -> None:
+    """An item without `ClientRequestID` (written by an older version) still yields
+    the client's id, `#` and all."""
+    rid = "a#b#ü"
+    request = replace(a_request(), key=request_key("acme", "alice", rid), request_id=RequestId(rid))
+    await dynamodb_stores.requests.enqueue(request)
+    await dynamodb_stores.client.update_item(
+        TableName=dynamodb_settings.requests_table,
+        Key={"RequestID": {"S": request.key}},
+        UpdateExpression="REMOVE ClientRequestID",
+    )
+
+    stored = await dynamodb_stores.requests.get(request.key)
+
+    assert stored is not None
+    assert stored.request_id == rid
+
+
+async def test_table_admin_refusals_are_typed_store_errors(dynamodb_settings: Settings) -> None:
+    """The emulator and the `streamer tables` command get the core's error, never botocore's."""
+    denied = (400, {"__type": "com.amazonaws.dynamodb.v20120810#AccessDeniedException"})
+    async with scripted_dynamodb([denied]) as (url, calls):
+        settings = replace(dynamodb_settings, dynamodb_endpoint_url=url)
+        for admin in (create_tables, delete_tables, list_tables):
+            with pytest.raises(StoreUnavailable, match="AccessDeniedException"):
+                await admin(settings)
+    assert calls[0].endswith("CreateTable")

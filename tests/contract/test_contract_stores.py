@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 
+from streamer import transitions
 from streamer.errors import ItemTooLarge
 from streamer.models import (
     AsyncRequest,
     Connection,
     ConnectionId,
     ConnectionMetadata,
+    ProgressSnapshot,
     RequestError,
     RequestId,
     RequestKey,
@@ -117,7 +119,9 @@ async def enqueued(stores: Stores, request: AsyncRequest | None = None) -> Async
 
 async def claimed(stores: Stores, request: AsyncRequest | None = None) -> AsyncRequest:
     request = await enqueued(stores, request)
-    claim = await stores.requests.claim(request.key, now=at(1), lease_until=at(301))
+    claim = await stores.requests.apply(
+        request.key, transitions.claim(now=at(1), lease_until=at(301))
+    )
     assert claim is not None
     return claim
 
@@ -225,7 +229,7 @@ async def test_enqueue_stores_a_pending_request(stores: Stores) -> None:
 
 async def test_enqueue_of_an_existing_key_returns_the_stored_request(stores: Stores) -> None:
     first = await enqueued(stores)
-    await stores.requests.claim(first.key, now=at(1), lease_until=at(60))
+    await stores.requests.apply(first.key, transitions.claim(now=at(1), lease_until=at(60)))
 
     again = await stores.requests.enqueue(replace(first, payload={"report": "other"}))
 
@@ -289,8 +293,8 @@ def _types(value: Any) -> Any:
 async def test_result_round_trips_exactly(stores: Stores, result: Any) -> None:
     request = await claimed(stores)
 
-    assert await stores.requests.complete(
-        request.key, attempt=1, result=result, now=at(5), expires_at=EXPIRES
+    assert await stores.requests.apply(
+        request.key, transitions.complete(attempt=1, result=result, now=at(5), expires_at=EXPIRES)
     )
 
     stored = await stores.requests.get(request.key)
@@ -315,7 +319,9 @@ async def test_enqueue_over_400_kb_raises_item_too_large_and_stores_nothing(
 async def test_claim_moves_pending_to_processing_with_lease_and_attempt(stores: Stores) -> None:
     request = await enqueued(stores)
 
-    claim = await stores.requests.claim(request.key, now=at(1), lease_until=at(301))
+    claim = await stores.requests.apply(
+        request.key, transitions.claim(now=at(1), lease_until=at(301))
+    )
 
     assert claim is not None
     assert claim.status is RequestStatus.PROCESSING
@@ -329,18 +335,29 @@ async def test_claim_moves_pending_to_processing_with_lease_and_attempt(stores: 
 async def test_second_claim_is_refused(stores: Stores) -> None:
     request = await claimed(stores)
 
-    assert await stores.requests.claim(request.key, now=at(2), lease_until=at(302)) is None
+    assert (
+        await stores.requests.apply(request.key, transitions.claim(now=at(2), lease_until=at(302)))
+        is None
+    )
 
 
 async def test_claim_of_unknown_request_is_none(stores: Stores) -> None:
-    assert await stores.requests.claim(RequestKey("t#u#x"), now=at(1), lease_until=at(2)) is None
+    assert (
+        await stores.requests.apply(
+            RequestKey("t#u#x"), transitions.claim(now=at(1), lease_until=at(2))
+        )
+        is None
+    )
 
 
 async def test_two_concurrent_claims_of_one_request_exactly_one_wins(stores: Stores) -> None:
     request = await enqueued(stores)
 
     results = await asyncio.gather(
-        *(stores.requests.claim(request.key, now=at(1), lease_until=at(60)) for _ in range(2))
+        *(
+            stores.requests.apply(request.key, transitions.claim(now=at(1), lease_until=at(60)))
+            for _ in range(2)
+        )
     )
 
     winners = [r for r in results if r is not None]
@@ -354,17 +371,18 @@ async def test_two_concurrent_claims_of_one_request_exactly_one_wins(stores: Sto
 async def test_record_progress_saves_the_snapshot(stores: Stores) -> None:
     request = await claimed(stores)
 
-    saved = await stores.requests.record_progress(
+    saved = await stores.requests.apply(
         request.key,
-        attempt=1,
-        percentage=42.5,
-        message="halfway ✓",
-        details={"rows": 425, "eta_s": 1.5},
-        now=at(3),
+        transitions.record_progress(
+            attempt=1,
+            progress=ProgressSnapshot(42.5, "halfway ✓", {"rows": 425, "eta_s": 1.5}),
+            now=at(3),
+        ),
     )
 
     stored = await stores.requests.get(request.key)
-    assert saved is True
+    assert saved is not None
+    assert saved == stored
     assert stored is not None
     assert (stored.progress, stored.progress_message, stored.progress_details) == (
         42.5,
@@ -377,35 +395,35 @@ async def test_record_progress_saves_the_snapshot(stores: Stores) -> None:
 async def test_record_progress_with_a_stale_attempt_is_refused(stores: Stores) -> None:
     request = await claimed(stores)
 
-    saved = await stores.requests.record_progress(
-        request.key, attempt=2, percentage=10, message="", details={}, now=at(3)
+    saved = await stores.requests.apply(
+        request.key,
+        transitions.record_progress(attempt=2, progress=ProgressSnapshot(10), now=at(3)),
     )
 
-    assert saved is False
+    assert saved is None
     assert (await stores.requests.get(request.key)) == request
 
 
 async def test_record_progress_of_a_pending_request_is_refused(stores: Stores) -> None:
     request = await enqueued(stores)
 
-    saved = await stores.requests.record_progress(
-        request.key, attempt=0, percentage=10, message="", details={}, now=at(3)
+    saved = await stores.requests.apply(
+        request.key,
+        transitions.record_progress(attempt=0, progress=ProgressSnapshot(10), now=at(3)),
     )
 
-    assert saved is False
+    assert saved is None
 
 
 async def test_record_progress_over_400_kb_is_refused_and_keeps_the_item(stores: Stores) -> None:
     request = await claimed(stores)
 
     with pytest.raises(ItemTooLarge):
-        await stores.requests.record_progress(
+        await stores.requests.apply(
             request.key,
-            attempt=1,
-            percentage=10,
-            message="",
-            details={"blob": OVER_400_KB},
-            now=at(3),
+            transitions.record_progress(
+                attempt=1, progress=ProgressSnapshot(10, "", {"blob": OVER_400_KB}), now=at(3)
+            ),
         )
 
     assert await stores.requests.get(request.key) == request
@@ -414,11 +432,13 @@ async def test_record_progress_over_400_kb_is_refused_and_keeps_the_item(stores:
 async def test_record_retry_counts_keeps_the_error_and_extends_the_lease(stores: Stores) -> None:
     request = await claimed(stores)
 
-    assert await stores.requests.record_retry(
-        request.key, attempt=1, error=ERROR, now=at(10), lease_until=at(400)
+    assert await stores.requests.apply(
+        request.key,
+        transitions.record_retry(attempt=1, error=ERROR, now=at(10), lease_until=at(400)),
     )
-    assert await stores.requests.record_retry(
-        request.key, attempt=1, error=ERROR, now=at(20), lease_until=at(500)
+    assert await stores.requests.apply(
+        request.key,
+        transitions.record_retry(attempt=1, error=ERROR, now=at(20), lease_until=at(500)),
     )
 
     stored = await stores.requests.get(request.key)
@@ -432,11 +452,12 @@ async def test_record_retry_counts_keeps_the_error_and_extends_the_lease(stores:
 async def test_record_retry_with_a_stale_attempt_is_refused(stores: Stores) -> None:
     request = await claimed(stores)
 
-    refused = await stores.requests.record_retry(
-        request.key, attempt=7, error=ERROR, now=at(10), lease_until=at(400)
+    refused = await stores.requests.apply(
+        request.key,
+        transitions.record_retry(attempt=7, error=ERROR, now=at(10), lease_until=at(400)),
     )
 
-    assert refused is False
+    assert refused is None
     assert await stores.requests.get(request.key) == request
 
 
@@ -446,12 +467,13 @@ async def test_record_retry_with_a_stale_attempt_is_refused(stores: Stores) -> N
 async def test_complete_stores_result_and_ttl(stores: Stores) -> None:
     request = await claimed(stores)
 
-    done = await stores.requests.complete(
-        request.key, attempt=1, result={"url": "s3://r"}, now=at(9), expires_at=EXPIRES
+    done = await stores.requests.apply(
+        request.key,
+        transitions.complete(attempt=1, result={"url": "s3://r"}, now=at(9), expires_at=EXPIRES),
     )
 
     stored = await stores.requests.get(request.key)
-    assert done is True
+    assert done is not None
     assert stored is not None
     assert stored.status is RequestStatus.COMPLETED
     assert stored.result == {"url": "s3://r"}
@@ -459,16 +481,88 @@ async def test_complete_stores_result_and_ttl(stores: Stores) -> None:
     assert stored.expires_at == EXPIRES
 
 
-async def test_complete_twice_is_refused_the_second_time(stores: Stores) -> None:
+async def test_a_completed_request_stores_100_with_the_actions_last_message(
+    stores: Stores,
+) -> None:
     request = await claimed(stores)
-    await stores.requests.complete(request.key, attempt=1, result=1, now=at(9), expires_at=EXPIRES)
+    await stores.requests.apply(
+        request.key,
+        transitions.record_progress(
+            attempt=1, progress=ProgressSnapshot(90, "Generating"), now=at(3)
+        ),
+    )
+    last = ProgressSnapshot(95.0, "Uploading report", {"part": 2})
 
-    again = await stores.requests.complete(
-        request.key, attempt=1, result=2, now=at(10), expires_at=EXPIRES
+    done = await stores.requests.apply(
+        request.key,
+        transitions.complete(
+            attempt=1, result={"url": "s3://r"}, now=at(9), expires_at=EXPIRES, progress=last
+        ),
     )
 
     stored = await stores.requests.get(request.key)
-    assert again is False
+    assert done == stored
+    assert stored is not None
+    assert (stored.progress, stored.progress_message, stored.progress_details) == (
+        100.0,
+        "Uploading report",
+        {"part": 2},
+    )
+
+
+async def test_a_failed_or_cancelled_request_keeps_its_last_real_progress(
+    stores: Stores,
+) -> None:
+    failing = await claimed(stores, a_request("failing"))
+    cancelled = await claimed(stores, a_request("cancelled"))
+    for request in (failing, cancelled):
+        await stores.requests.apply(
+            request.key,
+            transitions.record_progress(
+                attempt=1, progress=ProgressSnapshot(30, "stored"), now=at(3)
+            ),
+        )
+
+    await stores.requests.apply(
+        failing.key,
+        transitions.fail(
+            attempt=1,
+            error=ERROR,
+            now=at(9),
+            expires_at=EXPIRES,
+            progress=ProgressSnapshot(45.0, "reported since"),
+        ),
+    )
+    await stores.requests.apply(cancelled.key, transitions.cancel(now=at(9), expires_at=EXPIRES))
+
+    failed = await stores.requests.get(failing.key)
+    kept = await stores.requests.get(cancelled.key)
+    assert failed is not None
+    assert kept is not None
+    assert (failed.status, failed.progress, failed.progress_message) == (
+        RequestStatus.FAILED,
+        45.0,
+        "reported since",
+    )
+    assert (kept.status, kept.progress, kept.progress_message) == (
+        RequestStatus.CANCELLED,
+        30.0,
+        "stored",
+    )
+
+
+async def test_complete_twice_is_refused_the_second_time(stores: Stores) -> None:
+    request = await claimed(stores)
+    await stores.requests.apply(
+        request.key, transitions.complete(attempt=1, result=1, now=at(9), expires_at=EXPIRES)
+    )
+
+    again = await stores.requests.apply(
+        request.key, transitions.complete(attempt=1, result=2, now=at(10), expires_at=EXPIRES)
+    )
+
+    stored = await stores.requests.get(request.key)
+    assert again is None
     assert stored is not None
     assert stored.result == 1
 
@@ -476,24 +570,24 @@ async def test_complete_twice_is_refused_the_second_time(stores: Stores) -> None
 async def test_complete_of_a_pending_request_is_refused(stores: Stores) -> None:
     request = await enqueued(stores)
 
-    refused = await stores.requests.complete(
-        request.key, attempt=0, result=1, now=at(9), expires_at=EXPIRES
+    refused = await stores.requests.apply(
+        request.key, transitions.complete(attempt=0, result=1, now=at(9), expires_at=EXPIRES)
     )
 
-    assert refused is False
+    assert refused is None
     assert await stores.requests.get(request.key) == request
 
 
 async def test_complete_after_cancel_is_refused(stores: Stores) -> None:
     request = await claimed(stores)
-    await stores.requests.cancel(request.key, now=at(5), expires_at=EXPIRES)
+    await stores.requests.apply(request.key, transitions.cancel(now=at(5), expires_at=EXPIRES))
 
-    refused = await stores.requests.complete(
-        request.key, attempt=1, result="late", now=at(9), expires_at=EXPIRES
+    refused = await stores.requests.apply(
+        request.key, transitions.complete(attempt=1, result="late", now=at(9), expires_at=EXPIRES)
     )
 
     stored = await stores.requests.get(request.key)
-    assert refused is False
+    assert refused is None
     assert stored is not None
     assert stored.status is RequestStatus.CANCELLED
     assert stored.result is None
@@ -501,15 +595,15 @@ async def test_complete_after_cancel_is_refused(stores: Stores) -> None:
 
 async def test_complete_with_a_stale_attempt_is_refused(stores: Stores) -> None:
     request = await claimed(stores)
-    await stores.requests.release(request.key, attempt=1, now=at(5))
-    await stores.requests.claim(request.key, now=at(6), lease_until=at(600))
+    await stores.requests.apply(request.key, transitions.release(attempt=1, now=at(5)))
+    await stores.requests.apply(request.key, transitions.claim(now=at(6), lease_until=at(600)))
 
-    refused = await stores.requests.complete(
-        request.key, attempt=1, result="stale", now=at(9), expires_at=EXPIRES
+    refused = await stores.requests.apply(
+        request.key, transitions.complete(attempt=1, result="stale", now=at(9), expires_at=EXPIRES)
     )
 
     stored = await stores.requests.get(request.key)
-    assert refused is False
+    assert refused is None
     assert stored is not None
     assert (stored.status, stored.attempt, stored.result) == (RequestStatus.PROCESSING, 2, None)
 
@@ -518,8 +612,11 @@ async def test_complete_over_400_kb_raises_and_leaves_the_previous_item(stores: 
     request = await claimed(stores)
 
     with pytest.raises(ItemTooLarge):
-        await stores.requests.complete(
-            request.key, attempt=1, result={"blob": OVER_400_KB}, now=at(9), expires_at=EXPIRES
+        await stores.requests.apply(
+            request.key,
+            transitions.complete(
+                attempt=1, result={"blob": OVER_400_KB}, now=at(9), expires_at=EXPIRES
+            ),
         )
 
     assert await stores.requests.get(request.key) == request
@@ -529,8 +626,9 @@ async def test_complete_just_under_the_limit_is_stored(stores: Stores) -> None:
     request = await claimed(stores)
     blob = "y" * (380 * 1024)
 
-    assert await stores.requests.complete(
-        request.key, attempt=1, result={"blob": blob}, now=at(9), expires_at=EXPIRES
+    assert await stores.requests.apply(
+        request.key,
+        transitions.complete(attempt=1, result={"blob": blob}, now=at(9), expires_at=EXPIRES),
     )
 
     stored = await stores.requests.get(request.key)
@@ -541,12 +639,12 @@ async def test_complete_just_under_the_limit_is_stored(stores: Stores) -> None:
 async def test_fail_stores_the_error_and_ttl(stores: Stores) -> None:
     request = await claimed(stores)
 
-    failed = await stores.requests.fail(
-        request.key, attempt=1, error=ERROR, now=at(9), expires_at=EXPIRES
+    failed = await stores.requests.apply(
+        request.key, transitions.fail(attempt=1, error=ERROR, now=at(9), expires_at=EXPIRES)
     )
 
     stored = await stores.requests.get(request.key)
-    assert failed is True
+    assert failed is not None
     assert stored is not None
     assert stored.status is RequestStatus.FAILED
     assert stored.error == ERROR
@@ -556,14 +654,16 @@ async def test_fail_stores_the_error_and_ttl(stores: Stores) -> None:
 
 async def test_fail_after_complete_is_refused(stores: Stores) -> None:
     request = await claimed(stores)
-    await stores.requests.complete(request.key, attempt=1, result=1, now=at(9), expires_at=EXPIRES)
+    await stores.requests.apply(
+        request.key, transitions.complete(attempt=1, result=1, now=at(9), expires_at=EXPIRES)
+    )
 
-    refused = await stores.requests.fail(
-        request.key, attempt=1, error=ERROR, now=at(10), expires_at=EXPIRES
+    refused = await stores.requests.apply(
+        request.key, transitions.fail(attempt=1, error=ERROR, now=at(10), expires_at=EXPIRES)
     )
 
     stored = await stores.requests.get(request.key)
-    assert refused is False
+    assert refused is None
     assert stored is not None
     assert stored.status is RequestStatus.COMPLETED
 
@@ -572,7 +672,9 @@ async def test_error_without_details_round_trips(stores: Stores) -> None:
     request = await claimed(stores)
     error = RequestError(code="TIMEOUT", message="took too long")
 
-    await stores.requests.fail(request.key, attempt=1, error=error, now=at(9), expires_at=EXPIRES)
+    await stores.requests.apply(
+        request.key, transitions.fail(attempt=1, error=error, now=at(9), expires_at=EXPIRES)
+    )
 
     stored = await stores.requests.get(request.key)
     assert stored is not None
@@ -582,11 +684,13 @@ async def test_error_without_details_round_trips(stores: Stores) -> None:
 async def test_release_hands_the_request_back_for_another_claim(stores: Stores) -> None:
     request = await claimed(stores)
 
-    released = await stores.requests.release(request.key, attempt=1, now=at(5))
+    released = await stores.requests.apply(request.key, transitions.release(attempt=1, now=at(5)))
     pending = await stores.requests.get(request.key)
-    reclaimed = await stores.requests.claim(request.key, now=at(6), lease_until=at(306))
+    reclaimed = await stores.requests.apply(
+        request.key, transitions.claim(now=at(6), lease_until=at(306))
+    )
 
-    assert released is True
+    assert released is not None
     assert pending is not None
     assert pending.status is RequestStatus.PENDING
     assert pending.lease_until is None
@@ -597,7 +701,9 @@ async def test_release_hands_the_request_back_for_another_claim(stores: Stores) 
 async def test_release_with_a_stale_attempt_is_refused(stores: Stores) -> None:
     request = await claimed(stores)
 
-    assert await stores.requests.release(request.key, attempt=2, now=at(5)) is False
+    assert (
+        await stores.requests.apply(request.key, transitions.release(attempt=2, now=at(5))) is None
+    )
     assert await stores.requests.get(request.key) == request
 
 
@@ -607,7 +713,9 @@ async def test_release_with_a_stale_attempt_is_refused(stores: Stores) -> None:
 async def test_cancel_of_a_pending_request_returns_it_cancelled(stores: Stores) -> None:
     request = await enqueued(stores)
 
-    cancelled = await stores.requests.cancel(request.key, now=at(5), expires_at=EXPIRES)
+    cancelled = await stores.requests.apply(
+        request.key, transitions.cancel(now=at(5), expires_at=EXPIRES)
+    )
 
     assert cancelled is not None
     assert cancelled.status is RequestStatus.CANCELLED
@@ -621,7 +729,9 @@ async def test_cancel_of_a_pending_request_returns_it_cancelled(stores: Stores) 
 async def test_cancel_of_a_processing_request_returns_it_cancelled(stores: Stores) -> None:
     request = await claimed(stores)
 
-    cancelled = await stores.requests.cancel(request.key, now=at(5), expires_at=EXPIRES)
+    cancelled = await stores.requests.apply(
+        request.key, transitions.cancel(now=at(5), expires_at=EXPIRES)
+    )
 
     assert cancelled is not None
     assert cancelled.status is RequestStatus.CANCELLED
@@ -632,23 +742,33 @@ async def test_cancel_of_a_processing_request_returns_it_cancelled(stores: Store
 async def test_cancel_of_a_terminal_request_is_none(stores: Stores, finish: str) -> None:
     request = await claimed(stores)
     if finish == "complete":
-        await stores.requests.complete(
-            request.key, attempt=1, result=1, now=at(3), expires_at=EXPIRES
+        await stores.requests.apply(
+            request.key, transitions.complete(attempt=1, result=1, now=at(3), expires_at=EXPIRES)
         )
     elif finish == "fail":
-        await stores.requests.fail(
-            request.key, attempt=1, error=ERROR, now=at(3), expires_at=EXPIRES
+        await stores.requests.apply(
+            request.key, transitions.fail(attempt=1, error=ERROR, now=at(3), expires_at=EXPIRES)
         )
     else:
-        await stores.requests.cancel(request.key, now=at(3), expires_at=EXPIRES)
+        await stores.requests.apply(request.key, transitions.cancel(now=at(3), expires_at=EXPIRES))
     before = await stores.requests.get(request.key)
 
-    assert await stores.requests.cancel(request.key, now=at(5), expires_at=EXPIRES + 1) is None
+    assert (
+        await stores.requests.apply(
+            request.key, transitions.cancel(now=at(5), expires_at=EXPIRES + 1)
+        )
+        is None
+    )
     assert await stores.requests.get(request.key) == before
 
 
 async def test_cancel_of_an_unknown_request_is_none(stores: Stores) -> None:
-    assert await stores.requests.cancel(RequestKey("t#u#x"), now=at(5), expires_at=1) is None
+    assert (
+        await stores.requests.apply(
+            RequestKey("t#u#x"), transitions.cancel(now=at(5), expires_at=1)
+        )
+        is None
+    )
 
 
 # --- requests: expired leases ----------------------------------------------------------
@@ -657,8 +777,9 @@ async def test_cancel_of_an_unknown_request_is_none(stores: Stores) -> None:
 async def test_expired_leases_are_listed_oldest_first_up_to_the_limit(stores: Stores) -> None:
     # The oldest PROCESSING request still holds its lease: a filtered page skips it.
     live = await claimed(stores, a_request("live", created=at(0)))
-    await stores.requests.record_retry(
-        live.key, attempt=1, error=ERROR, now=at(2), lease_until=at(10_000)
+    await stores.requests.apply(
+        live.key,
+        transitions.record_retry(attempt=1, error=ERROR, now=at(2), lease_until=at(10_000)),
     )
     expired = [await claimed(stores, a_request(f"old-{i}", created=at(i + 1))) for i in range(3)]
     await enqueued(stores, a_request("pending", created=at(0.5)))
@@ -675,19 +796,23 @@ async def test_expired_leases_are_listed_oldest_first_up_to_the_limit(stores: St
 async def test_requeue_before_the_lease_expires_is_refused(stores: Stores) -> None:
     request = await claimed(stores)
 
-    refused = await stores.requests.requeue_expired(request.key, attempt=1, now=at(300))
+    refused = await stores.requests.apply(
+        request.key, transitions.requeue_expired(attempt=1, now=at(300))
+    )
 
-    assert refused is False
+    assert refused is None
     assert await stores.requests.get(request.key) == request
 
 
 async def test_requeue_after_the_lease_expired_makes_it_pending(stores: Stores) -> None:
     request = await claimed(stores)
 
-    requeued = await stores.requests.requeue_expired(request.key, attempt=1, now=at(302))
+    requeued = await stores.requests.apply(
+        request.key, transitions.requeue_expired(attempt=1, now=at(302))
+    )
 
     stored = await stores.requests.get(request.key)
-    assert requeued is True
+    assert requeued is not None
     assert stored is not None
     assert stored.status is RequestStatus.PENDING
     assert stored.lease_until is None
@@ -698,31 +823,48 @@ async def test_requeue_after_the_lease_expired_makes_it_pending(stores: Stores) 
 async def test_requeue_with_a_stale_attempt_is_refused(stores: Stores) -> None:
     request = await claimed(stores)
 
-    assert await stores.requests.requeue_expired(request.key, attempt=2, now=at(302)) is False
+    assert (
+        await stores.requests.apply(
+            request.key, transitions.requeue_expired(attempt=2, now=at(302))
+        )
+        is None
+    )
 
 
 async def test_requeue_of_a_completed_request_is_refused(stores: Stores) -> None:
     request = await claimed(stores)
-    await stores.requests.complete(request.key, attempt=1, result=1, now=at(9), expires_at=EXPIRES)
+    await stores.requests.apply(
+        request.key, transitions.complete(attempt=1, result=1, now=at(9), expires_at=EXPIRES)
+    )
 
-    assert await stores.requests.requeue_expired(request.key, attempt=1, now=at(999)) is False
+    assert (
+        await stores.requests.apply(
+            request.key, transitions.requeue_expired(attempt=1, now=at(999))
+        )
+        is None
+    )
 
 
 async def test_fail_expired_only_after_the_lease_expired(stores: Stores) -> None:
     request = await claimed(stores)
 
-    early = await stores.requests.fail_expired(
-        request.key, attempt=1, error=ERROR, now=at(300), expires_at=EXPIRES
+    early = await stores.requests.apply(
+        request.key,
+        transitions.fail_expired(attempt=1, error=ERROR, now=at(300), expires_at=EXPIRES),
     )
-    stale = await stores.requests.fail_expired(
-        request.key, attempt=2, error=ERROR, now=at(302), expires_at=EXPIRES
+    stale = await stores.requests.apply(
+        request.key,
+        transitions.fail_expired(attempt=2, error=ERROR, now=at(302), expires_at=EXPIRES),
     )
-    late = await stores.requests.fail_expired(
-        request.key, attempt=1, error=ERROR, now=at(302), expires_at=EXPIRES
+    late = await stores.requests.apply(
+        request.key,
+        transitions.fail_expired(attempt=1, error=ERROR, now=at(302), expires_at=EXPIRES),
     )
 
     stored = await stores.requests.get(request.key)
-    assert (early, stale, late) == (False, False, True)
+    assert (early, stale) == (None, None)
+    assert late is not None
+    assert late == stored
     assert stored is not None
     assert stored.status is RequestStatus.FAILED
     assert stored.error == ERROR
@@ -739,7 +881,7 @@ async def test_stale_pending_requests_are_listed_oldest_first_by_updated_at(
     await enqueued(stores, a_request("fresh", created=at(100)))
     # Old by CreatedAt, but handed back to PENDING recently: not stale.
     requeued = await claimed(stores, a_request("requeued", created=at(0.5)))
-    await stores.requests.release(requeued.key, attempt=1, now=at(100))
+    await stores.requests.apply(requeued.key, transitions.release(attempt=1, now=at(100)))
     await claimed(stores, a_request("busy", created=at(0.2)))
 
     listed = await stores.requests.list_stale_pending(older_than=at(50), limit=2)
@@ -753,22 +895,31 @@ async def test_stale_pending_requests_are_listed_oldest_first_by_updated_at(
 async def test_kick_touches_a_pending_request_and_counts_the_kick(stores: Stores) -> None:
     request = await enqueued(stores)
 
-    kicked = await stores.requests.kick(request.key, seen_updated_at=T0, now=at(400))
-    again = await stores.requests.kick(request.key, seen_updated_at=at(400), now=at(800))
+    kicked = await stores.requests.apply(
+        request.key, transitions.kick(seen_updated_at=T0, now=at(400))
+    )
+    again = await stores.requests.apply(
+        request.key, transitions.kick(seen_updated_at=at(400), now=at(800))
+    )
 
     stored = await stores.requests.get(request.key)
-    assert (kicked, again) == (True, True)
+    assert kicked == replace(request, updated_at=at(400), kicks=1)
+    assert again == stored
     assert stored == replace(request, updated_at=at(800), kicks=2)
 
 
 async def test_kick_with_a_stale_updated_at_is_refused(stores: Stores) -> None:
     request = await enqueued(stores)
-    assert await stores.requests.kick(request.key, seen_updated_at=T0, now=at(400))
+    assert await stores.requests.apply(
+        request.key, transitions.kick(seen_updated_at=T0, now=at(400))
+    )
 
-    refused = await stores.requests.kick(request.key, seen_updated_at=T0, now=at(800))
+    refused = await stores.requests.apply(
+        request.key, transitions.kick(seen_updated_at=T0, now=at(800))
+    )
 
     stored = await stores.requests.get(request.key)
-    assert refused is False
+    assert refused is None
     assert stored is not None
     assert (stored.updated_at, stored.kicks) == (at(400), 1)
 
@@ -776,16 +927,21 @@ async def test_kick_with_a_stale_updated_at_is_refused(stores: Stores) -> None:
 async def test_kick_of_a_claimed_request_is_refused(stores: Stores) -> None:
     request = await claimed(stores)
 
-    refused = await stores.requests.kick(
-        request.key, seen_updated_at=request.updated_at, now=at(400)
+    refused = await stores.requests.apply(
+        request.key, transitions.kick(seen_updated_at=request.updated_at, now=at(400))
     )
 
-    assert refused is False
+    assert refused is None
     assert await stores.requests.get(request.key) == request
 
 
 async def test_kick_of_an_unknown_request_is_refused(stores: Stores) -> None:
-    assert await stores.requests.kick(RequestKey("t#u#x"), seen_updated_at=T0, now=at(1)) is False
+    assert (
+        await stores.requests.apply(
+            RequestKey("t#u#x"), transitions.kick(seen_updated_at=T0, now=at(1))
+        )
+        is None
+    )
 
 
 @pytest.mark.parametrize("hand_back", ["release", "requeue_expired"])
@@ -793,15 +949,21 @@ async def test_kicks_start_again_when_a_request_goes_back_to_pending(
     stores: Stores, hand_back: str
 ) -> None:
     request = await enqueued(stores)
-    assert await stores.requests.kick(request.key, seen_updated_at=T0, now=at(400))
-    claim = await stores.requests.claim(request.key, now=at(401), lease_until=at(500))
+    assert await stores.requests.apply(
+        request.key, transitions.kick(seen_updated_at=T0, now=at(400))
+    )
+    claim = await stores.requests.apply(
+        request.key, transitions.claim(now=at(401), lease_until=at(500))
+    )
     assert claim is not None
     assert claim.kicks == 1
 
     if hand_back == "release":
-        assert await stores.requests.release(request.key, attempt=1, now=at(600))
+        assert await stores.requests.apply(request.key, transitions.release(attempt=1, now=at(600)))
     else:
-        assert await stores.requests.requeue_expired(request.key, attempt=1, now=at(600))
+        assert await stores.requests.apply(
+            request.key, transitions.requeue_expired(attempt=1, now=at(600))
+        )
 
     stored = await stores.requests.get(request.key)
     assert stored is not None
@@ -811,8 +973,9 @@ async def test_kicks_start_again_when_a_request_goes_back_to_pending(
 async def test_fail_pending_fails_an_untouched_pending_request(stores: Stores) -> None:
     request = await enqueued(stores)
 
-    failed = await stores.requests.fail_pending(
-        request.key, seen_updated_at=T0, error=ERROR, now=at(900), expires_at=EXPIRES
+    failed = await stores.requests.apply(
+        request.key,
+        transitions.fail_pending(seen_updated_at=T0, error=ERROR, now=at(900), expires_at=EXPIRES),
     )
 
     assert failed is not None
@@ -824,11 +987,16 @@ async def test_fail_pending_fails_an_untouched_pending_request(stores: Stores) -
 async def test_fail_pending_is_refused_once_claimed_or_touched(stores: Stores) -> None:
     busy = await claimed(stores, a_request("busy"))
     touched = await enqueued(stores, a_request("touched"))
-    assert await stores.requests.kick(touched.key, seen_updated_at=T0, now=at(400))
+    assert await stores.requests.apply(
+        touched.key, transitions.kick(seen_updated_at=T0, now=at(400))
+    )
 
     refused = [
-        await stores.requests.fail_pending(
-            key, seen_updated_at=seen, error=ERROR, now=at(900), expires_at=EXPIRES
+        await stores.requests.apply(
+            key,
+            transitions.fail_pending(
+                seen_updated_at=seen, error=ERROR, now=at(900), expires_at=EXPIRES
+            ),
         )
         for key, seen in ((busy.key, busy.updated_at), (touched.key, T0))
     ]
@@ -853,23 +1021,15 @@ async def test_requests_are_listed_by_connection_oldest_first(stores: Stores) ->
     assert listed == [older, newer]
 
 
-async def test_requests_are_listed_by_user_oldest_first(stores: Stores) -> None:
-    second = await enqueued(stores, a_request("2", user="alice", created=at(2)))
-    first = await enqueued(stores, a_request("1", user="alice", created=at(1)))
-    await enqueued(stores, a_request("3", user="bob", created=at(0)))
-
-    assert await stores.requests.list_by_user(UserId("alice")) == [first, second]
-    assert await stores.requests.list_by_user(UserId("nobody")) == []
-
-
 async def test_requests_are_listed_by_status_oldest_first_up_to_the_limit(
     stores: Stores,
 ) -> None:
+    # The port's two StatusIndex queries: PENDING ones (stale), PROCESSING ones (expired).
     pending = [await enqueued(stores, a_request(f"p{i}", created=at(10 - i))) for i in range(4)]
     await claimed(stores, a_request("busy", created=at(0)))
 
-    listed = await stores.requests.list_by_status(RequestStatus.PENDING, limit=3)
-    processing = await stores.requests.list_by_status(RequestStatus.PROCESSING, limit=10)
+    listed = await stores.requests.list_stale_pending(older_than=at(100), limit=3)
+    processing = await stores.requests.list_expired_leases(now=at(10_000), limit=10)
 
     assert [r.key for r in listed] == [pending[3].key, pending[2].key, pending[1].key]
     assert [r.request_id for r in processing] == ["busy"]

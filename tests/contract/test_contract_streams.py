@@ -27,6 +27,7 @@ from adapters.streams.reader import (
     map_stream_errors,
 )
 from adapters.streams.records import UnreadableRecord, read_stream_record, sequence_number_of
+from streamer import transitions
 from streamer.models import (
     AsyncRequest,
     ConnectionId,
@@ -319,7 +320,7 @@ async def test_records_read_from_a_moto_stream_parse_to_changes(
     now = datetime(2026, 1, 1, tzinfo=UTC)
     request = _request("req-1", now)
     await dynamodb_stores.requests.enqueue(request)
-    await dynamodb_stores.requests.claim(request.key, now=now, lease_until=now)
+    await dynamodb_stores.requests.apply(request.key, transitions.claim(now=now, lease_until=now))
     arn, shard = await _only_shard(reader)
 
     iterator = await reader.iterator(arn, shard.shard_id, after=None)

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from test_contract_stores import EXPIRES, Stores, a_request, at, claimed, stores
 
+from streamer import transitions
 from streamer.errors import UnstorableValue
 from streamer.models import RequestStatus
 
@@ -26,8 +27,11 @@ async def test_an_unstorable_result_is_refused_and_the_request_stays_processing(
 ) -> None:
     request = await claimed(stores)
     with pytest.raises(UnstorableValue):
-        await stores.requests.complete(
-            request.key, attempt=request.attempt, result={"x": value}, now=at(2), expires_at=EXPIRES
+        await stores.requests.apply(
+            request.key,
+            transitions.complete(
+                attempt=request.attempt, result={"x": value}, now=at(2), expires_at=EXPIRES
+            ),
         )
     stored = await stores.requests.get(request.key)
     assert stored is not None

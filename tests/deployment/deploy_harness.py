@@ -30,6 +30,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "aws.* has been deprecated", DeprecationWarning)
     for _service in (
         "apigateway",
+        "acm",
         "apigatewayv2",
         "cloudwatch",
         "dynamodb",
@@ -44,6 +45,8 @@ __all__ = [
     "ACCOUNT",
     "API_ID",
     "BASE_CONFIG",
+    "BUNDLE",
+    "ISSUED_CERTIFICATES",
     "REGION",
     "SECRET_KEY",
     "SECRET_SIG",
@@ -59,6 +62,7 @@ sys.path.insert(0, str(PROGRAM_DIR))
 
 import streamer_stack  # noqa: E402  (importable once PROGRAM_DIR is on the path)
 
+from adapters.aws_lambda.bundle import MANIFEST_NAME, BundleManifest  # noqa: E402
 from streamer.tokens import generate_rsa_key_pair  # noqa: E402
 
 REGION = "eu-west-1"
@@ -70,6 +74,13 @@ SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 
 _, TEST_PUBLIC_KEY = generate_rsa_key_pair()
 """A real key, so the functions' own start-up checks can read it."""
+
+
+BUNDLE = BundleManifest(python_version="3.12", architecture="x86_64", streamer_version="0.1.0")
+"""The manifest of the bundle the program is given unless a test says otherwise."""
+
+ISSUED_CERTIFICATES = {"api.example.com": f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/issued-1"}
+"""The region's ISSUED ACM certificates, by domain, as `aws.acm.get_certificate` finds them."""
 
 
 BASE_CONFIG = {
@@ -105,6 +116,8 @@ class Deployment:
     resources: list[Declared]
     outputs: dict[str, Any]
     """The stack outputs `__main__` exported, resolved."""
+    certificate_lookups: list[dict[str, Any]] = field(default_factory=list)
+    """The arguments of each `aws.acm.get_certificate` the program made."""
 
     def all(self, typ: str) -> list[Declared]:
         """Every resource of one Pulumi type token."""
@@ -142,6 +155,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def __init__(self) -> None:
         self.resources: list[Declared] = []
+        self.certificate_lookups: list[dict[str, Any]] = []
 
     def new_resource(self, args: Any) -> tuple[str, dict[str, Any]]:
         inputs: dict[str, Any] = dict(args.inputs)
@@ -192,6 +206,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def call(self, args: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         if args.token == "aws:index/getRegion:getRegion":
             return {"region": REGION, "name": REGION, "id": REGION}, []
+        if args.token == "aws:acm/getCertificate:getCertificate":
+            self.certificate_lookups.append(dict(args.args))
+            arn = ISSUED_CERTIFICATES.get(args.args["domain"])
+            if arn is None or args.args.get("statuses") != ["ISSUED"]:
+                # As the provider fails the lookup: an invoke failure, no result.
+                return {}, [
+                    ("domain", f"no ACM Certificate matching domain ({args.args['domain']})")
+                ]
+            return {"arn": arn, "domain": args.args["domain"], "id": arn, "status": "ISSUED"}, []
         raise AssertionError(f"unexpected provider call {args.token}")
 
 
@@ -216,8 +239,15 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return response
 
 
-def deploy(config: dict[str, str], *, secret_keys: tuple[str, ...] = ()) -> Deployment:
+def deploy(
+    config: dict[str, str],
+    *,
+    secret_keys: tuple[str, ...] = (),
+    bundle: BundleManifest | None = BUNDLE,
+) -> Deployment:
     """Run the program once under mocks with the given `streamer:*`/`aws:*` config.
+
+    The program is given a zip holding only `bundle` as its manifest (none when None).
 
     Pulumi's runtime drives its own event loop on this thread; it gets a fresh one,
     closed afterwards, so async tests before and after never share loop state.
@@ -226,11 +256,12 @@ def deploy(config: dict[str, str], *, secret_keys: tuple[str, ...] = ()) -> Depl
     asyncio.set_event_loop(loop)
     try:
         with tempfile.TemporaryDirectory() as directory:
-            # The mocks never read the bundle; the program only checks it is there.
-            bundle = Path(directory) / "streamer-lambda.zip"
-            with zipfile.ZipFile(bundle, "w"):
-                pass
-            return _run_program({"streamer:bundlePath": str(bundle), **config}, secret_keys)
+            # The mocks never read the code; the program reads the manifest.
+            path = Path(directory) / "streamer-lambda.zip"
+            with zipfile.ZipFile(path, "w") as archive:
+                if bundle is not None:
+                    archive.writestr(MANIFEST_NAME, bundle.to_json())
+            return _run_program({"streamer:bundlePath": str(path), **config}, secret_keys)
     finally:
         asyncio.set_event_loop(None)
         loop.close()
@@ -260,4 +291,4 @@ def _run_program(config: dict[str, str], secret_keys: tuple[str, ...]) -> Deploy
         return pulumi.Output.all(**exported).apply(outputs.update)
 
     program()
-    return Deployment(recording.resources, outputs)
+    return Deployment(recording.resources, outputs, recording.certificate_lookups)

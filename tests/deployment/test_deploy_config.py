@@ -26,13 +26,6 @@ def test_a_missing_bundle_names_the_command_that_builds_it(tmp_path: Path) -> No
         streamer_stack.check_bundle(str(tmp_path / "streamer-lambda.zip"))
 
 
-def test_a_domain_without_a_certificate_is_refused() -> None:
-    with pytest.raises(ValueError, match="certificateArn"):
-        streamer_stack.StackConfig(
-            environment="prod", jwt_public_key="k", domain="wss://api.example.com"
-        )
-
-
 @pytest.mark.parametrize("factor", [0, 11])
 def test_parallelization_outside_what_lambda_allows_is_refused(factor: int) -> None:
     with pytest.raises(ValueError, match="processorParallelization"):
@@ -86,3 +79,40 @@ def test_an_account_with_its_own_api_gateway_logging_role_keeps_it(
     assert not existing_logging_role.all("aws:apigateway/account:Account")
     stage = existing_logging_role.one("aws:apigatewayv2/stage:Stage", "websocket-stage")
     assert "accessLogSettings" in stage.inputs
+
+
+@pytest.fixture(scope="module")
+def identity_provider_deployment() -> Deployment:
+    """Keys from an identity provider only: no `jwtPublicKey` at all."""
+    config = {k: v for k, v in BASE_CONFIG.items() if k != "streamer:jwtPublicKey"}
+    return deploy(
+        {
+            **config,
+            "streamer:jwtJwksUrl": "https://idp.example.com/.well-known/jwks.json",
+            "streamer:jwtAudience": "api://streamer",
+        }
+    )
+
+
+def test_a_jwks_url_alone_configures_the_connect_function(
+    identity_provider_deployment: Deployment,
+) -> None:
+    from adapters.aws_lambda.runtime import REQUIRED_ONE_OF, REQUIRED_SETTINGS
+    from streamer.settings import Settings
+
+    connect = identity_provider_deployment.one("aws:lambda/function:Function", "connect-function")
+    variables = connect.inputs["environment"]["variables"]
+    assert variables["JWT_JWKS_URL"] == "https://idp.example.com/.well-known/jwks.json"
+    assert variables["JWT_AUDIENCE"] == "api://streamer"
+    assert "JWT_PUBLIC_KEY" not in variables
+    (one_of,) = REQUIRED_ONE_OF["connect"]
+    assert any(variables.get(name) for name in one_of)
+    settings = Settings.from_env(
+        {**variables, "AWS_REGION": REGION}, required=REQUIRED_SETTINGS["connect"]
+    )
+    assert settings.jwt_jwks_url == "https://idp.example.com/.well-known/jwks.json"
+
+
+def test_neither_a_key_nor_a_jwks_is_refused() -> None:
+    with pytest.raises(ValueError, match="jwtPublicKey or streamer:jwtJwksUrl"):
+        streamer_stack.StackConfig(environment="prod", jwt_public_key=None)

@@ -20,6 +20,7 @@ SUBSCRIPTIONS = _TABLE.format("subscriptions")
 Grant = tuple[str, str]
 _DELIVERY: set[Grant] = {
     ("dynamodb:DeleteItem", CONNECTIONS),
+    ("dynamodb:UpdateItem", CONNECTIONS),
     ("dynamodb:Query", SUBSCRIPTIONS),
     ("dynamodb:DeleteItem", SUBSCRIPTIONS),
     ("dynamodb:Query", f"{SUBSCRIPTIONS}/index/ConnectionIndex"),
@@ -32,12 +33,14 @@ _CANCEL_ON_DISCONNECT: set[Grant] = {
 DYNAMODB_GRANTS: dict[str, set[Grant]] = {
     "connect": {
         ("dynamodb:PutItem", CONNECTIONS),
-        ("dynamodb:Scan", CONNECTIONS),
+        ("dynamodb:UpdateItem", CONNECTIONS),
+        ("dynamodb:GetItem", CONNECTIONS),
         ("dynamodb:Query", f"{CONNECTIONS}/index/UserIndex"),
     },
     "disconnect": {
         ("dynamodb:DeleteItem", CONNECTIONS),
-        ("dynamodb:Scan", CONNECTIONS),
+        ("dynamodb:UpdateItem", CONNECTIONS),
+        ("dynamodb:GetItem", CONNECTIONS),
         ("dynamodb:DeleteItem", SUBSCRIPTIONS),
         ("dynamodb:Query", f"{SUBSCRIPTIONS}/index/ConnectionIndex"),
     },
@@ -57,6 +60,7 @@ DYNAMODB_GRANTS: dict[str, set[Grant]] = {
     "sweeper": {
         ("dynamodb:UpdateItem", REQUESTS),
         ("dynamodb:Query", f"{REQUESTS}/index/StatusIndex"),
+        ("dynamodb:GetItem", CONNECTIONS),
         ("dynamodb:Scan", CONNECTIONS),
         *_DELIVERY,
     },
@@ -215,6 +219,7 @@ def test_the_pusher_role_may_walk_the_indexes_post_and_clean_up_nothing_more(
     assert [s["Principal"] for s in trust["Statement"]] == [{"Service": "lambda.amazonaws.com"}]
     assert _grants(deployment, "pusher", "dynamodb") == {
         ("dynamodb:DeleteItem", CONNECTIONS),
+        ("dynamodb:UpdateItem", CONNECTIONS),
         ("dynamodb:Query", f"{CONNECTIONS}/index/UserIndex"),
         ("dynamodb:Query", f"{CONNECTIONS}/index/TenantIndex"),
         ("dynamodb:DeleteItem", SUBSCRIPTIONS),

@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aioboto3
 import boto3
 import pytest
 from aiohttp import web
@@ -174,6 +173,7 @@ class Session:
         event["requestContext"]["connectionId"] = connection_id
         token = mint_token(self.private_key, sub=USER, tenant_id=TENANT)
         event["queryStringParameters"] = {"Authorization": token}
+        event["multiValueQueryStringParameters"] = {"Authorization": [token]}
         context = Context("streamer-connect-prod")
         reply = self._as("connect", lambda: connect.handler(event, context))
         assert reply == {"statusCode": 200}
@@ -279,9 +279,10 @@ def recorded_calls(
             dynamodb_settings.subscriptions_table: "subscriptions",
         }
     )
-    session = aioboto3.Session()
-    session._session.register("before-parameter-build.dynamodb", recorder.dynamodb)
-    monkeypatch.setattr(adapters.aws, "_session", session)
+    # The functions' clients come from the process's ThreadedSession (botocore's own).
+    session = adapters.aws.ThreadedSession()
+    session.botocore_session.register("before-parameter-build.dynamodb", recorder.dynamodb)
+    monkeypatch.setattr(adapters.aws, "_threaded_session", session)
     private_key, public_key = generate_rsa_key_pair()
     with ManagementApi(recorder) as api:
         environment = {

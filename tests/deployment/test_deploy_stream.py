@@ -37,7 +37,6 @@ def test_long_actions_do_not_hold_up_the_rest_of_their_shard(mapping: dict[str, 
 def test_only_claimable_pending_images_invoke_the_processor(mapping: dict[str, Any]) -> None:
     (only,) = mapping["filterCriteria"]["filters"]
     assert json.loads(only["pattern"]) == {
-        "eventName": ["INSERT", "MODIFY"],
         "dynamodb": {"NewImage": {"Status": {"S": ["PENDING"]}}},
     }
 

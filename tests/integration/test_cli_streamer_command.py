@@ -306,6 +306,17 @@ async def test_tables_create_list_delete_on_an_endpoint(moto_endpoint: str) -> N
     assert after.stdout.count("\tMISSING") == 3
 
 
+async def test_tables_on_an_unreachable_endpoint_is_one_line_naming_the_store() -> None:
+    run = await streamer(
+        "tables", "list", "--endpoint-url", "http://127.0.0.1:9", AWS_MAX_ATTEMPTS="1"
+    )
+
+    assert run.code != EXIT_OK
+    assert run.stderr.strip().splitlines() == [
+        "DynamoDB: state store unreachable (EndpointConnectionError)"
+    ]
+
+
 @pytest.mark.parametrize(
     "command",
     [

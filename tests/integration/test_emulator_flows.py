@@ -25,6 +25,7 @@ from emulator.testing import (
     request,
     send_json,
 )
+from streamer import transitions
 from streamer.ids import new_connection_id
 from streamer.models import (
     AsyncRequest,
@@ -329,8 +330,8 @@ async def test_the_sweeper_requeues_a_request_whose_processor_died_and_it_comple
     orphan = _queued("orphan", now)
     async with open_stores(dynamodb_settings) as stores:
         await stores.requests.enqueue(orphan)
-        claimed = await stores.requests.claim(
-            orphan.key, now=now, lease_until=now - timedelta(seconds=1)
+        claimed = await stores.requests.apply(
+            orphan.key, transitions.claim(now=now, lease_until=now - timedelta(seconds=1))
         )
     assert claimed is not None
 

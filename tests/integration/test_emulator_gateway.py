@@ -148,17 +148,48 @@ async def test_a_sync_action_is_answered_on_the_same_socket(emulator: EmulatorHa
     assert reply["timestamp"].endswith("Z")
 
 
-async def test_a_binary_frame_gets_a_clear_error_and_the_socket_stays_open(
+async def test_a_binary_frame_closes_the_socket_with_1003(emulator: EmulatorHarness) -> None:
+    """API Gateway does not take binary frames (before, the emulator answered
+    VALIDATION_ERROR and kept the socket open)."""
+    async with emulator.connect() as ws:
+        ping = await request(ws, {"action": "ping"})
+        await ws.send(b'{"action": "ping"}')
+        with pytest.raises(ConnectionClosed):
+            await recv_json(ws)
+        assert ws.close_code == 1003
+    await emulator.emulator.gateway.wait_disconnected(ping["data"]["connection_id"])  # type: ignore[union-attr]
+
+
+async def test_a_single_frame_over_32_kb_closes_the_socket_with_1009(
     emulator: EmulatorHarness,
 ) -> None:
     async with emulator.connect() as ws:
-        await ws.send(b'{"action": "ping"}')
-        error = await recv_json(ws)
-        pong = await request(ws, {"action": "ping"})
-    assert error["type"] == "error"
-    assert error["error"]["code"] == "VALIDATION_ERROR"
-    assert "text frame" in error["error"]["message"]
-    assert pong["type"] == "response"
+        await request(ws, {"action": "ping"})
+        await ws.send(json.dumps({"action": "echo", "payload": {"s": "x" * (40 * 1024)}}))
+        with pytest.raises(ConnectionClosed):
+            await recv_json(ws)
+        assert ws.close_code == 1009
+
+
+async def test_a_fragmented_message_over_32_kb_is_answered(emulator: EmulatorHarness) -> None:
+    blob = "x" * (100 * 1024)
+    async with emulator.connect() as ws:
+        text = json.dumps({"id": "f1", "action": "echo", "payload": {"s": blob}})
+        await ws.send([text[i : i + 16 * 1024] for i in range(0, len(text), 16 * 1024)])
+        reply = await recv_json(ws)
+    assert (reply["type"], reply["request_id"]) == ("response", "f1")
+    assert reply["data"] == {"echo": {"s": blob}}
+
+
+async def test_a_fragment_over_32_kb_closes_the_socket_with_1009(
+    emulator: EmulatorHarness,
+) -> None:
+    async with emulator.connect() as ws:
+        text = json.dumps({"action": "echo", "payload": {"s": "x" * (40 * 1024)}})
+        await ws.send([text[:100], text[100:]])
+        with pytest.raises(ConnectionClosed):
+            await recv_json(ws)
+        assert ws.close_code == 1009
 
 
 async def test_a_message_over_128_kb_closes_the_socket_with_1009(
@@ -166,7 +197,7 @@ async def test_a_message_over_128_kb_closes_the_socket_with_1009(
 ) -> None:
     async with emulator.connect() as ws:
         ping = await request(ws, {"action": "ping"})
-        await ws.send("x" * (128 * 1024 + 1))
+        await ws.send(["x" * (32 * 1024)] * 4 + ["x"])
         with pytest.raises(ConnectionClosed):
             await recv_json(ws)
         assert ws.close_code == 1009

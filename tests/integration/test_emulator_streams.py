@@ -21,6 +21,7 @@ from adapters.dynamodb import DynamoDBStores, create_tables, open_stores
 from adapters.streams.reader import ShardReader
 from emulator.checkpoints import CheckpointFile
 from emulator.streams import StreamPoller
+from streamer import transitions
 from streamer.clock import SystemClock
 from streamer.models import (
     AsyncRequest,
@@ -96,9 +97,11 @@ def _pending(name: str) -> AsyncRequest:
 async def _requeue(stores: DynamoDBStores, key: RequestKey) -> None:
     """PENDING → PROCESSING → PENDING: a second claimable record for the same request."""
     now = datetime.now(UTC)
-    claimed = await stores.requests.claim(key, now=now, lease_until=now + timedelta(minutes=5))
+    claimed = await stores.requests.apply(
+        key, transitions.claim(now=now, lease_until=now + timedelta(minutes=5))
+    )
     assert claimed is not None
-    assert await stores.requests.release(key, attempt=claimed.attempt, now=now)
+    assert await stores.requests.apply(key, transitions.release(attempt=claimed.attempt, now=now))
 
 
 class FailingReads:
@@ -406,8 +409,8 @@ async def test_shutdown_leaves_another_processors_live_claim_alone(
         await stores.requests.enqueue(_pending("theirs"))
         await processor.wait_for(lambda: theirs in processor.started_keys())
         now = datetime.now(UTC)
-        claimed = await stores.requests.claim(
-            theirs, now=now, lease_until=now + timedelta(minutes=5)
+        claimed = await stores.requests.apply(
+            theirs, transitions.claim(now=now, lease_until=now + timedelta(minutes=5))
         )
         assert claimed is not None
     stored = await stores.requests.get(theirs)

@@ -4,6 +4,7 @@ and a local server speaking the API Gateway Management API."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
 import logging
@@ -56,12 +57,13 @@ async def stall(req: Request[dict[str, Any]], progress: Progress) -> None:
 
 
 class ManagementApi:
-    """`POST /{stage}/@connections/{id}` on a loopback port, in its own thread:
-    records posts, answers 410 for ids marked gone."""
+    """`POST` and `DELETE /{stage}/@connections/{id}` on a loopback port, in its
+    own thread: records posts and deletes, answers 410 for ids marked gone."""
 
     def __init__(self) -> None:
         self.url = ""
         self.gone: set[str] = set()
+        self.deleted: list[str] = []
         self._posts: dict[str, list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -91,12 +93,23 @@ class ManagementApi:
             self._posts.setdefault(connection_id, []).append(body)
         return web.Response(status=200)
 
+    async def _delete(self, request: web.Request) -> web.Response:
+        connection_id = request.match_info["id"]
+        if connection_id in self.gone:
+            return web.json_response(
+                {"message": None}, status=410, headers={"x-amzn-ErrorType": "GoneException"}
+            )
+        with self._lock:
+            self.deleted.append(connection_id)
+        return web.Response(status=204)
+
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
 
         async def start() -> None:
             server = web.Application()
             server.router.add_post("/{stage}/@connections/{id}", self._post)
+            server.router.add_delete("/{stage}/@connections/{id}", self._delete)
             self._runner = web.AppRunner(server, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -170,12 +183,17 @@ class Lambda:
             event["multiValueQueryStringParameters"] = None
         else:
             event["queryStringParameters"] = {"Authorization": token}
+            event["multiValueQueryStringParameters"] = {"Authorization": [token]}
         return connect.handler(event, Context(function_name="streamer-connect-test"))
 
-    def send(self, connection_id: str, body: str | dict[str, Any]) -> dict[str, Any]:
+    def send(self, connection_id: str, body: str | bytes | dict[str, Any]) -> dict[str, Any]:
         event = _load("message.json")
         event["requestContext"]["connectionId"] = connection_id
-        event["body"] = body if isinstance(body, str) else json.dumps(body)
+        if isinstance(body, bytes):  # a binary frame, as API Gateway encodes it
+            event["body"] = base64.b64encode(body).decode()
+            event["isBase64Encoded"] = True
+        else:
+            event["body"] = body if isinstance(body, str) else json.dumps(body)
         return router.handler(event, Context(function_name="streamer-router-test"))
 
     def connection_item(self, connection_id: str) -> dict[str, Any] | None:
@@ -321,6 +339,30 @@ def test_a_refused_connect_returns_its_status_and_stores_nothing(
 # --- $disconnect -----------------------------------------------------------------------
 
 
+def test_two_authorization_values_in_the_query_are_refused_with_401(aws_lambda: Lambda) -> None:
+    """API Gateway keeps the last value in `queryStringParameters`; the connect
+    handler reads `multiValueQueryStringParameters` and refuses the ambiguity."""
+    valid = aws_lambda.token()
+    event = _load("connect.json")
+    event["requestContext"]["connectionId"] = "TWOTOKENSTWOTOK0"
+    event["queryStringParameters"] = {"Authorization": valid}
+    event["multiValueQueryStringParameters"] = {"Authorization": ["forged.token.x", valid]}
+    assert connect.handler(event, Context()) == {"statusCode": 401}
+    assert aws_lambda.connection_item("TWOTOKENSTWOTOK0") is None
+
+
+def test_a_query_token_and_a_different_header_are_refused_with_401(aws_lambda: Lambda) -> None:
+    event = _load("connect.json")
+    event["requestContext"]["connectionId"] = "QUERYANDHEADER00"
+    event["queryStringParameters"] = {"Authorization": aws_lambda.token()}
+    event["multiValueQueryStringParameters"] = {"Authorization": [aws_lambda.token()]}
+    other = aws_lambda.token(user="user-2")
+    event["headers"]["Authorization"] = f"Bearer {other}"
+    event["multiValueHeaders"]["Authorization"] = [f"Bearer {other}"]
+    assert connect.handler(event, Context()) == {"statusCode": 401}
+    assert aws_lambda.connection_item("QUERYANDHEADER00") is None
+
+
 def test_disconnect_deletes_the_record(
     aws_lambda: Lambda, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -369,6 +411,35 @@ def test_a_bad_body_gets_the_typed_error(aws_lambda: Lambda, body: str, code: st
     [message] = aws_lambda.api.messages("EEEEEEEEEEEEEEEE")
     assert message["type"] == "error"
     assert message["error"]["code"] == code
+
+
+def test_a_binary_message_is_closed_with_1003_through_the_management_api(
+    aws_lambda: Lambda,
+) -> None:
+    """API Gateway closes on a binary frame itself; if one reaches the router, it
+    obeys the same verdict: DeleteConnection, nothing posted."""
+    aws_lambda.connect("BINARYBINARY0000", aws_lambda.token())
+    reply = aws_lambda.send("BINARYBINARY0000", b'{"action": "ping"}')
+    assert reply == {"statusCode": 200, "closeCode": 1003}
+    assert "BINARYBINARY0000" in aws_lambda.api.deleted
+    assert aws_lambda.api.messages("BINARYBINARY0000") == []
+
+
+def test_a_message_over_128_kb_is_closed_with_1009(aws_lambda: Lambda) -> None:
+    aws_lambda.connect("HUGEHUGEHUGE0000", aws_lambda.token())
+    body = json.dumps({"action": "echo", "payload": {"s": "x" * (128 * 1024)}})
+    assert aws_lambda.send("HUGEHUGEHUGE0000", body) == {"statusCode": 200, "closeCode": 1009}
+    assert "HUGEHUGEHUGE0000" in aws_lambda.api.deleted
+    assert aws_lambda.api.messages("HUGEHUGEHUGE0000") == []
+
+
+def test_a_message_over_32_kb_is_routed_as_api_gateway_assembled_it(aws_lambda: Lambda) -> None:
+    """Lambda gets whole messages: over 32 KB, it came fragmented, and is answered."""
+    aws_lambda.connect("FRAGFRAGFRAG0000", aws_lambda.token())
+    body = {"id": "f1", "action": "echo", "payload": {"s": "x" * (40 * 1024)}}
+    assert aws_lambda.send("FRAGFRAGFRAG0000", body) == {"statusCode": 200}
+    [message] = aws_lambda.api.messages("FRAGFRAGFRAG0000")
+    assert (message["type"], message["request_id"]) == ("response", "f1")
 
 
 def test_a_message_from_an_unregistered_connection_is_unauthorized(aws_lambda: Lambda) -> None:

@@ -77,9 +77,11 @@ class ThrottledRequestStore:
             return attribute
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            if self._should_throttle(name):
-                self.throttled[name] += 1
+            # A status change is counted under its transition's name (`complete`, …).
+            operation = args[1].name if name == "apply" else name
+            self.calls[operation] += 1
+            if self._should_throttle(operation):
+                self.throttled[operation] += 1
                 raise StoreUnavailable("ProvisionedThroughputExceededException")
             return await attribute(*args, **kwargs)
 

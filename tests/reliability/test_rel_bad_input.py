@@ -1,6 +1,7 @@
-"""Bad input at the core: any frame at all gets exactly one typed reply from
-`Router.route`, never an exception, never a stored item when it is refused, and
-never a side effect on another connection."""
+"""Bad input at the core: any frame at all gets exactly one verdict from
+`Router.route` (a typed reply, or a close for a binary or oversized frame),
+never an exception, never a stored item when it is refused, and never a side
+effect on another connection."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from rel_support import CORE_EXAMPLES, KNOWN_CODES, REPLY_TYPES, SOAK, frames
 
 from streamer.demo import app as demo_app
+from streamer.frames import Close, Send, Verdict
 from streamer.models import ConnectionId
 
 _EXAMPLES = CORE_EXAMPLES * (10 if SOAK else 1)
@@ -22,8 +24,22 @@ _EXAMPLES = CORE_EXAMPLES * (10 if SOAK else 1)
 async def _route_one(rig: Core, frame: str | bytes) -> dict[str, Any]:
     attacker = await rig.connect("attacker", user="mallory", tenant="t-evil")
     async with asyncio.timeout(10):
-        reply = await rig.router.route(attacker, frame)
-    return wire(reply)
+        verdict = await rig.router.route(attacker, frame)
+    return _body_of(verdict, frame)
+
+
+def _body_of(verdict: Verdict, frame: str | bytes) -> dict[str, Any]:
+    """The reply as the client sees it; a close as `{"close": code}`, checked to
+    be the one API Gateway gives for that frame."""
+    if isinstance(verdict, Close):
+        size = (
+            len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8", "surrogatepass"))
+        )
+        expected = 1003 if isinstance(frame, bytes) and size <= 128 * 1024 else 1009
+        assert verdict.code == expected, (verdict, len(frame))
+        return {"close": int(verdict.code)}
+    assert not isinstance(frame, bytes), "a binary frame was answered instead of closed"
+    return wire(verdict)
 
 
 def _assert_typed(body: dict[str, Any]) -> None:
@@ -53,16 +69,17 @@ async def test_any_frame_gets_exactly_one_typed_reply_and_refusals_store_nothing
 
     body = await _route_one(rig, frame)
 
-    _assert_typed(body)
+    if "close" not in body:
+        _assert_typed(body)
     items = rig.store.items
-    if body["type"] == "acknowledgment":
+    if body.get("type") == "acknowledgment":
         assert len(items) == 1
         (stored,) = items.values()
         assert stored.user_id == "mallory"
         assert stored.tenant_id == "t-evil"
     else:
         assert items == {}, "a frame that was not queued stored a request"
-    if body["type"] == "error":
+    if body.get("type") != "response":
         assert rig.subscriptions.subscriptions == []
     # Another connection is untouched and still served.
     assert rig.notifier.messages(ConnectionId("bystander")) == []
@@ -81,25 +98,27 @@ async def test_a_burst_of_bad_frames_gets_one_reply_each_and_the_connection_keep
 
     async with asyncio.timeout(20):
         replies = await asyncio.gather(*(rig.router.route(attacker, f) for f in batch))
-        for reply in replies:
-            _assert_typed(wire(reply))
+        for reply, frame in zip(replies, batch, strict=True):
+            body = _body_of(reply, frame)
+            if "close" not in body:
+                _assert_typed(body)
         pong = wire(await rig.router.route(attacker, '{"action": "ping"}'))
 
     assert len(replies) == len(batch)
     assert pong["type"] == "response"
     assert pong["data"]["pong"] is True
-    acked = sum(1 for r in replies if r.type == "acknowledgment")
+    acked = sum(1 for r in replies if isinstance(r, Send) and r.message.type == "acknowledgment")
     assert len(rig.store.items) <= acked
 
 
-async def test_a_frame_over_the_size_limit_is_payload_too_large_before_parsing() -> None:
+async def test_a_frame_over_the_size_limit_is_closed_with_1009_before_parsing() -> None:
+    """Before, it was answered PAYLOAD_TOO_LARGE; API Gateway closes the socket."""
     rig = make_core(demo_app)
     frame = '{"action": "echo", "payload": {"x": "' + "y" * (128 * 1024) + '"}}'
 
     body = await _route_one(rig, frame)
 
-    assert body["type"] == "error"
-    assert body["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert body == {"close": 1009}
     assert rig.store.items == {}
 
 

@@ -131,7 +131,10 @@ def _table_count(harness: EmulatorHarness, table: str) -> int:
     client = boto3.client(
         "dynamodb", endpoint_url=settings.dynamodb_endpoint_url, region_name="us-east-1"
     )
-    return int(client.scan(TableName=table, Select="COUNT")["Count"])
+    # Connection records only: the table also holds the ActiveConnections counter
+    # item, which has no UserID.
+    records = "attribute_exists(UserID)"
+    return int(client.scan(TableName=table, Select="COUNT", FilterExpression=records)["Count"])
 
 
 def _rss_mb() -> float:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 from core_harness import Core
@@ -20,6 +19,7 @@ from streamer.processor import Outcome
 from streamer.settings import Settings
 from streamer.sweeper import NOT_PICKED_UP_MESSAGE, SweepReport
 from streamer.testing import InMemoryRequestStore, ManualClock
+from streamer.transitions import Transition
 
 STALE_S = 60.0
 MAX_KICKS = 3
@@ -66,11 +66,11 @@ class LossyStream:
             self._record("INSERT", request.key)
         return result
 
-    async def kick(self, key: RequestKey, *, seen_updated_at: datetime, now: datetime) -> bool:
-        kicked = await self._inner.kick(key, seen_updated_at=seen_updated_at, now=now)
-        if kicked:
+    async def apply(self, key: RequestKey, transition: Transition) -> AsyncRequest | None:
+        changed = await self._inner.apply(key, transition)
+        if changed is not None and transition.name == "kick":
             self._record("MODIFY", key)
-        return kicked
+        return changed
 
 
 def _rig() -> tuple[Core, LossyStream, Counter[str]]:

@@ -76,7 +76,10 @@ def _count_items(settings: Settings, table: str) -> int:
     client = boto3.client(
         "dynamodb", endpoint_url=settings.dynamodb_endpoint_url, region_name="us-east-1"
     )
-    return int(client.scan(TableName=table, Select="COUNT")["Count"])
+    # Connection records only: the table also holds the ActiveConnections counter
+    # item, which has no UserID.
+    records = "attribute_exists(UserID)"
+    return int(client.scan(TableName=table, Select="COUNT", FilterExpression=records)["Count"])
 
 
 async def _stored_connections(harness: EmulatorHarness) -> int:
@@ -189,6 +192,39 @@ async def test_every_forged_or_invalid_token_is_refused_with_401_and_stores_noth
     assert huge_header in (400, 401, 431), huge_header
     assert stored == 0, "a refused handshake stored a connection"
     assert (accepted_query, accepted_header, accepted_stage) == (101, 101, 101)
+
+
+async def test_two_authorization_values_are_refused_with_401_and_store_nothing(
+    start_emulator: EmulatorStarter,
+) -> None:
+    """Before, the valid one of two query values won; ambiguity is now refused."""
+    async with start_emulator() as harness:
+        url = harness.ws_url
+        valid = harness.mint_token("alice", "tenant-1")
+        other = harness.mint_token("mallory", "tenant-1")
+        forged = _tampered(valid)
+        statuses = {
+            "forged then valid query": await _handshake_status(
+                f"{url}/?Authorization={forged}&Authorization={valid}"
+            ),
+            "valid then forged query": await _handshake_status(
+                f"{url}/?Authorization={valid}&Authorization={forged}"
+            ),
+            "the same token twice in the query": await _handshake_status(
+                f"{url}/?Authorization={valid}&authorization={valid}"
+            ),
+            "query and a different header": await _handshake_status(
+                f"{url}/?Authorization={valid}", {"Authorization": f"Bearer {other}"}
+            ),
+        }
+        stored = await _stored_connections(harness)
+        same_in_both = await _handshake_status(
+            f"{url}/?Authorization={valid}", {"Authorization": f"Bearer {valid}"}
+        )
+
+    assert statuses == dict.fromkeys(statuses, 401)
+    assert stored == 0, "an ambiguous handshake stored a connection"
+    assert same_in_both == 101
 
 
 # -- isolation ---------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """Bad input over real sockets: hypothesis frames to the emulator's WebSocket API
-(one typed reply each, the server and a second connection unaffected) and
+(one typed reply each, or the close API Gateway gives: 1003 for a binary frame,
+1009 over 32 KB; the server and a second connection unaffected) and
 arbitrary paths, methods and bodies to its `@connections` API (never a 5xx)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +25,7 @@ from yarl import URL
 from emulator.testing import EmulatorHarness, recv_json, request
 
 _EXAMPLES = SOCKET_EXAMPLES * (5 if SOAK else 1)
+_FRAME_LIMIT_BYTES = 32 * 1024
 _MAX_BYTES = 128 * 1024
 
 
@@ -57,9 +60,9 @@ class Session:
             "error",
         )
 
-    async def replies_to(self, frame: str | bytes) -> list[dict[str, Any]] | None:
-        """Every reply to `frame` (pushes left out); None when the server closed
-        the socket instead (an oversized message: 1009)."""
+    async def replies_to(self, frame: str | bytes) -> list[dict[str, Any]] | int:
+        """Every reply to `frame` (pushes left out), or the close code when the
+        server closed the socket instead (1003 or 1009)."""
         assert self.attacker is not None
         try:
             await self.attacker.send(frame)
@@ -76,10 +79,10 @@ class Session:
                     replies.append(message)
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd is not None else None
-            if code != 1009:
-                raise AssertionError(f"socket closed with {code}, not 1009") from closed
+            if code not in (1003, 1009):
+                raise AssertionError(f"socket closed with {code}, not 1003/1009") from closed
             await self.reopen()
-            return None
+            return code
 
     async def _next_reply(self) -> dict[str, Any]:
         assert self.attacker is not None
@@ -135,8 +138,12 @@ async def test_any_frame_over_a_socket_gets_one_typed_reply_and_the_server_keeps
     replies = await session.replies_to(frame)
 
     size = len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8"))
-    if replies is None:
-        assert size > _MAX_BYTES, "closed the socket for a frame within the limit"
+    if isinstance(frame, bytes):
+        expected = 1009 if size > _MAX_BYTES else 1003
+        assert replies == expected, "a binary frame was not closed as API Gateway does"
+    elif isinstance(replies, int):
+        assert replies == 1009
+        assert size > _FRAME_LIMIT_BYTES, "closed the socket for a frame within the limit"
     else:
         assert len(replies) == 1, replies
         (reply,) = replies
@@ -146,6 +153,46 @@ async def test_any_frame_over_a_socket_gets_one_typed_reply_and_the_server_keeps
     assert session.bystander is not None
     pong = await request(session.bystander, {"id": "still-there", "action": "ping"})
     assert pong["data"]["pong"] is True
+
+
+def _nested_payload(levels: int) -> str:
+    """A message `levels` deep (the message object is level 1)."""
+    return (
+        '{"action": "echo_async", "id": "deep", "payload": '
+        + ('{"a":' * (levels - 2) + "{}" + "}" * (levels - 2))
+        + "}"
+    )
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        _nested_payload(33),
+        _nested_payload(200),
+        _nested_payload(900),
+        '{"action": "echo_async", "id": "s1", "payload": {"x": "\\ud800"}}',
+        '{"action": "echo_async", "id": "s2", "payload": {"\\udfff": "key"}}',
+        '{"action": "echo", "metadata": {"m": ["\\udc00"]}}',
+        '{"action": "echo_async", "id": "' + "i" * 129 + '"}',
+        '{"action": "status", "payload": {"request_id": "' + "r" * 129 + '"}}',
+        '{"action": "echo_async", "id": "e1", "payload": {"": 1}}',
+    ],
+)
+async def test_what_dynamodb_could_not_store_is_a_validation_error_and_never_an_error_log(
+    emulator: EmulatorHarness, caplog: pytest.LogCaptureFixture, frame: str
+) -> None:
+    """Before, nesting of 200-900 levels and lone surrogates answered INTERNAL_ERROR
+    with a traceback in the log, and 40 levels were acknowledged."""
+    async with emulator.connect("mallory", "tenant-evil") as ws:
+        await ws.send(frame)
+        reply = await recv_json(ws)
+        pong = await request(ws, {"id": "after", "action": "ping"})
+
+    assert reply["type"] == "error"
+    assert reply["error"]["code"] == "VALIDATION_ERROR"
+    assert pong["data"]["pong"] is True
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert not any(r.exc_info for r in caplog.records)
 
 
 async def test_invalid_utf8_in_a_text_frame_closes_only_that_socket(

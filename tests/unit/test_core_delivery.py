@@ -11,7 +11,7 @@ import pytest
 from core_harness import Core, make_core
 
 import streamer.delivery
-from streamer import Progress, Streamer
+from streamer import Progress, Streamer, transitions
 from streamer.errors import StoreUnavailable
 from streamer.models import AsyncRequest, ConnectionId, RequestKey, Subscription
 from streamer.protocol import Complete, ErrorBody, ErrorMessage, ProgressUpdate, ServerMessage
@@ -63,8 +63,9 @@ def lookups(core: Core) -> int:
 async def running_request(core: Core, rid: str = "r1") -> AsyncRequest:
     conn = await core.connect("c1")
     await core.send(conn, "job", {}, id=rid)
-    claimed = await core.requests.claim(
-        core.key(rid), now=core.clock.now(), lease_until=core.clock.now() + timedelta(hours=1)
+    claimed = await core.requests.apply(
+        core.key(rid),
+        transitions.claim(now=core.clock.now(), lease_until=core.clock.now() + timedelta(hours=1)),
     )
     assert claimed is not None
     return claimed

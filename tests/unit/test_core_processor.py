@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from core_harness import Core, HeldWrites, make_core
 from pydantic import BaseModel
 
-from streamer import Progress, Request, Retryable, Streamer, StreamerError
+from streamer import Progress, Request, Retryable, Streamer, StreamerError, transitions
 from streamer.errors import StoreUnavailable
 from streamer.models import (
     AsyncRequest,
@@ -24,6 +24,7 @@ from streamer.models import (
 from streamer.processor import DEADLINE_MARGIN_S, Outcome
 from streamer.protocol import ServerMessage
 from streamer.testing import InMemoryRequestStore, RecordingNotifier
+from streamer.transitions import Transition
 
 
 class Numbers(BaseModel):
@@ -157,11 +158,10 @@ class CountedStore(InMemoryRequestStore):
         self.calls.append("get")
         return await super().get(key)
 
-    async def claim(
-        self, key: RequestKey, *, now: datetime, lease_until: datetime
-    ) -> AsyncRequest | None:
-        self.calls.append("claim")
-        return await super().claim(key, now=now, lease_until=lease_until)
+    async def apply(self, key: RequestKey, transition: Transition) -> AsyncRequest | None:
+        if transition.name == "claim":
+            self.calls.append("claim")
+        return await super().apply(key, transition)
 
 
 @pytest.fixture
@@ -248,15 +248,16 @@ async def test_a_stream_image_is_claimed_without_reading_the_item_first(
     await enqueue(core, "total", {"values": [1]})
     record = change(core.key("r1"), status=RequestStatus.PENDING, timeout_s=120.0)
     claims: list[AsyncRequest] = []
-    original = counted.claim
+    original = counted.apply
 
-    async def spy(key: RequestKey, **kwargs: Any) -> AsyncRequest | None:
-        claimed = await original(key, **kwargs)
-        assert claimed is not None
-        claims.append(claimed)
-        return claimed
+    async def spy(key: RequestKey, transition: Transition) -> AsyncRequest | None:
+        changed = await original(key, transition)
+        if transition.name == "claim":
+            assert changed is not None
+            claims.append(changed)
+        return changed
 
-    counted.claim = spy  # type: ignore[method-assign]
+    counted.apply = spy  # type: ignore[method-assign]
 
     assert await core.processor.handle(record) is Outcome.COMPLETED
 
@@ -362,13 +363,14 @@ async def test_retries_exhausted_fail_with_processing_failed(core: Core, calls: 
 async def test_each_retry_extends_the_lease(core: Core) -> None:
     await enqueue(core, "always_retryable", {})
     leases: list[Any] = []
-    original = core.requests.record_retry
+    original = core.requests.apply
 
-    async def spy(key: RequestKey, **kwargs: Any) -> bool:
-        leases.append(kwargs["lease_until"])
-        return await original(key, **kwargs)
+    async def spy(key: RequestKey, transition: Transition) -> AsyncRequest | None:
+        if transition.name == "record_retry":
+            leases.append(transition.sets["lease_until"])
+        return await original(key, transition)
 
-    core.requests.record_retry = spy  # type: ignore[method-assign]
+    core.requests.apply = spy  # type: ignore[method-assign]
     await core.process("r1")
     assert len(leases) == 3
     assert leases == sorted(leases)
@@ -544,8 +546,9 @@ async def test_a_run_whose_lease_was_taken_over_ends_lost(core: Core, calls: Cal
     # The lease runs out; the sweeper requeues it and another processor claims it.
     core.clock.advance(900 + 60 + 1)
     assert (await core.sweeper.sweep_once()).requeued == 1
-    assert await core.requests.claim(
-        core.key("r1"), now=core.clock.now(), lease_until=core.clock.now() + timedelta(hours=1)
+    assert await core.requests.apply(
+        core.key("r1"),
+        transitions.claim(now=core.clock.now(), lease_until=core.clock.now() + timedelta(hours=1)),
     )
     calls.gate.set()
     calls.gate_again.set()
@@ -673,7 +676,14 @@ async def test_completion_waits_for_the_snapshot_write_in_flight(
     held.hold.set()
     assert await run is Outcome.COMPLETED
     stored = await core.stored("r1")
-    assert (stored.status, stored.progress) == (RequestStatus.COMPLETED, 50.0)
+    # The held write (50 %) landed before the completion, which then stored 100 %
+    # with the action's last message (a late snapshot write would be refused).
+    assert held.writes == [(50.0, "adding")]
+    assert (stored.status, stored.progress, stored.progress_message) == (
+        RequestStatus.COMPLETED,
+        100.0,
+        "adding",
+    )
     assert [m["type"] for m in core.received("c1")] == ["progress", "complete"]
 
 
@@ -704,3 +714,63 @@ async def test_a_run_handed_back_mid_write_leaves_no_write_running(
     assert held.writes == [(10.0, "started")]
     assert snapshot_writes_running() == []
     assert held.in_flight == 0
+
+
+# --- the progress a finished request keeps ---------------------------------------------
+
+
+def finishing_app() -> Streamer:
+    app = Streamer()
+
+    @app.action("quiet", mode="async")
+    async def quiet(req: Request[dict[str, Any]], progress: Progress) -> dict[str, Any]:
+        return dict(req.payload)
+
+    @app.action("report", mode="async")
+    async def report(req: Request[dict[str, Any]], progress: Progress) -> str:
+        await progress.report(40, "Generating")
+        # Within the persist interval: reported, not yet written.
+        await progress.report(95, "Uploading report", part=2)
+        return "s3://r"
+
+    @app.action("breaks", mode="async")
+    async def breaks(req: Request[dict[str, Any]], progress: Progress) -> str:
+        await progress.report(40, "step 4")
+        await progress.report(70, "step 7")
+        raise StreamerError("PROCESSING_FAILED", "upstream refused")
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("action", "message", "details"),
+    [("quiet", "", {}), ("report", "Uploading report", {"part": 2})],
+)
+async def test_a_completed_request_stores_100_with_its_last_message(
+    action: str, message: str, details: dict[str, Any]
+) -> None:
+    core = make_core(finishing_app())
+    await enqueue(core, action, {})
+
+    assert await core.process("r1") is Outcome.COMPLETED
+
+    stored = await core.stored("r1")
+    assert (stored.progress, stored.progress_message, stored.progress_details) == (
+        100.0,
+        message,
+        details,
+    )
+
+
+async def test_a_failed_request_stores_the_last_progress_it_reported() -> None:
+    core = make_core(finishing_app())
+    await enqueue(core, "breaks", {})
+
+    assert await core.process("r1") is Outcome.FAILED
+
+    stored = await core.stored("r1")
+    assert (stored.status, stored.progress, stored.progress_message) == (
+        RequestStatus.FAILED,
+        70.0,
+        "step 7",
+    )

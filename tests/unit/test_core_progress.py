@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from core_harness import Core, HeldWrites, make_core
 
-from streamer import RequestCancelled, Streamer
+from streamer import RequestCancelled, Streamer, transitions
 from streamer.errors import StoreUnavailable
 from streamer.models import AsyncRequest, RequestKey
 from streamer.progress import OwnershipLost, Progress
+from streamer.transitions import Transition
 
 
 async def claimed_progress(core: Core, rid: str = "r1") -> tuple[Progress, AsyncRequest]:
@@ -21,8 +22,9 @@ async def claimed_progress(core: Core, rid: str = "r1") -> tuple[Progress, Async
     conn = await core.connect("c1")
     reply = await core.send(conn, "job", {}, id=rid)
     assert reply["type"] == "acknowledgment"
-    claimed = await core.requests.claim(
-        core.key(rid), now=core.clock.now(), lease_until=core.clock.now() + timedelta(hours=1)
+    claimed = await core.requests.apply(
+        core.key(rid),
+        transitions.claim(now=core.clock.now(), lease_until=core.clock.now() + timedelta(hours=1)),
     )
     assert claimed is not None
     progress = Progress(
@@ -103,13 +105,14 @@ async def test_metadata_travels_with_the_update_and_is_made_json_safe(core: Core
 async def test_the_snapshot_is_persisted_at_most_once_per_interval(core: Core) -> None:
     progress, _ = await claimed_progress(core)
     writes: list[float] = []
-    original = core.requests.record_progress
+    original = core.requests.apply
 
-    async def spy(key: RequestKey, **kwargs: Any) -> bool:
-        writes.append(kwargs["percentage"])
-        return await original(key, **kwargs)
+    async def spy(key: RequestKey, transition: Transition) -> AsyncRequest | None:
+        if transition.name == "record_progress":
+            writes.append(transition.sets["progress"])
+        return await original(key, transition)
 
-    core.requests.record_progress = spy  # type: ignore[method-assign]
+    core.requests.apply = spy  # type: ignore[method-assign]
     for step in range(10):
         await progress.report(step * 10, f"step {step}")
         core.clock.advance(0.25)
@@ -124,7 +127,9 @@ async def test_a_cancel_is_noticed_at_the_next_report_after_the_refused_write(
 ) -> None:
     progress, _ = await claimed_progress(core)
     await progress.report(10)
-    await core.requests.cancel(core.key("r1"), now=core.clock.now(), expires_at=0)
+    await core.requests.apply(
+        core.key("r1"), transitions.cancel(now=core.clock.now(), expires_at=0)
+    )
     core.clock.advance(1)
     await progress.report(20)  # its snapshot write is refused in the background
     await progress.flush()
@@ -137,7 +142,9 @@ async def test_a_cancel_is_noticed_at_the_next_report_after_the_refused_write(
 
 async def test_a_refused_write_found_cancelled_stops_check_cancelled_too(core: Core) -> None:
     progress, _ = await claimed_progress(core)
-    await core.requests.cancel(core.key("r1"), now=core.clock.now(), expires_at=0)
+    await core.requests.apply(
+        core.key("r1"), transitions.cancel(now=core.clock.now(), expires_at=0)
+    )
     await progress.report(10)
     await progress.flush()
     core.requests.inject_failure("get", StoreUnavailable())
@@ -148,15 +155,19 @@ async def test_a_refused_write_found_cancelled_stops_check_cancelled_too(core: C
 async def test_check_cancelled_always_asks_the_store(core: Core) -> None:
     progress, _ = await claimed_progress(core)
     await progress.check_cancelled()
-    await core.requests.cancel(core.key("r1"), now=core.clock.now(), expires_at=0)
+    await core.requests.apply(
+        core.key("r1"), transitions.cancel(now=core.clock.now(), expires_at=0)
+    )
     with pytest.raises(RequestCancelled):
         await progress.check_cancelled()
 
 
 async def test_a_request_claimed_by_someone_else_raises_ownership_lost(core: Core) -> None:
     progress, claimed = await claimed_progress(core)
-    await core.requests.release(claimed.key, attempt=1, now=core.clock.now())
-    await core.requests.claim(claimed.key, now=core.clock.now(), lease_until=core.clock.now())
+    await core.requests.apply(claimed.key, transitions.release(attempt=1, now=core.clock.now()))
+    await core.requests.apply(
+        claimed.key, transitions.claim(now=core.clock.now(), lease_until=core.clock.now())
+    )
     await progress.report(50)  # refused in the background
     await progress.flush()
     with pytest.raises(OwnershipLost):
@@ -220,7 +231,9 @@ async def test_flush_sends_nothing_once_a_refused_write_found_the_request_cancel
     core.requests = store
     core.__post_init__()
     progress, _ = await claimed_progress(core)
-    await core.requests.cancel(core.key("r1"), now=core.clock.now(), expires_at=0)
+    await core.requests.apply(
+        core.key("r1"), transitions.cancel(now=core.clock.now(), expires_at=0)
+    )
     store.hold = asyncio.Event()
     await progress.report(10)
     await asyncio.wait_for(store.started.wait(), 5)
@@ -261,9 +274,9 @@ async def test_a_store_outage_drops_the_snapshot_and_keeps_delivering(core: Core
 async def test_a_reclaimed_request_continues_from_its_stored_percentage(core: Core) -> None:
     progress, claimed = await claimed_progress(core)
     await progress.report(60, "most of it")
-    await core.requests.release(claimed.key, attempt=1, now=core.clock.now())
-    again = await core.requests.claim(
-        claimed.key, now=core.clock.now(), lease_until=core.clock.now()
+    await core.requests.apply(claimed.key, transitions.release(attempt=1, now=core.clock.now()))
+    again = await core.requests.apply(
+        claimed.key, transitions.claim(now=core.clock.now(), lease_until=core.clock.now())
     )
     assert again is not None
     resumed = Progress(

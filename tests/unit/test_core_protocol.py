@@ -20,9 +20,9 @@ from streamer.protocol import (
 AT = datetime(2026, 11, 25, 8, 0, 0, 123456, tzinfo=UTC)
 
 
-def _code_of(frame: str | bytes, **kwargs: int) -> ErrorCode:
+def _code_of(frame: str | bytes) -> ErrorCode:
     with pytest.raises(StreamerError) as caught:
-        decode_client_message(frame, **kwargs)
+        decode_client_message(frame)
     return caught.value.code
 
 
@@ -49,9 +49,44 @@ def test_a_malformed_frame_is_a_typed_error(frame: str, code: ErrorCode) -> None
     assert _code_of(frame) is code
 
 
-def test_a_frame_over_the_limit_is_payload_too_large() -> None:
-    frame = json.dumps({"action": "echo", "payload": {"blob": "x" * 200}})
-    assert _code_of(frame, max_bytes=100) is ErrorCode.PAYLOAD_TOO_LARGE
+def _nested(levels: int) -> str:
+    """A message whose JSON is `levels` deep (the message object is level 1)."""
+    payload: dict[str, object] = {}
+    for _ in range(levels - 2):
+        payload = {"a": payload}
+    return json.dumps({"action": "echo", "payload": payload})
+
+
+def test_a_message_nested_32_levels_decodes() -> None:
+    assert decode_client_message(_nested(32)).action == "echo"
+
+
+@pytest.mark.parametrize("levels", [33, 200, 900])
+def test_a_message_nested_deeper_than_32_levels_is_a_validation_error(levels: int) -> None:
+    assert _code_of(_nested(levels)) is ErrorCode.VALIDATION_ERROR
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"action": "echo", "payload": {"x": "\\ud800"}}',
+        '{"action": "echo", "payload": {"\\udfff": 1}}',
+        '{"action": "echo", "payload": {"x": ["ok", {"y": "a\\udc00b"}]}}',
+        '{"action": "echo", "metadata": {"\\ud83d": true}}',
+        '{"action": "echo", "id": "\\ud800"}',
+        '{"action": "echo", "payload": {"": 1}}',
+        '{"action": "echo", "payload": {"' + "k" * 65_536 + '": 1}}',
+        '{"action": "echo", "id": "' + "é" * 129 + '"}',
+    ],
+)
+def test_what_dynamodb_could_not_store_is_a_validation_error(frame: str) -> None:
+    assert _code_of(frame) is ErrorCode.VALIDATION_ERROR
+
+
+def test_an_id_of_128_characters_with_hash_and_unicode_decodes() -> None:
+    client_id = ("#é✓" * 43)[:128]
+    message = decode_client_message(json.dumps({"action": "echo", "id": client_id}))
+    assert message.id == client_id
 
 
 def test_a_well_formed_frame_decodes_with_defaults() -> None:

@@ -9,11 +9,12 @@ from datetime import date
 from typing import Any
 
 import pytest
-from core_harness import Core, make_core, without_timestamp
+from core_harness import Core, make_core, wire, without_timestamp
 from pydantic import BaseModel, Field
 
 from streamer import Progress, Request, Streamer, StreamerError
 from streamer.errors import StoreUnavailable
+from streamer.frames import Close
 from streamer.models import ConnectionId, RequestStatus
 
 
@@ -200,17 +201,44 @@ async def test_unknown_action_is_invalid_action(core: Core) -> None:
 )
 async def test_undecodable_frames_answer_a_typed_error(core: Core, frame: str, code: str) -> None:
     conn = await core.connect()
-    reply = await core.router.route(conn, frame)
-    assert reply.type == "error"
-    assert reply.error.code == code
-    assert reply.request_id is None
+    reply = wire(await core.router.route(conn, frame))
+    assert reply["type"] == "error"
+    assert reply["error"]["code"] == code
+    assert "request_id" not in reply
 
 
-async def test_oversized_frame_is_payload_too_large() -> None:
+async def test_a_binary_frame_is_closed_with_1003_and_stores_nothing(core: Core) -> None:
+    conn = await core.connect()
+    verdict = await core.router.route(conn, b'{"action": "job", "id": "b1"}')
+    assert isinstance(verdict, Close)
+    assert verdict.code == 1003
+    assert core.requests.items == {}
+
+
+async def test_a_single_frame_over_32_kb_is_closed_with_1009(core: Core) -> None:
+    """Before, an oversized frame was answered PAYLOAD_TOO_LARGE; API Gateway
+    closes the socket instead."""
+    conn = await core.connect()
+    frame = json.dumps({"action": "echo", "payload": {"blob": "x" * (40 * 1024)}})
+    verdict = await core.router.route(conn, frame)
+    assert isinstance(verdict, Close)
+    assert verdict.code == 1009
+
+
+async def test_a_fragmented_message_over_32_kb_is_routed(core: Core) -> None:
+    conn = await core.connect()
+    frame = json.dumps({"action": "echo", "id": "big", "payload": {"blob": "x" * (40 * 1024)}})
+    reply = wire(await core.router.route(conn, frame, is_fragmented=True))
+    assert (reply["type"], reply["request_id"]) == ("response", "big")
+
+
+async def test_a_message_over_the_configured_limit_is_closed_with_1009() -> None:
     core = make_core(build_app(), max_message_bytes=64)
     conn = await core.connect()
-    reply = await core.send(conn, "echo", {"blob": "x" * 100})
-    assert reply["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    frame = json.dumps({"action": "echo", "payload": {"blob": "x" * 100}})
+    verdict = await core.router.route(conn, frame, is_fragmented=True)
+    assert isinstance(verdict, Close)
+    assert verdict.code == 1009
 
 
 async def test_invalid_payload_answers_pydantic_details(core: Core) -> None:
@@ -403,10 +431,11 @@ async def test_status_after_completion_carries_the_result(core: Core) -> None:
     await core.send(conn, "job", {}, id="r1")
     await core.process("r1")
     data = (await core.send(conn, "status", {"request_id": "r1"}))["data"]
-    assert (data["status"], data["result"], data["progress"]) == (
+    assert (data["status"], data["result"], data["progress"], data["message"]) == (
         "COMPLETED",
         {"done": True},
-        50.0,
+        100.0,
+        "half way",
     )
     assert "error" not in data
 
@@ -517,3 +546,32 @@ async def test_a_gone_follower_does_not_fail_the_cancel(core: Core) -> None:
     reply = await core.send(conn, "cancel", {"request_id": "r1"})
     assert reply["data"]["cancelled"] is True
     assert await core.connections.get(ConnectionId("c1")) is None
+
+
+@pytest.mark.parametrize("action", ["status", "subscribe", "cancel"])
+async def test_a_target_id_over_128_characters_is_a_validation_error(
+    core: Core, action: str
+) -> None:
+    conn = await core.connect()
+    reply = await core.send(conn, action, {"request_id": "x" * 129}, id="q1")
+    assert (reply["request_id"], reply["error"]["code"]) == ("q1", "VALIDATION_ERROR")
+
+
+async def test_a_request_key_over_dynamodbs_limit_is_a_validation_error(core: Core) -> None:
+    """The tenant and user come from the token; with them, the key must fit 2048 bytes."""
+    conn = await core.connect(user="u" * 1000, tenant="t" * 1000)
+    reply = await core.send(conn, "job", {}, id="i" * 100)
+    assert reply["error"]["code"] == "VALIDATION_ERROR"
+    assert core.requests.items == {}
+
+
+async def test_a_lone_surrogate_in_an_async_payload_is_a_validation_error_and_not_stored(
+    core: Core,
+) -> None:
+    conn = await core.connect()
+    verdict = await core.router.route(
+        conn, '{"action": "job", "id": "s1", "payload": {"x": "\\udfff"}}'
+    )
+    reply = wire(verdict)
+    assert reply["error"]["code"] == "VALIDATION_ERROR"
+    assert core.requests.items == {}

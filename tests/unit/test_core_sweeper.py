@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from core_harness import Core, make_core
 
-from streamer import Streamer
+from streamer import Streamer, transitions
 from streamer.errors import StoreUnavailable
 from streamer.models import ConnectionId, RequestStatus, Subscription
 from streamer.progress import Progress
@@ -36,7 +36,10 @@ def core() -> Core:
 async def claim(core: Core, rid: str = "r1") -> None:
     now = core.clock.now()
     lease = now + timedelta(seconds=90)
-    assert await core.requests.claim(core.key(rid), now=now, lease_until=lease) is not None
+    assert (
+        await core.requests.apply(core.key(rid), transitions.claim(now=now, lease_until=lease))
+        is not None
+    )
 
 
 async def test_nothing_to_do_before_a_lease_expires(core: Core) -> None:
@@ -167,8 +170,8 @@ async def test_a_request_claimed_meanwhile_is_neither_kicked_nor_failed(lossy: C
     lossy.clock.advance(61)
     listed = await lossy.requests.list_stale_pending(older_than=lossy.clock.now(), limit=10)
     await claim(lossy)
-    assert not await lossy.requests.kick(
-        listed[0].key, seen_updated_at=listed[0].updated_at, now=lossy.clock.now()
+    assert not await lossy.requests.apply(
+        listed[0].key, transitions.kick(seen_updated_at=listed[0].updated_at, now=lossy.clock.now())
     )
     assert await lossy.sweeper.sweep_once() == SweepReport()
     assert (await lossy.stored("r1")).status is RequestStatus.PROCESSING

@@ -7,10 +7,12 @@ from datetime import timedelta
 
 import pytest
 
+from streamer import transitions
 from streamer.errors import ConnectionGone, ItemTooLarge, StoreUnavailable
 from streamer.models import (
     AsyncRequest,
     ConnectionId,
+    ProgressSnapshot,
     RequestError,
     RequestId,
     RequestStatus,
@@ -73,28 +75,34 @@ async def test_claim_wins_once_and_counts_attempts() -> None:
     request = make_request()
     await store.enqueue(request)
     lease = NOW + timedelta(seconds=60)
-    claimed = await store.claim(request.key, now=NOW, lease_until=lease)
+    claimed = await store.apply(request.key, transitions.claim(now=NOW, lease_until=lease))
     assert claimed is not None
     assert (claimed.status, claimed.attempt, claimed.lease_until) == (
         RequestStatus.PROCESSING,
         1,
         lease,
     )
-    assert await store.claim(request.key, now=NOW, lease_until=lease) is None
+    assert await store.apply(request.key, transitions.claim(now=NOW, lease_until=lease)) is None
 
 
 async def test_writes_under_a_stale_attempt_are_refused() -> None:
     store = InMemoryRequestStore()
     request = make_request()
     await store.enqueue(request)
-    await store.claim(request.key, now=NOW, lease_until=NOW)
-    assert not await store.complete(request.key, attempt=2, result=1, now=NOW, expires_at=0)
-    assert not await store.record_progress(
-        request.key, attempt=2, percentage=5, message="", details={}, now=NOW
+    await store.apply(request.key, transitions.claim(now=NOW, lease_until=NOW))
+    assert not await store.apply(
+        request.key, transitions.complete(attempt=2, result=1, now=NOW, expires_at=0)
     )
-    assert await store.complete(request.key, attempt=1, result=1, now=NOW, expires_at=0)
-    assert not await store.fail(
-        request.key, attempt=1, error=RequestError("X", "x"), now=NOW, expires_at=0
+    assert not await store.apply(
+        request.key,
+        transitions.record_progress(attempt=2, progress=ProgressSnapshot(5), now=NOW),
+    )
+    assert await store.apply(
+        request.key, transitions.complete(attempt=1, result=1, now=NOW, expires_at=0)
+    )
+    assert not await store.apply(
+        request.key,
+        transitions.fail(attempt=1, error=RequestError("X", "x"), now=NOW, expires_at=0),
     )
 
 
@@ -102,23 +110,30 @@ async def test_cancel_only_moves_live_requests() -> None:
     store = InMemoryRequestStore()
     request = make_request()
     await store.enqueue(request)
-    cancelled = await store.cancel(request.key, now=NOW, expires_at=1)
+    cancelled = await store.apply(request.key, transitions.cancel(now=NOW, expires_at=1))
     assert cancelled is not None
     assert cancelled.status is RequestStatus.CANCELLED
-    assert await store.cancel(request.key, now=NOW, expires_at=1) is None
-    assert await store.cancel(request_key("t1", "u1", "missing"), now=NOW, expires_at=1) is None
+    assert await store.apply(request.key, transitions.cancel(now=NOW, expires_at=1)) is None
+    assert (
+        await store.apply(
+            request_key("t1", "u1", "missing"), transitions.cancel(now=NOW, expires_at=1)
+        )
+        is None
+    )
 
 
 async def test_expired_leases_are_listed_and_requeued_only_when_expired() -> None:
     store = InMemoryRequestStore()
     request = make_request()
     await store.enqueue(request)
-    await store.claim(request.key, now=NOW, lease_until=NOW + timedelta(seconds=10))
+    await store.apply(
+        request.key, transitions.claim(now=NOW, lease_until=NOW + timedelta(seconds=10))
+    )
     assert await store.list_expired_leases(now=NOW, limit=10) == []
-    assert not await store.requeue_expired(request.key, attempt=1, now=NOW)
+    assert not await store.apply(request.key, transitions.requeue_expired(attempt=1, now=NOW))
     later = NOW + timedelta(seconds=11)
     assert [r.key for r in await store.list_expired_leases(now=later, limit=10)] == [request.key]
-    assert await store.requeue_expired(request.key, attempt=1, now=later)
+    assert await store.apply(request.key, transitions.requeue_expired(attempt=1, now=later))
     stored = await store.get(request.key)
     assert stored is not None
     assert stored.status is RequestStatus.PENDING
@@ -128,10 +143,11 @@ async def test_a_result_over_the_item_limit_raises_and_writes_nothing() -> None:
     store = InMemoryRequestStore()
     request = make_request()
     await store.enqueue(request)
-    await store.claim(request.key, now=NOW, lease_until=NOW)
+    await store.apply(request.key, transitions.claim(now=NOW, lease_until=NOW))
     with pytest.raises(ItemTooLarge):
-        await store.complete(
-            request.key, attempt=1, result="x" * (400 * 1024), now=NOW, expires_at=0
+        await store.apply(
+            request.key,
+            transitions.complete(attempt=1, result="x" * (400 * 1024), now=NOW, expires_at=0),
         )
     stored = await store.get(request.key)
     assert stored is not None

@@ -334,3 +334,29 @@ def test_no_token_anywhere_is_none() -> None:
     assert token_from_request({"other": "x"}, {"Host": "example"}) is None
     assert token_from_request(None, None) is None
     assert token_from_request({"Authorization": ""}, {"Authorization": "Bearer "}) is None
+
+
+@pytest.mark.parametrize(
+    ("query", "headers"),
+    [
+        ({"Authorization": ["forged", "valid"]}, None),
+        ({"Authorization": ["same", "same"]}, None),
+        ({"Authorization": "a", "authorization": "b"}, None),
+        ({"Authorization": "a.b.c"}, {"Authorization": "Bearer x.y.z"}),
+        ({"Authorization": "a.b.c"}, {"Authorization": "Basic dXNlcjpwYXNz"}),
+        (None, {"Authorization": ["Bearer a.b.c", "Bearer x.y.z"]}),
+    ],
+)
+def test_two_authorization_values_are_ambiguous(
+    query: dict[str, Any] | None, headers: dict[str, Any] | None
+) -> None:
+    with pytest.raises(AuthError) as refused:
+        token_from_request(query, headers)
+    assert refused.value.reason == "two Authorization values"
+
+
+def test_the_same_token_in_the_query_and_the_header_is_one_token() -> None:
+    assert (
+        token_from_request({"Authorization": ["a.b.c"]}, {"Authorization": ["Bearer a.b.c"]})
+        == "a.b.c"
+    )

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from core_harness import key_pair, make_core
 
+from streamer import transitions
 from streamer.app import Streamer
 from streamer.connections import Handshake
 from streamer.errors import ConnectRefused
@@ -118,6 +119,20 @@ async def test_invalid_token_is_refused_with_401_and_nothing_stored(world: World
     refusal = await world.refused(world.handshake(token=token))
     assert (refusal.status_code, refusal.reason) == (401, "token expired")
     assert refusal.message == "Unauthorized"
+    assert world.connections.records == {}
+
+
+async def test_two_authorization_values_are_refused_with_401_and_nothing_stored(
+    world: World,
+) -> None:
+    valid = world.token()
+    handshake = Handshake(
+        connection_id=ConnectionId("conn-2"),
+        endpoint="https://abc.execute-api.us-east-1.amazonaws.com/prod",
+        query={"Authorization": ["forged.token.value", valid]},
+    )
+    refusal = await world.refused(handshake)
+    assert (refusal.status_code, refusal.reason) == (401, "two Authorization values")
     assert world.connections.records == {}
 
 
@@ -254,10 +269,12 @@ async def test_cancel_on_disconnect_keeps_finished_requests(keys: KeyPair) -> No
     await world.requests.enqueue(_request(world, "r1", "c1", RequestStatus.PENDING))
     key = request_key("tenant-1", "user-1", "r1")
     now = world.clock.now()
-    claimed = await world.requests.claim(key, now=now, lease_until=now + timedelta(minutes=5))
+    claimed = await world.requests.apply(
+        key, transitions.claim(now=now, lease_until=now + timedelta(minutes=5))
+    )
     assert claimed is not None
-    await world.requests.complete(
-        key, attempt=claimed.attempt, result={"ok": 1}, now=now, expires_at=0
+    await world.requests.apply(
+        key, transitions.complete(attempt=claimed.attempt, result={"ok": 1}, now=now, expires_at=0)
     )
     await world.service.disconnect(ConnectionId("c1"))
     stored = await world.requests.get(key)

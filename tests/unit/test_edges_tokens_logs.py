@@ -143,3 +143,20 @@ def test_configure_logging_is_idempotent(restored_root_logger: logging.Logger) -
     logging.getLogger("streamer.x").info("ready", extra={"outcome": "ok"})
     lines = stream.getvalue().splitlines()
     assert [json.loads(line)["outcome"] for line in lines] == ["ok"]
+
+
+def test_under_the_lambda_runtime_without_a_telemetry_fd_each_record_is_its_own_line(
+    restored_root_logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """awslambdaric's handler writes records to stdout as formatted (Lambda RIE,
+    `sam local`): the JSON formatter ends each with a newline itself."""
+    bootstrap = pytest.importorskip("awslambdaric.bootstrap")
+    lambda_handler = bootstrap.LambdaLoggerHandler(bootstrap.StandardLogSink())
+    restored_root_logger.handlers[:] = [lambda_handler]
+    configure_logging("INFO")
+    logger = logging.getLogger("streamer.x")
+    logger.info("one", extra={"outcome": "a"})
+    logger.warning("two", extra={"outcome": "b"})
+    out = capsys.readouterr().out
+    assert out.endswith("\n")
+    assert [json.loads(line)["outcome"] for line in out.splitlines()] == ["a", "b"]

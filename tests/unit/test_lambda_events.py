@@ -19,6 +19,7 @@ from adapters.aws_lambda.bundle import (
 )
 from adapters.aws_lambda.events import EventType, MalformedEvent, StreamBatch, WebSocketEvent
 from adapters.aws_lambda.metrics import Metric, MetricsBatch, Unit
+from adapters.aws_lambda.processor import _client_id_of
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 EVENTS = ROOT / "tests" / "fixtures" / "lambda_events"
@@ -212,3 +213,11 @@ def test_pip_fetches_manylinux_wheels_for_the_target_pinned_to_the_tested_versio
 def test_an_unknown_target_is_refused(arch: str, python: str) -> None:
     with pytest.raises(ValueError, match=r"arch|version"):
         pip_install_command(Path("/t"), arch=arch, python_version=python)
+
+
+@pytest.mark.parametrize(
+    ("key", "logged"),
+    [("t#u#a#b", "a#b"), ("t#u#ünï#", "ünï#"), ("t#u#" + "#" * 128, "#" * 128), ("junk", "junk")],
+)
+def test_the_processor_logs_the_clients_id_read_from_the_key(key: str, logged: str) -> None:
+    assert _client_id_of(key) == logged

@@ -303,7 +303,12 @@ export class StreamerClient<A extends ActionMapOf<A> = UntypedActions> {
     options: RequestOptions = {},
   ): Promise<ResultOf<A, K>> {
     const requestId = options.requestId ?? newId();
-    const frame = encodeFrame(requestId, action, payload, options.metadata);
+    let frame: string;
+    try {
+      frame = encodeFrame(requestId, action, payload, options.metadata);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.run(requestId, frame, requestId, false, options) as Promise<ResultOf<A, K>>;
   }
 

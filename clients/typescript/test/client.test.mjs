@@ -88,7 +88,8 @@ describe("requests", () => {
 
   test("a message over 128 KB is refused before it is sent", async () => {
     const client = await newClient();
-    assert.throws(() => client.request("echo", { blob: "x".repeat(130 * 1024) }), { code: "PAYLOAD_TOO_LARGE" });
+    await assert.rejects(client.request("echo", { blob: "x".repeat(130 * 1024) }), { code: "PAYLOAD_TOO_LARGE" });
+    assert.equal(client.state, "idle", "nothing was sent, so no socket was opened");
   });
 });
 

@@ -177,7 +177,13 @@ export class StreamerClient {
      */
     request(action, payload, options = {}) {
         const requestId = options.requestId ?? newId();
-        const frame = encodeFrame(requestId, action, payload, options.metadata);
+        let frame;
+        try {
+            frame = encodeFrame(requestId, action, payload, options.metadata);
+        }
+        catch (error) {
+            return Promise.reject(error);
+        }
         return this.run(requestId, frame, requestId, false, options);
     }
     /**
