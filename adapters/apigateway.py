@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
 from adapters.aws import client_config, client_kwargs, get_session
+from adapters.sigv4 import DevCredentials, load_dev_credentials
 from streamer.errors import ConnectionGone, ErrorCode, StreamerError
 from streamer.frames import FramePolicy
 from streamer.models import ConnectionId
@@ -37,6 +40,7 @@ __all__ = [
     "DeliveryUnavailable",
     "ErrorKind",
     "RetryPolicy",
+    "emulator_credentials",
     "management_endpoint",
     "map_client_errors",
     "open_management_client",
@@ -279,25 +283,59 @@ def management_endpoint(url: str) -> str:
     return url
 
 
+def emulator_credentials(
+    endpoint: str, environ: Mapping[str, str] | None = None
+) -> DevCredentials | None:
+    """The emulator's dev credentials when `endpoint` is an emulator (plain HTTP:
+    API Gateway is HTTPS only), else None (the usual AWS credentials sign).
+
+    Taken from `EMULATOR_ACCESS_KEY_ID` and `EMULATOR_SECRET_ACCESS_KEY` when both
+    are set, else from the emulator's state folder (`EMULATOR_STATE_DIR`, default
+    `.streamer`), where the emulator saves them.
+    """
+    if not endpoint.startswith("http://"):
+        return None
+    environ = os.environ if environ is None else environ
+    key_id = environ.get("EMULATOR_ACCESS_KEY_ID", "").strip()
+    secret = environ.get("EMULATOR_SECRET_ACCESS_KEY", "").strip()
+    if key_id and secret:
+        return DevCredentials(key_id, secret)
+    return load_dev_credentials(Path(environ.get("EMULATOR_STATE_DIR") or ".streamer"))
+
+
 @contextlib.asynccontextmanager
 async def open_management_client(
-    settings: Settings, *, session: Any | None = None
+    settings: Settings,
+    *,
+    session: Any | None = None,
+    endpoint: str | None = None,
+    credentials: DevCredentials | None = None,
 ) -> AsyncIterator[ApiGatewayManagementApiClient]:
     """An open management-API client on `settings.websocket_endpoint`.
 
     Botocore's own retries are off (one attempt per call): `ApiGatewayNotifier`
-    retries, so a throttled post is not retried twice over.
+    retries, so a throttled post is not retried twice over. Pointed at the
+    emulator, it signs with the emulator's dev credentials (`emulator_credentials`).
+
+    Args:
+        settings: the endpoint, region and AWS settings.
+        session: the aioboto3 session (the process's by default).
+        endpoint: another endpoint than `settings.websocket_endpoint`.
+        credentials: sign with these instead of finding them.
 
     Raises:
         ValueError: `websocket_endpoint` is not set.
     """
-    if not settings.websocket_endpoint:
+    url = endpoint or settings.websocket_endpoint
+    if not url:
         raise ValueError("WEBSOCKET_ENDPOINT is required to post to connections")
     session = session if session is not None else get_session()
-    kwargs = client_kwargs(
-        settings,
-        endpoint_url=management_endpoint(settings.websocket_endpoint),
-        config=client_config(max_attempts=1),
-    )
+    url = management_endpoint(url)
+    kwargs = client_kwargs(settings, endpoint_url=url, config=client_config(max_attempts=1))
+    if credentials is None:
+        credentials = await asyncio.to_thread(emulator_credentials, url)
+    if credentials is not None:
+        kwargs.pop("aws_session_token", None)
+        kwargs.update(credentials.client_kwargs())
     async with session.client("apigatewaymanagementapi", **kwargs) as client:
         yield client

@@ -53,7 +53,7 @@ class PushParams(BaseModel):
     data: Any = None
 
 
-@app.action("push_tenant", mode="sync", timeout=120)
+@app.action("push_tenant", mode="sync", timeout=900)
 async def push_tenant(req: Request[PushParams]) -> dict[str, int]:
     """Push a notification to every connection of `tenant`; answer the summary."""
     payload = req.payload

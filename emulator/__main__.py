@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -18,8 +19,10 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from adapters.sigv4 import DevCredentials
+from emulator.guard import parse_networks
 from emulator.server import Emulator, EmulatorConfig
 from streamer.cli import emulator_http_port
 from streamer.logs import configure_logging
@@ -185,6 +188,25 @@ def _parser() -> argparse.ArgumentParser:
         "this much, a graceful stop nothing (env EMULATOR_SAVE_INTERVAL; 5)",
     )
     add("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR (env LOG_LEVEL; INFO)")
+    add(
+        "--allow-unsigned",
+        action="store_true",
+        default=None,
+        help="serve the management API without checking SigV4 signatures "
+        "(env EMULATOR_ALLOW_UNSIGNED; off)",
+    )
+    add(
+        "--allowed-hosts",
+        metavar="NAMES",
+        help="comma list of Host names served besides localhost and IP addresses "
+        "(env EMULATOR_ALLOWED_HOSTS)",
+    )
+    add(
+        "--trusted-networks",
+        metavar="CIDRS",
+        help="comma list of networks whose callers may use the console's API and get dev "
+        "tokens (env EMULATOR_TRUSTED_NETWORKS; 127.0.0.0/8,::1/128)",
+    )
     return parser
 
 
@@ -249,6 +271,7 @@ def parse_config(argv: Sequence[str] | None = None) -> EmulatorConfig:
                 _env("EMULATOR_SAVE_INTERVAL", _positive, defaults.save_interval_s),
             ),
         )
+        config = dataclasses.replace(config, **_security_fields(args))
     except _StartupError as exc:
         raise SettingsError(str(exc)) from None
     if not 1 <= config.batch_size <= 1000:
@@ -256,6 +279,30 @@ def parse_config(argv: Sequence[str] | None = None) -> EmulatorConfig:
     if config.drain_timeout_s < 0:
         raise SettingsError(f"drain timeout must be >= 0, got {config.drain_timeout_s}")
     return config
+
+
+def _security_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The HTTP side's access settings from flags and the environment."""
+    allow_unsigned = _first(args.allow_unsigned, _env("EMULATOR_ALLOW_UNSIGNED", _flag, False))
+    hosts = args.allowed_hosts or os.environ.get("EMULATOR_ALLOWED_HOSTS", "")
+    networks = args.trusted_networks or os.environ.get("EMULATOR_TRUSTED_NETWORKS", "")
+    fields: dict[str, Any] = {
+        "verify_signatures": not allow_unsigned,
+        "allowed_hosts": tuple(h.strip().lower() for h in hosts.split(",") if h.strip()),
+    }
+    if networks.strip():
+        try:
+            parse_networks(networks)
+        except ValueError:
+            raise _StartupError(f"trusted networks are malformed: {networks!r}") from None
+        fields["trusted_networks"] = tuple(n.strip() for n in networks.split(",") if n.strip())
+    key_id = os.environ.get("EMULATOR_ACCESS_KEY_ID", "").strip()
+    secret = os.environ.get("EMULATOR_SECRET_ACCESS_KEY", "").strip()
+    if bool(key_id) != bool(secret):
+        raise _StartupError("set both EMULATOR_ACCESS_KEY_ID and EMULATOR_SECRET_ACCESS_KEY")
+    if key_id:
+        fields["management_credentials"] = DevCredentials(key_id, secret)
+    return fields
 
 
 def _http_port_for(ws_port: int | None, default: int) -> int:
@@ -285,6 +332,22 @@ def banner(emulator: Emulator) -> str:
         f"  HTTP            {http_url}   (console, /@connections/{{id}}, /health)",
         f"  DynamoDB        {emulator.dynamodb_endpoint}{moto}",
     ]
+    credentials = emulator.management_credentials
+    if not emulator.config.verify_signatures:
+        lines += [
+            "",
+            "WARNING: the management API does not check signatures (--allow-unsigned): "
+            "any local process can post to, read and close every connection.",
+        ]
+    elif credentials is not None:
+        lines += [
+            "",
+            "The management API (/@connections/{id}) takes SigV4-signed calls (service "
+            "execute-api) by these dev credentials; the production notifier finds them "
+            f"in {emulator.config.state_dir}/ when WEBSOCKET_ENDPOINT={http_url}:",
+            f"  AWS_ACCESS_KEY_ID={credentials.access_key_id}",
+            f"  AWS_SECRET_ACCESS_KEY={credentials.secret_access_key}",
+        ]
     if emulator.dev_keys is not None:
         token = emulator.mint_dev_token()
         hours = emulator.config.dev_token_ttl_s / 3600

@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Event
@@ -113,6 +113,10 @@ class LiveSocket:
     """True once `$disconnect` has been started for it."""
     clock: Clock | None = field(default=None, repr=False)
     """Where `last_active_at` comes from (None leaves it unchanged)."""
+    write_timeout_s: float = 10.0
+    """How long one send may wait for a client that does not read (its buffers
+    full) before the socket is closed with 1001."""
+    _stalled_close: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def connection_id(self) -> ConnectionId:
@@ -128,11 +132,36 @@ class LiveSocket:
     async def send(self, data: str | bytes) -> None:
         """Send one frame (text for `str`, binary for `bytes`).
 
+        A send still waiting after `write_timeout_s` (the client stopped reading)
+        closes the socket with 1001, which runs `$disconnect`: a stalled client
+        never holds its buffers, or the actions that report to it, for long.
+
         Raises:
-            websockets.exceptions.ConnectionClosed: the socket is closed.
+            websockets.exceptions.ConnectionClosed: the socket is closed, or was
+                closed because this send timed out.
         """
-        await self.websocket.send(data)
+        try:
+            async with asyncio.timeout(self.write_timeout_s):
+                await self.websocket.send(data)
+        except TimeoutError:
+            self._close_stalled()
+            raise ConnectionClosedError(None, None) from None
         self.mark_active()
+
+    def _close_stalled(self) -> None:
+        if self._stalled_close is not None:
+            return
+        self.close_reason = self.close_reason or "write timeout"
+        self._stalled_close = asyncio.ensure_future(self._close_going_away())
+
+    async def _close_going_away(self) -> None:
+        """Queue the 1001 close frame; a client that reads nothing never answers it,
+        so the connection is dropped after one more write timeout."""
+        try:
+            async with asyncio.timeout(self.write_timeout_s):
+                await self.websocket.close(CloseCode.GOING_AWAY, GOING_AWAY_REASON)
+        except TimeoutError:
+            self.websocket.transport.abort()
 
 
 class SocketRegistry:
@@ -193,6 +222,8 @@ class Gateway:
             pauses beyond it.
         frame_drain_s: after a socket closes, how long its frames still being
             handled may take before they are cancelled.
+        write_timeout_s: a send waiting longer for a client that does not read
+            closes its socket with 1001.
     """
 
     def __init__(
@@ -209,7 +240,9 @@ class Gateway:
         frame_policy: FramePolicy | None = None,
         max_frames_in_flight: int = 32,
         frame_drain_s: float = 30.0,
+        write_timeout_s: float = 10.0,
     ) -> None:
+        self._write_timeout_s = write_timeout_s
         self._connections = connections
         self._router = router
         self._registry = registry
@@ -358,6 +391,7 @@ class Gateway:
             last_active_at=self._clock.now(),
             user_agent=user_agent,
             clock=self._clock,
+            write_timeout_s=self._write_timeout_s,
         )
         self._admitted[websocket] = socket
         # The upgrade may still fail (client gone, server closing); then the

@@ -19,6 +19,14 @@ Routes:
 - `GET /api/dev-token?sub=&tenant=`: `{"token", "sub", "tenant_id", "ttl_s",
   "ws_url"}` when the emulator made dev keys, else 404.
 - `GET /` and other paths: the console's static files (`emulator/console/`).
+
+Who is answered (`emulator/guard.py` decides): every request must name a served
+`Host` (403 otherwise: no DNS rebinding); the management API must be signed with
+SigV4 by the dev credentials (403 with API Gateway's error types otherwise) unless
+the check is turned off; `/api/*` answers trusted callers (loopback by default)
+from no or an own `Origin` only. A socket idle or still sending its headers after
+`idle_timeout_s` is closed, a body that takes longer is 408, and sockets past
+`max_connections` are dropped on accept.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket as socketlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,12 +43,16 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import web
 from websockets.protocol import State
 
+from adapters.sigv4 import DevCredentials, verify_signature
 from emulator.gateway import Gateway, LiveSocket, SocketRegistry
+from emulator.guard import AccessPolicy, ConnectionCap
 from emulator.notifier import LocalNotifier
 from streamer.app import RESERVED_ACTIONS, Streamer
 from streamer.asyncapi import asyncapi_document
+from streamer.clock import SystemClock
 from streamer.errors import ConnectionGone, StreamerError
 from streamer.frames import MESSAGE_LIMIT_BYTES
+from streamer.ports import Clock
 from streamer.protocol import format_timestamp
 
 __all__ = ["CONSOLE_DIR", "DevTokenMinter", "HttpSide"]
@@ -80,6 +92,10 @@ class _Config:
     ws_url: Callable[[], str]
     max_message_bytes: int
     console_dir: Path
+    policy: AccessPolicy
+    credentials: DevCredentials | None
+    clock: Clock
+    idle_timeout_s: float
 
 
 class HttpSide:
@@ -97,6 +113,17 @@ class HttpSide:
         ws_url: the WebSocket URL, for the console.
         max_message_bytes: management-API POST bodies above it answer 413.
         console_dir: the console's static files.
+        policy: which hosts, origins and callers are answered, and whether the
+            management API must be signed.
+        credentials: the management API's accepted SigV4 credentials (required
+            while `policy.verify_signatures`).
+        clock: the time signatures are checked against.
+        max_connections: sockets held at most; more are dropped on accept.
+        idle_timeout_s: a socket without a complete request this long after it
+            opened or answered is closed; a body must arrive within it (408).
+
+    Raises:
+        ValueError: signatures are verified but no credentials are given.
     """
 
     def __init__(
@@ -113,7 +140,15 @@ class HttpSide:
         ws_url: Callable[[], str],
         max_message_bytes: int = MESSAGE_LIMIT_BYTES,
         console_dir: Path = CONSOLE_DIR,
+        policy: AccessPolicy | None = None,
+        credentials: DevCredentials | None = None,
+        clock: Clock | None = None,
+        max_connections: int = 256,
+        idle_timeout_s: float = 15.0,
     ) -> None:
+        policy = policy if policy is not None else AccessPolicy()
+        if policy.verify_signatures and credentials is None:
+            raise ValueError("verifying management-API signatures needs credentials")
         self._config = _Config(
             registry=registry,
             notifier=notifier,
@@ -126,7 +161,13 @@ class HttpSide:
             ws_url=ws_url,
             max_message_bytes=max_message_bytes,
             console_dir=console_dir,
+            policy=policy,
+            credentials=credentials,
+            clock=clock if clock is not None else SystemClock(),
+            idle_timeout_s=idle_timeout_s,
         )
+        self.cap = ConnectionCap(max_connections)
+        """The socket cap (and how many are held, at peak, refused)."""
         self._runner: web.AppRunner | None = None
         self._asyncapi_document: dict[str, Any] | None = None
         self.port = 0
@@ -140,7 +181,8 @@ class HttpSide:
         listener = _bind(host, port)
         self.port = int(listener.getsockname()[1])
         application = web.Application(
-            client_max_size=max(1024 * 1024, 2 * self._config.max_message_bytes)
+            client_max_size=max(1024 * 1024, 2 * self._config.max_message_bytes),
+            middlewares=[self._guard],
         )
         application.router.add_get("/health", self._health)
         application.router.add_get("/asyncapi.json", self._asyncapi)
@@ -148,10 +190,17 @@ class HttpSide:
         application.router.add_get("/api/connections", self._connections)
         application.router.add_get("/api/dev-token", self._dev_token)
         application.router.add_route("*", "/{tail:.*}", self._other)
-        self._runner = web.AppRunner(application, access_log=None, handle_signals=False)
+        # aiohttp's keep-alive timer runs from accept and is not reset by bytes that
+        # make no request, so it is both the idle and the header timeout.
+        self._runner = web.AppRunner(
+            application,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self._config.idle_timeout_s,
+        )
         await self._runner.setup()
         try:
-            await web.SockSite(self._runner, listener).start()
+            await _CappedSite(self._runner, listener, self.cap).start()
         except BaseException:
             await self._runner.cleanup()
             listener.close()
@@ -162,6 +211,25 @@ class HttpSide:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    # -- who is answered -----------------------------------------------------------
+
+    @web.middleware
+    async def _guard(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        policy = self._config.policy
+        hosts = request.headers.getall("Host", [])
+        if len(hosts) > 1 or not policy.is_served_host(hosts[0] if hosts else None):
+            return _error(403, "ForbiddenException", "this server does not serve that Host")
+        if request.path.startswith("/api/") and not (
+            policy.is_trusted_caller(request.remote)
+            and policy.is_own_origin(request.headers.get("Origin"), self.port)
+        ):
+            return _error(
+                403, "ForbiddenException", "the console's API answers this machine's callers only"
+            )
+        return await handler(request)
 
     # -- /health and the console's JSON ------------------------------------------
 
@@ -260,8 +328,28 @@ class HttpSide:
 
     async def _management(self, request: web.Request, connection_id: str) -> web.StreamResponse:
         config = self._config
+        if config.policy.verify_signatures and "Authorization" not in request.headers:
+            return _error(
+                403, "MissingAuthenticationTokenException", "Missing Authentication Token"
+            )
+        try:
+            async with asyncio.timeout(config.idle_timeout_s):
+                body = await request.read()
+        except TimeoutError:
+            return _error(408, "RequestTimeoutException", "the body did not arrive in time")
+        if config.policy.verify_signatures:
+            assert config.credentials is not None
+            refused = verify_signature(
+                method=request.method,
+                raw_path=request.raw_path,
+                headers=request.headers.items(),
+                body=body,
+                accepted=config.credentials,
+                now=config.clock.now(),
+            )
+            if refused is not None:
+                return _error(403, refused.error_type, refused.message)
         if request.method == "POST":
-            body = await request.read()
             if len(body) > config.max_message_bytes:
                 return _error(
                     413,
@@ -339,6 +427,31 @@ def _error(status: int, error_type: str, message: str) -> web.Response:
         content_type="application/json",
         headers={"x-amzn-ErrorType": error_type},
     )
+
+
+class _CappedSite(web.BaseSite):
+    """aiohttp's `SockSite`, with the socket cap around its protocol factory."""
+
+    __slots__ = ("_cap", "_name", "_sock")
+
+    def __init__(self, runner: web.BaseRunner, sock: socketlib.socket, cap: ConnectionCap) -> None:
+        super().__init__(runner)
+        self._sock = sock
+        self._cap = cap
+        host, port = sock.getsockname()[:2]
+        self._name = f"http://{host}:{port}"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            self._cap.wrap(server), sock=self._sock, backlog=self._backlog
+        )
 
 
 def _bind(host: str, port: int) -> socketlib.socket:

@@ -19,10 +19,12 @@ from typing import Any
 from adapters.aws import client_kwargs, get_session
 from adapters.dynamodb import DynamoDBStores, create_tables, open_stores
 from adapters.jwks import UrllibJwksFetcher
+from adapters.sigv4 import DevCredentials, load_or_create_dev_credentials
 from adapters.streams.reader import ShardReader
 from emulator.gateway import Gateway, SocketRegistry
+from emulator.guard import DEFAULT_TRUSTED_NETWORKS, AccessPolicy, parse_networks
 from emulator.http import HttpSide
-from emulator.notifier import LocalNotifier
+from emulator.notifier import LocalNotifier, RemoteEndpoints, RoutingNotifier
 from emulator.persistence import STATE_FILE, TableState
 from emulator.stores import LiveConnectionStore, WakingRequestStore
 from emulator.streams import StreamPoller
@@ -79,6 +81,21 @@ class EmulatorConfig:
             (a minute, as in Lambda; tests shrink it).
         process_stream: run the stream poller (the processor); off, requests stay
             PENDING for another processor (the Lambda one in the parity test).
+        verify_signatures: the management API requires SigV4 signed by the dev
+            credentials, as API Gateway requires IAM-signed calls; False serves it
+            unsigned (said at start).
+        management_credentials: the credentials it accepts; None loads or makes
+            them under `state_dir` (emulators sharing a table share them).
+        allowed_hosts: `Host` names served besides loopback names and IP literals.
+        trusted_networks: callers allowed to use the console's API (dev tokens,
+            the connection list): loopback unless told otherwise.
+        max_http_connections: sockets the HTTP side holds at most.
+        http_idle_timeout_s: an HTTP socket with no complete request this long after
+            it opened or was answered is closed (the header and the idle timeout).
+        write_timeout_s: a WebSocket send waiting this long for a client that does
+            not read closes the socket with 1001 (and `$disconnect` runs).
+        table_check_interval_s: with `create_tables`, how often the tables are
+            looked for; missing ones (DynamoDB came back empty) are created again.
     """
 
     settings: Settings = field(default_factory=Settings)
@@ -101,6 +118,14 @@ class EmulatorConfig:
     shard_refresh_s: float = 5.0
     start_timeout_s: float = 30.0
     process_stream: bool = True
+    verify_signatures: bool = True
+    management_credentials: DevCredentials | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    trusted_networks: tuple[str, ...] = DEFAULT_TRUSTED_NETWORKS
+    max_http_connections: int = 256
+    http_idle_timeout_s: float = 15.0
+    write_timeout_s: float = 10.0
+    table_check_interval_s: float = 2.0
     jwks_min_refetch_s: float = JWKS_MIN_REFETCH_S
 
 
@@ -119,6 +144,8 @@ class Emulator:
         self.settings = config.settings
         self.app: Streamer | None = None
         self.dev_keys: DevKeys | None = None
+        self.management_credentials: DevCredentials | None = config.management_credentials
+        """What the management API accepts (and this emulator signs with)."""
         self.dynamodb_endpoint: str | None = config.settings.dynamodb_endpoint_url
         self.is_moto_embedded = False
         self.services: Services | None = None
@@ -131,6 +158,8 @@ class Emulator:
         self._stack = AsyncExitStack()
         self._background: asyncio.Task[None] | None = None
         self._started_at = 0.0
+        self._tables: dict[str, Any] = {"status": "unchecked"}
+        """What the table watcher last saw (`/health`)."""
         self._hurry = asyncio.Event()
 
     # -- URLs --------------------------------------------------------------------
@@ -188,6 +217,7 @@ class Emulator:
             "poller_lag_ms": round(poller.lag_ms, 1) if poller else None,
             "ws_url": self.ws_url if self.gateway else None,
             "http_url": self.http_url if self.http else None,
+            "tables": dict(self._tables),
             "uptime_s": round(time.monotonic() - self._started_at, 1),
         }
 
@@ -219,6 +249,10 @@ class Emulator:
             self.dynamodb_endpoint = f"http://{host}:{port}"
             self.is_moto_embedded = True
             settings = dataclasses.replace(settings, dynamodb_endpoint_url=self.dynamodb_endpoint)
+        if self.management_credentials is None:
+            self.management_credentials = load_or_create_dev_credentials(config.state_dir)
+        if not config.verify_signatures:
+            log.warning("the management API does not check signatures: anyone can call it")
         if settings.jwt_public_key is None and settings.jwt_jwks_url is None:
             self.dev_keys = load_or_create_dev_keys(config.state_dir)
             settings = dataclasses.replace(settings, jwt_public_key=self.dev_keys.public_pem)
@@ -248,7 +282,18 @@ class Emulator:
             self._stack.push_async_callback(self.table_state.close)
         self.stores = await self._stack.enter_async_context(open_stores(settings, session=session))
 
-        notifier = LocalNotifier(self.registry, frame_policy=settings.frame_policy)
+        local = LocalNotifier(self.registry, frame_policy=settings.frame_policy)
+        assert self.management_credentials is not None
+        remote = RemoteEndpoints(settings, self.management_credentials, session=session)
+        self._stack.push_async_callback(remote.aclose)
+        # Emulators may share the table: a socket another one holds is reached
+        # through the management API its connection record names.
+        notifier = RoutingNotifier(
+            local=local,
+            connections=self.stores.connections,
+            own_endpoint=lambda: self.http_url if self.http is not None else "",
+            remote=remote,
+        )
         # One process holds every socket and reads the stream: the stores can
         # count connections from the sockets and wake the poller on enqueue.
         self.services = services = build_services(
@@ -298,11 +343,12 @@ class Emulator:
             idle_timeout_s=config.idle_timeout_s,
             max_lifetime_s=config.max_connection_s,
             frame_policy=settings.frame_policy,
+            write_timeout_s=config.write_timeout_s,
         )
         self.gateway = gateway
         self.http = HttpSide(
             registry=self.registry,
-            notifier=notifier,
+            notifier=local,
             gateway=gateway,
             app=self.app,
             async_threshold_s=settings.async_threshold_s,
@@ -311,6 +357,15 @@ class Emulator:
             dev_token_ttl_s=config.dev_token_ttl_s,
             ws_url=lambda: self.ws_url,
             max_message_bytes=settings.max_message_bytes,
+            policy=AccessPolicy(
+                allowed_hosts=frozenset(h.lower() for h in config.allowed_hosts),
+                trusted_networks=parse_networks(config.trusted_networks),
+                verify_signatures=config.verify_signatures,
+            ),
+            credentials=self.management_credentials,
+            clock=clock,
+            max_connections=config.max_http_connections,
+            idle_timeout_s=config.http_idle_timeout_s,
         )
         await self.http.start(config.host, config.http_port)
         self._stack.push_async_callback(self.http.close)
@@ -364,6 +419,37 @@ class Emulator:
             if self.poller is not None:
                 group.create_task(self.poller.run(), name="stream-poller")
             group.create_task(self._sweep_forever(), name="sweeper")
+            if self.config.create_tables:
+                group.create_task(self._watch_tables(), name="table-watcher")
+
+    async def _watch_tables(self) -> None:
+        """Create the tables again whenever they are missing (moto restarted empty),
+        so handshakes and requests work again with nobody running `tables create`."""
+        settings = self.settings
+        names = (settings.connections_table, settings.requests_table, settings.subscriptions_table)
+        recreated = 0
+        async with get_session().client("dynamodb", **client_kwargs(settings)) as client:
+            while True:
+                await asyncio.sleep(self.config.table_check_interval_s)
+                seen: dict[str, Any] = {"checked_at": _now_text()}
+                try:
+                    missing = [name for name in names if not await _exists(client, name)]
+                    if missing:
+                        log.warning("tables are missing, creating them again: %s", missing)
+                        await create_tables(settings)
+                        recreated += 1
+                        log.warning("created the missing tables again: %s", missing)
+                        seen.update(last_missing=missing, recreated_at=_now_text())
+                    seen["status"] = "ok"
+                except Exception as exc:  # DynamoDB unreachable: look again at the next tick
+                    log.warning("could not check the tables: %s", type(exc).__name__)
+                    seen["status"] = "unreachable"
+                previous = self._tables
+                for key in ("last_missing", "recreated_at"):
+                    if key not in seen and key in previous:
+                        seen[key] = previous[key]
+                seen["recreated"] = recreated
+                self._tables = seen
 
     async def _sweep_forever(self) -> None:
         assert self.services is not None
@@ -418,6 +504,18 @@ class Emulator:
         running actions finish within the drain time or hand them back, stop the
         background tasks, the HTTP side, the stores and the embedded moto."""
         await self._stack.aclose()
+
+
+async def _exists(client: Any, name: str) -> bool:
+    try:
+        await client.describe_table(TableName=name)
+    except client.exceptions.ResourceNotFoundException:
+        return False
+    return True
+
+
+def _now_text() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _start_moto() -> Any:

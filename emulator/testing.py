@@ -11,6 +11,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from websockets.asyncio.client import ClientConnection, connect
 
 from emulator.server import Emulator
@@ -58,6 +61,23 @@ class EmulatorHarness:
         return mint_token(
             self.private_pem, sub=sub, tenant_id=tenant, ttl_s=600, extra_claims=claims or None
         )
+
+    def signed_headers(
+        self, method: str, url: str, body: str | bytes = b"", *, region: str = "us-east-1"
+    ) -> dict[str, str]:
+        """Headers that sign a management-API call with the emulator's dev credentials
+        (SigV4, service `execute-api`), as boto3's client would; `url` percent-encoded."""
+        credentials = self.emulator.management_credentials
+        assert credentials is not None, "the emulator is not started"
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        signed = AWSRequest(method=method, url=url, data=data)
+        SigV4Auth(
+            Credentials(credentials.access_key_id, credentials.secret_access_key),
+            "execute-api",
+            region,
+        ).add_auth(signed)
+        headers: dict[str, Any] = dict(signed.headers.items())  # botocore gives some as bytes
+        return {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in headers.items()}
 
     @contextlib.asynccontextmanager
     async def connect(

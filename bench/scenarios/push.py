@@ -39,7 +39,7 @@ async def _push(ws: ClientConnection, topic: str) -> dict[str, int]:
         "payload": {"tenant": TENANT, "topic": topic, "data": {"topic": topic, "n": 1}},
     }
     await ws.send(json.dumps(frame))
-    reply = json.loads(await asyncio.wait_for(ws.recv(), 300))
+    reply = json.loads(await asyncio.wait_for(ws.recv(), 960))
     if reply.get("type") != "response":
         raise RuntimeError(f"push_tenant answered {reply}")
     data: dict[str, int] = reply["data"]
@@ -67,9 +67,9 @@ async def _measure(bench: Bench, emulator: ServerProcess) -> None:
                 topic, fence = f"news-{level}", f"fence-{level}"
                 started = time.time()
                 summary = await _push(ws, topic)
-                arrived = await holder.command(f"wait {topic} 120", timeout_s=180)
+                arrived = await holder.command(f"wait {topic} 900", timeout_s=960)
                 await _push(ws, fence)
-                await holder.command(f"wait {fence} 120", timeout_s=180)
+                await holder.command(f"wait {fence} 900", timeout_s=960)
                 final = await holder.command(f"wait {topic} 0", timeout_s=60)
                 reached, total = int(final["reached"]), int(final["total"])
                 lost += held - reached

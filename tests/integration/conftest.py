@@ -136,11 +136,19 @@ EmulatorFactory = Callable[..., contextlib.AbstractAsyncContextManager[EmulatorH
 
 @pytest.fixture
 def emulator_factory(
-    dynamodb_settings: Settings, rsa_keys: tuple[str, str], tmp_path: Path
+    dynamodb_settings: Settings,
+    rsa_keys: tuple[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> EmulatorFactory:
     """Starts emulators over this test's tables and state folder:
-    `async with emulator_factory(**config_overrides) as harness: ...`."""
+    `async with emulator_factory(**config_overrides) as harness: ...`.
+
+    `EMULATOR_STATE_DIR` names that folder for the test, so production clients
+    pointed at the emulator (the notifier, `streamer push`) find its dev
+    credentials there, as they find `.streamer/` next to `make run`."""
     private_pem, public_pem = rsa_keys
+    monkeypatch.setenv("EMULATOR_STATE_DIR", str(tmp_path / "state"))
 
     @contextlib.asynccontextmanager
     async def start(

@@ -33,7 +33,8 @@ def _client(harness: EmulatorHarness, **options: Any) -> StreamerClient:
 async def _drop_from_the_server(harness: EmulatorHarness, connection_id: str) -> None:
     """Close a socket the way API Gateway's management API does: DELETE @connections."""
     url = f"{harness.http_url}/@connections/{quote(connection_id, safe='')}"
-    async with aiohttp.ClientSession() as session, session.delete(url) as response:
+    signed = harness.signed_headers("DELETE", url)
+    async with aiohttp.ClientSession() as session, session.delete(url, headers=signed) as response:
         assert response.status == 204
 
 

@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
 RUN_TIMEOUT_S = 60.0
+REPORTS_APP = 'app = Streamer("reports")'
+SHARING_APP = 'app = Streamer("sharing")'
 
 
 async def _run(script: Path, cwd: Path) -> tuple[int, str]:
@@ -46,7 +48,8 @@ def test_every_python_block_at_least_compiles() -> None:
     for number, block in enumerate(BLOCKS, start=1):
         compile(block, f"README.md python block {number}", "exec", flags=flags)
     assert "asyncio.run(main())" in _block("StreamerClient(")
-    assert "app = Streamer(" in _block("app = Streamer(")
+    assert "app = Streamer(" in _block(REPORTS_APP)
+    assert "asyncio.run(main())" in _block("open_pusher")
 
 
 async def test_the_client_snippet_runs_as_written_against_the_emulator(
@@ -70,9 +73,19 @@ async def test_the_client_snippet_runs_as_written_against_the_emulator(
 
 
 async def test_the_app_snippet_imports_and_registers_its_actions(tmp_path: Path) -> None:
-    app_block = _block("app = Streamer(")
+    app_block = _block(REPORTS_APP)
     script = tmp_path / "snippet_app.py"
     script.write_text(app_block + "\nprint(sorted(app.actions))\n")
     status, output = await _run(script, cwd=tmp_path)
     assert status == 0, output
     assert output.strip() == "['echo', 'generate_report']"
+
+
+async def test_the_push_action_snippet_imports_and_registers_its_action(tmp_path: Path) -> None:
+    """The server-push section's action is a whole module, payload model included."""
+    block = _block(SHARING_APP)
+    script = tmp_path / "snippet_share.py"
+    script.write_text(block + "\nprint(sorted(app.actions), app.actions['share_report'].mode)\n")
+    status, output = await _run(script, cwd=tmp_path)
+    assert status == 0, output
+    assert output.strip() == "['share_report'] async"

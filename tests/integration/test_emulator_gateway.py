@@ -256,7 +256,8 @@ async def test_traffic_either_way_keeps_a_socket_past_its_idle_timeout(
         url = f"{emulator.http_url}/@connections/{quote(connection_id, safe='')}"
         until = loop.time() + 2.5
         while loop.time() < until:  # server → client only, well inside the timeout
-            async with http.post(url, data="tick") as resp:
+            signed = emulator.signed_headers("POST", url, "tick")
+            async with http.post(url, data="tick", headers=signed) as resp:
                 assert resp.status == 200
             assert await recv_text(ws) == "tick"
             await asyncio.sleep(0.2)

@@ -40,10 +40,20 @@ async def test_post_to_a_connection_delivers_the_raw_body(
     async with emulator.connect() as ws:
         connection_id = (await request(ws, {"action": "ping"}))["data"]["connection_id"]
         body = json.dumps({"type": "custom", "n": 1})
-        async with http.post(_connection_url(emulator, connection_id), data=body) as resp:
+        async with http.post(
+            _connection_url(emulator, connection_id),
+            data=body,
+            headers=emulator.signed_headers("POST", _connection_url(emulator, connection_id), body),
+        ) as resp:
             assert resp.status == 200
         assert await recv_json(ws) == {"type": "custom", "n": 1}
-        async with http.post(_connection_url(emulator, connection_id, "/prod"), data="hi") as resp:
+        async with http.post(
+            _connection_url(emulator, connection_id, "/prod"),
+            data="hi",
+            headers=emulator.signed_headers(
+                "POST", _connection_url(emulator, connection_id, "/prod"), "hi"
+            ),
+        ) as resp:
             assert resp.status == 200
         async with asyncio.timeout(10):
             assert await ws.recv() == "hi"
@@ -54,7 +64,10 @@ async def test_get_a_connection_answers_api_gateway_shape(
 ) -> None:
     async with emulator.connect() as ws:
         connection_id = (await request(ws, {"action": "ping"}))["data"]["connection_id"]
-        async with http.get(_connection_url(emulator, connection_id)) as resp:
+        async with http.get(
+            _connection_url(emulator, connection_id),
+            headers=emulator.signed_headers("GET", _connection_url(emulator, connection_id)),
+        ) as resp:
             assert resp.status == 200
             body = await _json(resp)
     assert set(body) == {"connectedAt", "identity", "lastActiveAt"}
@@ -71,7 +84,12 @@ async def test_delete_closes_the_socket_and_later_calls_answer_410(
     assert gateway is not None
     async with emulator.connect() as ws:
         connection_id = (await request(ws, {"action": "ping"}))["data"]["connection_id"]
-        async with http.delete(_connection_url(emulator, connection_id, "/prod")) as resp:
+        async with http.delete(
+            _connection_url(emulator, connection_id, "/prod"),
+            headers=emulator.signed_headers(
+                "DELETE", _connection_url(emulator, connection_id, "/prod")
+            ),
+        ) as resp:
             assert resp.status == 204
         async with asyncio.timeout(10):
             await ws.wait_closed()
@@ -79,7 +97,9 @@ async def test_delete_closes_the_socket_and_later_calls_answer_410(
 
     url = _connection_url(emulator, connection_id)
     for method in ("GET", "POST", "DELETE"):
-        async with http.request(method, url, data="x") as resp:
+        async with http.request(
+            method, url, data="x", headers=emulator.signed_headers(method, url, "x")
+        ) as resp:
             assert resp.status == 410, method
             assert resp.headers["x-amzn-ErrorType"] == "GoneException"
             assert "message" in await _json(resp)
@@ -93,13 +113,14 @@ async def test_get_and_delete_answer_410_right_after_a_delete(
     async with emulator.connect() as ws:
         connection_id = (await request(ws, {"action": "ping"}))["data"]["connection_id"]
         url = _connection_url(emulator, connection_id)
-        async with http.delete(url) as resp:
+        signed = emulator.signed_headers
+        async with http.delete(url, headers=signed("DELETE", url)) as resp:
             assert resp.status == 204
-        async with http.get(url) as resp:
+        async with http.get(url, headers=signed("GET", url)) as resp:
             assert resp.status == 410
-        async with http.delete(url) as resp:
+        async with http.delete(url, headers=signed("DELETE", url)) as resp:
             assert resp.status == 410
-        async with http.post(url, data="x") as resp:
+        async with http.post(url, data="x", headers=signed("POST", url, "x")) as resp:
             assert resp.status == 410
         async with asyncio.timeout(10):
             await ws.wait_closed()
@@ -108,7 +129,11 @@ async def test_get_and_delete_answer_410_right_after_a_delete(
 async def test_an_unknown_connection_answers_410(
     emulator: EmulatorHarness, http: aiohttp.ClientSession
 ) -> None:
-    async with http.post(_connection_url(emulator, "AAAAAAAAAAAAAAAA"), data="x") as resp:
+    async with http.post(
+        _connection_url(emulator, "AAAAAAAAAAAAAAAA"),
+        data="x",
+        headers=emulator.signed_headers("POST", _connection_url(emulator, "AAAAAAAAAAAAAAAA"), "x"),
+    ) as resp:
         assert resp.status == 410
 
 
@@ -118,7 +143,11 @@ async def test_a_post_over_128_kb_answers_413_and_sends_nothing(
     async with emulator.connect() as ws:
         connection_id = (await request(ws, {"action": "ping"}))["data"]["connection_id"]
         big = "x" * (128 * 1024 + 1)
-        async with http.post(_connection_url(emulator, connection_id), data=big) as resp:
+        async with http.post(
+            _connection_url(emulator, connection_id),
+            data=big,
+            headers=emulator.signed_headers("POST", _connection_url(emulator, connection_id), big),
+        ) as resp:
             assert resp.status == 413
         pong = await request(ws, {"action": "ping"})
     assert pong["type"] == "response"
@@ -181,9 +210,11 @@ async def test_the_console_page_is_served_at_the_root(
 
 
 async def test_the_production_notifier_works_against_the_emulator_management_api(
-    emulator: EmulatorHarness,
+    emulator: EmulatorHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """WEBSOCKET_ENDPOINT=http://HOST:3002/prod points the API Gateway notifier here."""
+    """WEBSOCKET_ENDPOINT=http://HOST:3002/prod points the API Gateway notifier here;
+    it signs with the dev credentials it finds in the emulator's state folder."""
+    monkeypatch.setenv("EMULATOR_STATE_DIR", str(emulator.emulator.config.state_dir))
     settings = dataclasses.replace(
         emulator.emulator.settings, websocket_endpoint=f"{emulator.http_url}/prod"
     )

@@ -131,6 +131,7 @@ async def test_a_client_of_the_emulator_gets_ack_progress_and_completion_from_la
 ) -> None:
     async with emulator_factory(app=app, process_stream=False) as harness:
         monkeypatch.setenv("WEBSOCKET_ENDPOINT", harness.http_url)
+        monkeypatch.setenv("EMULATOR_STATE_DIR", str(harness.emulator.config.state_dir))
         async with harness.connect() as ws:
             pong = await request(ws, {"action": "ping"})
             connection_id = pong["data"]["connection_id"]
@@ -159,12 +160,13 @@ async def test_a_client_of_the_emulator_gets_ack_progress_and_completion_from_la
 
 
 async def test_the_notifier_reads_and_closes_an_emulator_connection(
-    emulator_factory: Any, dynamodb_settings: Settings
+    emulator_factory: Any, dynamodb_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`get_connection` and `delete_connection` speak the emulator's management API
     as they would API Gateway's: identity read, socket closed, then gone."""
     async with emulator_factory(app=app, process_stream=False) as harness:
         settings = dataclasses.replace(dynamodb_settings, websocket_endpoint=harness.http_url)
+        monkeypatch.setenv("EMULATOR_STATE_DIR", str(harness.emulator.config.state_dir))
         async with (
             open_management_client(settings) as client,
             harness.connect() as ws,

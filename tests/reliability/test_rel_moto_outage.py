@@ -236,3 +236,47 @@ async def test_after_moto_restarts_empty_and_tables_are_recreated_new_requests_c
     assert alive["data"]["pong"] is True
     assert final["type"] == "complete"
     assert runs.count["after"] == 1
+
+
+async def test_after_moto_restarts_empty_the_emulator_creates_the_tables_again_by_itself(
+    start_emulator: EmulatorStarter,
+    dynamodb_settings: Settings,
+    moto_process: MotoProcess,
+    runs: Runs,
+    quick_aws_retries: None,
+) -> None:
+    """Nobody runs `streamer tables create`: the emulator sees the tables missing,
+    makes them again, says so in `/health`, and new handshakes and requests work."""
+    base = dataclasses.replace(dynamodb_settings, dynamodb_endpoint_url=moto_process.url)
+    with log_events() as events:
+        recreated = events.on("created the missing tables again")
+        async with start_emulator(
+            base=base, create_tables=True, table_check_interval_s=0.2
+        ) as harness:
+            async with harness.connect("alice") as ws:
+                inbox = Inbox(ws)
+                first = await inbox.ask({"id": "first", "action": "steps", "payload": {}})
+                assert first["type"] == "acknowledgment"
+                assert (await inbox.final("first"))["type"] == "complete"
+
+                await asyncio.to_thread(moto_process.kill)
+                await asyncio.to_thread(moto_process.start)
+                await asyncio.wait_for(recreated.wait(), 30)
+                alive = await inbox.ask({"id": "p", "action": "ping"})
+            async with harness.connect("alice") as fresh:
+                inbox_fresh = Inbox(fresh)
+                after = await inbox_fresh.ask({"id": "after", "action": "steps", "payload": {}})
+                final = await inbox_fresh.final("after", timeout_s=15)
+            health = harness.emulator.health()["tables"]
+
+    assert alive["data"]["pong"] is True
+    assert after["type"] == "acknowledgment"
+    assert final["type"] == "complete"
+    assert runs.count["after"] == 1
+    assert health["status"] == "ok"
+    assert health["recreated"] >= 1
+    assert set(health["last_missing"]) == {
+        base.connections_table,
+        base.requests_table,
+        base.subscriptions_table,
+    }

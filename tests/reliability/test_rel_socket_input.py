@@ -263,10 +263,17 @@ async def http(emulator: EmulatorHarness) -> Any:
 
 
 async def _call(
-    client: aiohttp.ClientSession, base: str, method: str, path: str, body: bytes
+    client: aiohttp.ClientSession,
+    harness: EmulatorHarness,
+    method: str,
+    path: str,
+    body: bytes,
 ) -> int:
-    url = URL(base + path, encoded=True)
-    async with client.request(method, url, data=body if method != "GET" else None) as response:
+    """The status of one call, signed with the dev credentials as boto3 would sign it."""
+    url = URL(harness.http_url + path, encoded=True)
+    data = body if method != "GET" else None
+    headers = harness.signed_headers(method, str(url), data or b"")
+    async with client.request(method, url, data=data, headers=headers) as response:
         await response.read()
         return response.status
 
@@ -285,7 +292,7 @@ async def test_any_management_api_call_is_answered_without_a_server_error(
 ) -> None:
     harness, client = http
 
-    status = await _call(client, harness.http_url, method, path, body)
+    status = await _call(client, harness, method, path, body)
 
     assert status < 500, f"{method} {path} -> {status}"
 
@@ -296,13 +303,14 @@ async def test_posts_over_the_limit_are_413_and_the_connection_stays_usable(
     async with emulator.connect("alice") as ws, aiohttp.ClientSession() as client:
         pong = await request(ws, {"id": "who", "action": "ping"})
         connection_id = pong["data"]["connection_id"]
-        base = emulator.http_url
         path = f"/@connections/{quote(connection_id, safe='')}"
-        just_over = await _call(client, base, "POST", path, b"y" * (_MAX_BYTES + 1))
-        far_over = await _call(client, base, "POST", path, b"y" * (3 * 1024 * 1024))
-        staged = await _call(client, base, "POST", f"/prod{path}", b'{"hello": 1}')
+        just_over = await _call(client, emulator, "POST", path, b"y" * (_MAX_BYTES + 1))
+        far_over = await _call(client, emulator, "POST", path, b"y" * (3 * 1024 * 1024))
+        staged = await _call(client, emulator, "POST", f"/prod{path}", b'{"hello": 1}')
         delivered = await recv_json(ws)
-        unknown = await _call(client, base, "POST", "/@connections/bm90LWEtY29ubmVjdGlvbg%3D", b"x")
+        unknown = await _call(
+            client, emulator, "POST", "/@connections/bm90LWEtY29ubmVjdGlvbg%3D", b"x"
+        )
         still = await request(ws, {"id": "again", "action": "ping"})
 
     assert (just_over, far_over) == (413, 413)

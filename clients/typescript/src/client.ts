@@ -21,6 +21,12 @@ import {
 
 /** API Gateway's WebSocket message limit, in bytes. */
 export const MAX_MESSAGE_BYTES = 128 * 1024;
+/**
+ * API Gateway's frame limit, in bytes. The platform `WebSocket` (and `ws`) send every
+ * message as one frame and cannot fragment it, so this is the largest request a
+ * browser can send: a bigger frame would be closed with 1009.
+ */
+export const MAX_FRAME_BYTES = 32 * 1024;
 /** Half of API Gateway's 10-minute idle timeout. */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5 * 60 * 1000;
 
@@ -805,17 +811,18 @@ function newId(): string {
   return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
-/** The JSON text frame; refuses locally what API Gateway would close the socket for. */
+/** The JSON text frame; refuses locally what API Gateway would close the socket for (over 32 KB). */
 function encodeFrame(id: string, action: string, payload: unknown, metadata: JsonObject | undefined): string {
   const message: JsonObject = { id, action, payload: payload ?? {} };
   if (metadata !== undefined && Object.keys(metadata).length > 0) message.metadata = metadata;
   const frame = JSON.stringify(message);
   const size = new TextEncoder().encode(frame).length;
-  if (size > MAX_MESSAGE_BYTES) {
-    throw new StreamerError("PAYLOAD_TOO_LARGE", `message is ${size} bytes; the limit is ${MAX_MESSAGE_BYTES}`, {
-      size,
-      limit: MAX_MESSAGE_BYTES,
-    });
+  if (size > MAX_FRAME_BYTES) {
+    throw new StreamerError(
+      "PAYLOAD_TOO_LARGE",
+      `message is ${size} bytes; one frame (all a WebSocket client sends) is at most ${MAX_FRAME_BYTES}`,
+      { size, limit: MAX_FRAME_BYTES },
+    );
   }
   return frame;
 }

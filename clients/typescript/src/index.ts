@@ -2,6 +2,7 @@
 
 export {
   DEFAULT_HEARTBEAT_INTERVAL_MS,
+  MAX_FRAME_BYTES,
   MAX_MESSAGE_BYTES,
   RequestSnapshot,
   StreamerClient,

@@ -86,10 +86,24 @@ describe("requests", () => {
     assert.equal(error.code, "TIMEOUT");
   });
 
-  test("a message over 128 KB is refused before it is sent", async () => {
+  test("a message over one 32 KB frame is refused before it is sent", async () => {
     const client = await newClient();
+    await assert.rejects(client.request("echo", { blob: "x".repeat(40 * 1024) }), (error) => {
+      assert.equal(error.code, "PAYLOAD_TOO_LARGE");
+      assert.equal(error.details.limit, 32 * 1024);
+      assert.ok(error.details.size > 40 * 1024);
+      return true;
+    });
     await assert.rejects(client.request("echo", { blob: "x".repeat(130 * 1024) }), { code: "PAYLOAD_TOO_LARGE" });
     assert.equal(client.state, "idle", "nothing was sent, so no socket was opened");
+  });
+
+  test("a message of just under 32 KB goes in one frame and is answered", async () => {
+    const client = await newClient();
+    const blob = "x".repeat(31 * 1024);
+    const answer = await client.request("echo", { blob });
+    assert.equal(answer.echo.blob.length, blob.length);
+    await client.close();
   });
 });
 
