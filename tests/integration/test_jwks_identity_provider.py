@@ -186,7 +186,9 @@ def _handshake(connection_id: str, token: str) -> int:
     events = Path(__file__).parent.parent / "fixtures" / "lambda_events"
     event = json.loads((events / "connect.json").read_text())
     event["requestContext"]["connectionId"] = connection_id
+    # API Gateway fills both maps; the handler reads every value to refuse ambiguity.
     event["queryStringParameters"] = {"Authorization": token}
+    event["multiValueQueryStringParameters"] = {"Authorization": [token]}
     status: int = connect.handler(event, None)["statusCode"]
     return status
 
