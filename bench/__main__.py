@@ -34,6 +34,7 @@ from bench.procs import (
 from bench.report import write_performance_doc, write_readme_section
 from bench.scenarios import (
     async_latency,
+    connect_rate,
     connections,
     lambda_cold,
     lambda_zip,
@@ -43,7 +44,7 @@ from bench.scenarios import (
 )
 
 RESULTS_DIR = REPO / "bench" / "results"
-SCENARIOS = ("sync", "async", "progress", "connections", "push", "zip", "cold")
+SCENARIOS = ("sync", "async", "progress", "connect", "connections", "push", "zip", "cold")
 
 
 def _step(
@@ -79,7 +80,9 @@ def _emulator_scenarios(bench: Bench, chosen: set[str]) -> None:
         if "async" in chosen:
             _step(results, "async", lambda: async_latency.run(bench, emulator), watch)
         if "progress" in chosen:
-            _step(results, "progress", lambda: progress.run(bench, emulator), watch)
+            _step(results, "progress", lambda: progress.run(bench, emulator, raw), watch)
+        if "connect" in chosen:
+            _step(results, "connect", lambda: connect_rate.run(bench, raw, emulator), watch)
 
 
 def _idle_scenario(bench: Bench) -> None:
@@ -152,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(mode, FULL if mode == "full" else QUICK, results, profile_dir=profile_dir)
     print(f"bench {mode}: {', '.join(s for s in SCENARIOS if s in chosen)}", flush=True)
 
-    if chosen & {"sync", "async", "progress"}:
+    if chosen & {"sync", "async", "progress", "connect"}:
         _with_servers(results, "emulator", lambda: _emulator_scenarios(bench, chosen))
     if "connections" in chosen:
         _with_servers(results, "emulator-idle", lambda: _idle_scenario(bench))

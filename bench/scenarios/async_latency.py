@@ -1,17 +1,30 @@
 """Async latency: send → acknowledgment and send → complete of `echo_async` at the
-emulator's default poll interval, one at a time and then many in flight."""
+emulator's default poll interval, one at a time and then many in flight; and the
+floor those are judged against, sequential `put_item` on the emulator's own moto."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+import time
+import uuid
 from contextlib import AsyncExitStack
 
+import aioboto3
+
 from bench.config import Bench
-from bench.metrics import median, percentile
+from bench.metrics import MetricSpec, median, percentile
 from bench.procs import ServerProcess
 from bench.wsclient import Pipeline, Track, open_ws
 
 WAIT_S = 60.0
+SCALING_AT = 500
+"""The in-flight level `async_scaling_500` and `async_completions_per_put` are taken at."""
+PUTS = 200
+"""Sequential `put_item` calls per round of the floor."""
+PUT_RATE = MetricSpec("put_item_per_s", "calls/s", note="floor: sequential, the emulator's moto")
+COMPLETIONS = MetricSpec("async_completions_per_s_at_500", "req/s")
+_DYNAMODB_LINE = re.compile(r"DynamoDB\s+(http://\S+)")
 
 
 def _check(track: Track) -> tuple[float, float]:
@@ -53,7 +66,44 @@ async def _sequential(bench: Bench, emulator: ServerProcess) -> None:
     results.record("async_complete_p99_ms", percentile(done_all, 99))
 
 
-async def _in_flight(bench: Bench, emulator: ServerProcess) -> dict[int, float]:
+def _moto_endpoint(emulator: ServerProcess) -> str:
+    """The embedded moto's URL, from the emulator's start-up banner."""
+    found = _DYNAMODB_LINE.search(emulator.log_path.read_text(errors="replace"))
+    if found is None:
+        raise RuntimeError(f"no DynamoDB endpoint in {emulator.log_path}")
+    return found.group(1)
+
+
+async def _put_rate(endpoint: str, rounds: int) -> float:
+    """Sequential `put_item`/s on `endpoint`, one client reused, median of `rounds`."""
+    session = aioboto3.Session(
+        aws_access_key_id="bench", aws_secret_access_key="bench", region_name="us-east-1"
+    )
+    table = f"bench-floor-{uuid.uuid4().hex[:8]}"
+    rates: list[float] = []
+    async with session.client("dynamodb", endpoint_url=endpoint) as client:
+        await client.create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        try:
+            for index in range(rounds):
+                started = time.perf_counter()
+                for i in range(PUTS):
+                    item = {"pk": {"S": f"{index}-{i}"}, "body": {"S": "hello"}}
+                    await client.put_item(TableName=table, Item=item)
+                rates.append(PUTS / (time.perf_counter() - started))
+        finally:
+            await client.delete_table(TableName=table)
+    return median(rates)
+
+
+async def _in_flight(
+    bench: Bench, emulator: ServerProcess, completions: list[float]
+) -> dict[int, float]:
+    """The p50 per level; `completions` gets each round's completions/s at `SCALING_AT`."""
     sizes = bench.sizes
     points: dict[int, float] = {}
     async with AsyncExitStack() as stack:
@@ -79,14 +129,32 @@ async def _in_flight(bench: Bench, emulator: ServerProcess) -> dict[int, float]:
                     asyncio.gather(*(t.done.wait() for t in tracks)), WAIT_S + level / 10
                 )
                 p50s.append(percentile([_check(t)[1] for t in tracks], 50))
+                if level == SCALING_AT:
+                    first = min(t.sent_ns for t in tracks)
+                    last = max(t.done_ns or first for t in tracks)
+                    completions.append(level / ((last - first) / 1e9))
             points[level] = median(p50s)
     return points
 
 
 def run(bench: Bench, emulator: ServerProcess) -> None:
-    """Record `ack_*`, `async_complete_*` and the in-flight growth curve."""
+    """Record `ack_*`, `async_complete_*`, the in-flight growth curve, and its ratios:
+    `async_scaling_500` (p50 at 500 in flight ÷ p50 at 1) and `async_completions_per_put`
+    (completions/s at 500 in flight ÷ sequential `put_item`/s on the same moto, the
+    floor measured before and after the curve)."""
     asyncio.run(_sequential(bench, emulator))
-    points = asyncio.run(_in_flight(bench, emulator))
+    endpoint = _moto_endpoint(emulator)
+    put_before = asyncio.run(_put_rate(endpoint, 1))
+    completions: list[float] = []
+    points = asyncio.run(_in_flight(bench, emulator, completions))
+    put_rate = median([put_before, asyncio.run(_put_rate(endpoint, 1))])
+    results = bench.results
+    results.record(PUT_RATE.name, put_rate, PUT_RATE)
+    if SCALING_AT in points and 1 in points:
+        results.record("async_scaling_500", points[SCALING_AT] / points[1])
+    if completions:
+        results.record(COMPLETIONS.name, median(completions), COMPLETIONS)
+        results.record("async_completions_per_put", median(completions) / put_rate)
     bench.results.record_curve(
         "async_complete_vs_in_flight",
         x_label="in flight",

@@ -1,5 +1,7 @@
 """Progress throughput: many requests at once, each streaming numbered progress
-reports with throttling off; counts what arrived, what was lost, what came out of order."""
+reports with throttling off; counts what arrived, what was lost, what came out of order.
+The floor is the bare websockets server pushing the same frames to the same number of
+sockets (`bench.echo_server`), rounds alternating with the emulator's."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ import time
 from contextlib import AsyncExitStack
 
 from bench.config import Bench
-from bench.metrics import median
+from bench.metrics import MetricSpec, median
 from bench.procs import ServerProcess
 from bench.wsclient import Pipeline, Track, open_ws
+
+RAW_RATE = MetricSpec("raw_ws_push_msgs_per_s", "msg/s", note="baseline")
 
 
 def _out_of_order(track: Track) -> int:
@@ -42,30 +46,42 @@ async def _burst(bench: Bench, pipes: list[Pipeline]) -> tuple[float, int, int]:
     return rate, lost, disordered
 
 
-async def _measure(bench: Bench, emulator: ServerProcess) -> None:
+async def _measure(bench: Bench, emulator: ServerProcess, raw: ServerProcess) -> None:
     sizes = bench.sizes
     rates: list[float] = []
+    raw_rates: list[float] = []
     lost_total = 0
     disordered_total = 0
     async with AsyncExitStack() as stack:
         pipes: list[Pipeline] = []
+        raw_pipes: list[Pipeline] = []
         for index in range(sizes.progress_requests):
             ws = await stack.enter_async_context(
                 open_ws(emulator.ws_url, bench.token(f"progress-{index % 5}"))
             )
-            pipe = Pipeline(ws)
-            stack.push_async_callback(pipe.close)
-            pipes.append(pipe)
-        for _ in range(sizes.progress_rounds):
-            rate, lost, disordered = await _burst(bench, pipes)
-            rates.append(rate)
-            lost_total += lost
-            disordered_total += disordered
+            raw_ws = await stack.enter_async_context(open_ws(raw.ws_url))
+            for into, socket in ((pipes, ws), (raw_pipes, raw_ws)):
+                pipe = Pipeline(socket)
+                stack.push_async_callback(pipe.close)
+                into.append(pipe)
+        for index in range(sizes.progress_rounds):
+            # Alternate which server goes first so drift over the run hits both.
+            for side in ("emu", "raw") if index % 2 == 0 else ("raw", "emu"):
+                rate, lost, disordered = await _burst(bench, pipes if side == "emu" else raw_pipes)
+                if side == "raw":
+                    raw_rates.append(rate)
+                    continue
+                rates.append(rate)
+                lost_total += lost
+                disordered_total += disordered
     bench.results.record("progress_msgs_per_s", median(rates))
+    bench.results.record(RAW_RATE.name, median(raw_rates), RAW_RATE)
+    bench.results.record("progress_push_ratio", median(rates) / median(raw_rates))
     bench.results.record("progress_lost", lost_total)
     bench.results.record("progress_out_of_order", disordered_total)
 
 
-def run(bench: Bench, emulator: ServerProcess) -> None:
-    """Record `progress_msgs_per_s`, `progress_lost`, `progress_out_of_order`."""
-    asyncio.run(_measure(bench, emulator))
+def run(bench: Bench, emulator: ServerProcess, raw: ServerProcess) -> None:
+    """Record `progress_msgs_per_s`, `progress_lost`, `progress_out_of_order`, the bare
+    server's `raw_ws_push_msgs_per_s` and `progress_push_ratio`."""
+    asyncio.run(_measure(bench, emulator, raw))
