@@ -59,8 +59,11 @@ export async function startEmulator({ app = "streamer.demo:app" } = {}) {
     },
     /** `streamer push ARGS… --emulator <this one>`: a real server push. */
     push(...args) {
-      const env = { ...process.env };
+      // The management API wants SigV4 with this emulator's dev credentials, kept in its state folder.
+      const env = { ...process.env, EMULATOR_STATE_DIR: stateDir };
       delete env.WEBSOCKET_ENDPOINT;
+      delete env.EMULATOR_ACCESS_KEY_ID;
+      delete env.EMULATOR_SECRET_ACCESS_KEY;
       return run(path.join(BIN_DIR, "streamer"), ["push", ...args, "--emulator", urls.httpUrl], { env });
     },
     async connections() {
