@@ -11,9 +11,11 @@ per DynamoDB call).
 
 from __future__ import annotations
 
+import argparse
 import logging
+import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import waitress
@@ -22,7 +24,7 @@ from waitress import wasyncore
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-__all__ = ["LocalMotoServer"]
+__all__ = ["LocalMotoServer", "main"]
 
 _THREADS = 4
 """Connection work (parsing, writing) overlaps; moto itself runs one call at a time."""
@@ -47,6 +49,10 @@ class LocalMotoServer:
     def start(self) -> None:
         """Bind and serve on a daemon thread; returns once the socket is listening."""
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+        from adapters.moto_query import install as install_fast_query
+
+        install_fast_query()
 
         # Requests queue behind the lock by design: waitress's "Task queue depth" is noise.
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
@@ -95,3 +101,26 @@ class LocalMotoServer:
         if thread is not None:
             thread.join()
         server.task_dispatcher.shutdown()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m adapters.moto_server [--host H] [--port N]`: the server the emulator
+    embeds, in a process of its own (the benchmarks' standalone DynamoDB)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m adapters.moto_server", description=main.__doc__
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=5000, help="port (5000; 0 picks one)")
+    args = parser.parse_args(argv)
+    server = LocalMotoServer(args.host, args.port)
+    server.start()
+    print(f"DynamoDB {server.endpoint}", flush=True)
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

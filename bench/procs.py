@@ -225,9 +225,10 @@ def start_echo_server(*, timeout_s: float = 20.0) -> ServerProcess:
 
 
 def start_moto(*, timeout_s: float = 30.0) -> ServerProcess:
-    """A standalone moto server (`python -m moto.server`), as docker-compose runs it."""
+    """A standalone moto server: the one the emulator embeds (`adapters.moto_server`:
+    one call at a time, keep-alive, indexed queries), in a process of its own."""
     port = free_port()
-    argv = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
+    argv = [sys.executable, "-m", "adapters.moto_server", "--host", HOST, "--port", str(port)]
     popen, log_path = _spawn("moto", argv, python_env())
     proc = ServerProcess("moto", popen, "", log_path, http_url=f"http://{HOST}:{port}")
     _wait_until(lambda: _accepts_tcp(port), proc, timeout_s)
