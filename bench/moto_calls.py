@@ -1,0 +1,282 @@
+"""moto's CPU per DynamoDB call under the emulator's call mix (`python -m bench.moto_calls`).
+
+Starts the server the emulator embeds (`python -m adapters.moto_server`) in a
+process of its own and drives it through the real stores (`open_stores`) with
+what one `echo_async` request costs the store: `enqueue` (a conditional
+PutItem), the claim and the completion (two conditional UpdateItems returning
+ALL_NEW), the subscribers (a Query), plus one `GetRecords` of the requests
+stream every 5 requests. Prints calls/s and the server's CPU per call, the
+figure that bounds how many calls the one-at-a-time server can apply per
+second. `--ladder` runs it without the patches of moto in `PATCHES`, then adds
+them one at a time; `--profile` records the server with py-spy. Evidence for
+`docs/design-notes.md`; not part of `make bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from adapters.aws import client_kwargs, get_session
+from adapters.dynamodb.stores import DynamoDBStores, open_stores
+from adapters.dynamodb.tables import create_tables
+from bench.procs import CACHE_DIR, HOST, LOG_DIR, ServerProcess, free_port, python_env
+from streamer import transitions
+from streamer.models import (
+    AsyncRequest,
+    ConnectionId,
+    RequestId,
+    RequestStatus,
+    Subscription,
+    TenantId,
+    UserId,
+    request_key,
+)
+from streamer.settings import Settings
+
+T0 = datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=UTC)
+READ_EVERY = 5
+"""One `GetRecords` per this many requests (the emulator's poller makes ~0.2 per request)."""
+
+
+def _request(n: int) -> AsyncRequest:
+    rid = f"bench-{n:06d}"
+    return AsyncRequest(
+        key=request_key("tenant-1", "user-1", rid),
+        request_id=RequestId(rid),
+        connection_id=ConnectionId("WyHPAfymhcwCENw="),
+        user_id=UserId("user-1"),
+        tenant_id=TenantId("tenant-1"),
+        action="echo_async",
+        payload={"message": "hello", "delay_ms": 0, "n": n, "tags": ["a", "b"]},
+        status=RequestStatus.PENDING,
+        created_at=T0,
+        updated_at=T0,
+        max_retries=3,
+        timeout_s=300.0,
+        metadata={"source": "bench", "client": {"ip": "127.0.0.1", "agent": "bench/1"}},
+    )
+
+
+@dataclasses.dataclass(slots=True)
+class Counts:
+    """Calls made, by kind."""
+
+    put: int = 0
+    update: int = 0
+    query: int = 0
+    records: int = 0
+    read: int = 0
+
+    @property
+    def calls(self) -> int:
+        return self.put + self.update + self.query + self.read
+
+
+async def _one(stores: DynamoDBStores, n: int, counts: Counts) -> None:
+    request = _request(n)
+    created = await stores.requests.enqueue(request)
+    assert created.created
+    claimed = await stores.requests.apply(
+        request.key,
+        transitions.claim(now=T0 + timedelta(seconds=1), lease_until=T0 + timedelta(seconds=301)),
+    )
+    assert claimed is not None
+    done = await stores.requests.apply(
+        request.key,
+        transitions.complete(
+            attempt=claimed.attempt,
+            result={"echo": request.payload, "steps": [1, 2, 3]},
+            now=T0 + timedelta(seconds=2),
+            expires_at=int((T0 + timedelta(days=1)).timestamp()),
+        ),
+    )
+    assert done is not None
+    subscribers = await stores.subscriptions.list_for_request(request.key)
+    assert len(subscribers) == 1
+    counts.put += 1
+    counts.update += 2
+    counts.query += 1
+
+
+PATCHES = ("moto_serialize", "moto_expressions")
+"""The server's patches of moto this measures, in the order they were added."""
+
+
+def _start_server(without: frozenset[str]) -> ServerProcess:
+    """`python -m adapters.moto_server` in its own process, the patches in `without` left out."""
+    port = free_port()
+    disable = "".join(
+        f"import adapters.{name} as m; m.install = lambda: None; " for name in sorted(without)
+    )
+    threads = os.environ.get("MOTO_CALLS_THREADS")
+    if threads:
+        disable += f"import adapters.moto_server as s; s._THREADS = {int(threads)}; "
+    code = f"{disable}from adapters.moto_server import main; main()"
+    argv = [sys.executable, "-c", code, "--host", HOST, "--port", str(port)]
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / "moto-calls.log"
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(argv, env=python_env(), stdout=log, stderr=subprocess.STDOUT)
+    server = ServerProcess("moto", popen, "", log_path, http_url=f"http://{HOST}:{port}")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection((HOST, port), timeout=0.5).close()
+            return server
+        except OSError:
+            if popen.poll() is not None or time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError(f"moto did not start:\n{server.log_tail()}") from None
+            time.sleep(0.05)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Figures:
+    """One run's result."""
+
+    calls: int
+    wall_s: float
+    cpu_s: float
+    records: int
+
+    def line(self, label: str) -> str:
+        return (
+            f"{label:<34} {self.calls / self.wall_s:6.0f} calls/s "
+            f"{1000 * self.cpu_s / self.calls:6.2f} ms CPU/call  ({self.calls} calls, "
+            f"{self.records} records, {self.wall_s:.1f} s)"
+        )
+
+
+async def _run(args: argparse.Namespace, without: frozenset[str]) -> Figures:
+    server = _start_server(without)
+    try:
+        settings = dataclasses.replace(
+            Settings(),
+            connections_table="bench-connections",
+            requests_table="bench-requests",
+            subscriptions_table="bench-subscriptions",
+            dynamodb_endpoint_url=server.http_url,
+            aws_region="us-east-1",
+        )
+        await create_tables(settings)
+        session = get_session()
+        total = args.warmup + args.requests
+        async with (
+            open_stores(settings) as stores,
+            session.client("dynamodbstreams", **client_kwargs(settings)) as streams,
+        ):
+            table = await stores.client.describe_table(TableName=settings.requests_table)
+            arn = table["Table"]["LatestStreamArn"]
+            shard = (await streams.describe_stream(StreamArn=arn))["StreamDescription"]["Shards"][0]
+            iterator = (
+                await streams.get_shard_iterator(
+                    StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+                )
+            )["ShardIterator"]
+            for n in range(total):
+                key = _request(n).key
+                await stores.subscriptions.add(
+                    Subscription(key, ConnectionId("WyHPAfymhcwCENw="), T0, 2_000_000_000)
+                )
+            counts = Counts()
+            queue: asyncio.Queue[int] = asyncio.Queue()
+
+            async def worker() -> None:
+                nonlocal iterator
+                while not queue.empty():
+                    n = queue.get_nowait()
+                    await _one(stores, n, counts)
+                    if n % READ_EVERY == 0:
+                        page = await streams.get_records(ShardIterator=iterator, Limit=1000)
+                        iterator = page["NextShardIterator"]
+                        counts.records += len(page["Records"])
+                        counts.read += 1
+
+            for n in range(args.warmup):
+                queue.put_nowait(n)
+            await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+            counts = Counts()
+            for n in range(args.warmup, total):
+                queue.put_nowait(n)
+            spy = _profile(server.pid) if args.profile else None
+            _, cpu_before = server.cpu_seconds()
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+            wall = time.perf_counter() - started
+            _, cpu_after = server.cpu_seconds()
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(30)
+    finally:
+        server.stop()
+    return Figures(counts.calls, wall, cpu_after - cpu_before, counts.records)
+
+
+def _profile(pid: int) -> subprocess.Popen[bytes]:
+    out = CACHE_DIR / "moto_calls.pyspy.txt"
+    print(f"  py-spy → {out}")
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--gil",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "-r",
+            "200",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def main() -> None:
+    """Parse arguments and run once."""
+    parser = argparse.ArgumentParser(prog="python -m bench.moto_calls", description=__doc__)
+    parser.add_argument("--requests", type=int, default=400, help="timed requests (400)")
+    parser.add_argument("--warmup", type=int, default=40, help="untimed requests first (40)")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (8)")
+    parser.add_argument("--profile", action="store_true", help="py-spy the server (raw)")
+    parser.add_argument(
+        "--without", action="append", default=[], choices=PATCHES, help="leave a patch out"
+    )
+    parser.add_argument(
+        "--ladder",
+        action="store_true",
+        help="run moto's own, then each patch added in turn (one line each)",
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    print(
+        f"{args.requests} requests, {args.concurrency} in flight: per request 1 PutItem, "
+        f"2 UpdateItem, 1 Query; 1 GetRecords per {READ_EVERY} requests"
+    )
+    if not args.ladder:
+        without = frozenset(args.without)
+        label = "without " + ", ".join(sorted(without)) if without else "LocalMotoServer"
+        print(asyncio.run(_run(args, without)).line(label))
+        return
+    for added in range(len(PATCHES) + 1):
+        without = frozenset(PATCHES[added:])
+        label = "+ " + PATCHES[added - 1] if added else "moto's own (moto_query only)"
+        print(asyncio.run(_run(args, without)).line(label), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""`adapters.moto_expressions` gives moto's trees and moto's answers, without reparsing."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.dynamodb.parsing import validators
+from moto.dynamodb.parsing.ast_nodes import Node
+from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+from adapters import moto_expressions
+
+EXPRESSIONS = [
+    # the emulator's own: a claim, a completion, the connection counter, a ping
+    "SET #status = :set_status, #lease_until = :set_lease_until, "
+    "#processing_started = :set_processing_started, #updated_at = :set_updated_at, "
+    "#attempt = if_not_exists(#attempt, :zero) + :one",
+    "SET #status = :set_status, #result = :set_result, #completed_at = :set_completed_at, "
+    "#updated_at = :set_updated_at, #expires_at = :set_expires_at, #progress = :set_progress "
+    "REMOVE #lease_until",
+    "ADD #n :d",
+    "SET LastPing = :at",
+    # the rest of the grammar
+    "SET a.b[2].c = list_append(if_not_exists(a.b, :empty), :more), d = d - :one",
+    "REMOVE a[1], a[3], b.c DELETE s :gone ADD n :one",
+    "set #a=:b,c=  :d   remove  e",
+]
+
+
+def _shape(node: Any, numbers: dict[int, int]) -> Any:
+    """A node's whole state, with `parent` as the parent's position in the walk."""
+    if not isinstance(node, Node):
+        return (type(node).__name__, node)
+    numbers[id(node)] = len(numbers)
+    state = {key: value for key, value in vars(node).items() if key not in ("children", "parent")}
+    children = node.children
+    return (
+        type(node).__name__,
+        state,
+        None if node.parent is None else numbers.get(id(node.parent), "outside"),
+        None if children is None else [_shape(child, numbers) for child in children],
+    )
+
+
+def shape(tree: Any) -> Any:
+    """What `copy.deepcopy` keeps of a tree: types, state, children, parent links."""
+    return _shape(tree, {})
+
+
+def _nodes(tree: Any) -> list[Any]:
+    found = [tree]
+    for child in tree.children or []:
+        if isinstance(child, Node):
+            found += _nodes(child)
+    return found
+
+
+@pytest.fixture
+def installed() -> Iterator[None]:
+    moto_expressions.install()
+    yield
+    moto_expressions.install()
+
+
+@pytest.mark.parametrize("expression", EXPRESSIONS)
+def test_each_tree_is_the_one_moto_parses_and_shares_no_node(
+    installed: None, expression: str
+) -> None:
+    moto_expressions.uninstall()
+    expected = UpdateExpressionParser.make(expression)
+    moto_expressions.install()
+    first = UpdateExpressionParser.make(expression)
+    second = UpdateExpressionParser.make(expression)
+
+    assert shape(first) == shape(second) == shape(expected)
+    assert not {id(n) for n in _nodes(first)} & {id(n) for n in _nodes(second)}
+    lists = [{id(n.children) for n in _nodes(t) if n.children is not None} for t in (first, second)]
+    assert not lists[0] & lists[1]
+
+
+@pytest.mark.parametrize("expression", EXPRESSIONS)
+def test_the_validators_copy_is_a_deep_copy(expression: str) -> None:
+    tree = UpdateExpressionParser.make(expression)
+    copied = moto_expressions.deepcopy_tree(tree)
+
+    assert shape(copied) == shape(copy.deepcopy(tree))
+    assert not {id(n) for n in _nodes(copied)} & {id(n) for n in _nodes(tree)}
+
+
+def test_what_is_not_a_plain_tree_is_deep_copied_by_copy() -> None:
+    tree = UpdateExpressionParser.make("SET a = :v")
+    child = tree.children[0]
+    odd = [
+        {"a": [1, 2]},  # not a node
+        child,  # a subtree: its parent is outside it
+    ]
+    shared = UpdateExpressionParser.make("SET a = :v")
+    shared.children.append(shared.children[0])  # a node reached twice
+    odd.append(shared)
+    valued = UpdateExpressionParser.make("SET a = :v")
+    valued.children[0].children.append(["a mutable leaf"])
+    odd.append(valued)
+    for value in odd:
+        assert moto_expressions._checked_copy(value) is None
+        copied = moto_expressions.deepcopy_tree(value)
+        if isinstance(value, Node):
+            assert shape(copied) == shape(copy.deepcopy(value))
+        else:
+            assert copied == value
+            assert copied is not value
+
+
+def _updates(client: Any) -> list[Any]:
+    """A run of UpdateItems (each expression, errors included); every answer moto gives."""
+    client.create_table(
+        TableName="t",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    calls: list[dict[str, Any]] = [
+        {
+            "UpdateExpression": "SET #s = :s, #a = if_not_exists(#a, :z) + :o",
+            "ExpressionAttributeNames": {"#s": "status", "#a": "attempt"},
+            "ExpressionAttributeValues": {":s": {"S": "P"}, ":z": {"N": "0"}, ":o": {"N": "1"}},
+            "ConditionExpression": "attribute_not_exists(#s) OR #s = :s",
+        },
+        {
+            "UpdateExpression": "SET l = list_append(if_not_exists(l, :e), :m), m = :map",
+            "ExpressionAttributeValues": {
+                ":e": {"L": []},
+                ":m": {"L": [{"S": "x"}, {"N": "2"}]},
+                ":map": {"M": {"k": {"SS": ["a", "b"]}}},
+            },
+        },
+        {"UpdateExpression": "REMOVE l[0] ADD n :o DELETE m.k :a", "V": {":o", ":a"}},
+        {"UpdateExpression": "SET m.k = :o", "V": {":o"}},  # a set becomes a number
+        {"UpdateExpression": "SET = :o", "V": {":o"}},  # a syntax error
+        {"UpdateExpression": "SET a = :undefined"},  # an undefined value
+        {"UpdateExpression": "SET pk = :o", "V": {":o"}},  # the key
+    ]
+    values = {":o": {"N": "1"}, ":a": {"SS": ["a"]}}
+    answers: list[Any] = []
+    for repeat in range(2):  # the second time, from the cache
+        for call in calls:
+            request = {k: v for k, v in call.items() if k != "V"}
+            if "V" in call:
+                request["ExpressionAttributeValues"] = {k: values[k] for k in call["V"]}
+            try:
+                got = client.update_item(
+                    TableName="t",
+                    Key={"pk": {"S": f"item-{repeat}"}},
+                    ReturnValues="ALL_NEW",
+                    **request,
+                )
+                got.pop("ResponseMetadata")
+                answers.append(got)
+            except client.exceptions.ClientError as error:
+                answers.append(error.response["Error"])
+        answers.append(client.scan(TableName="t")["Items"])
+    return answers
+
+
+def test_update_item_answers_are_the_ones_moto_gives(installed: None) -> None:
+    moto_expressions.uninstall()
+    assert validators.deepcopy is copy.deepcopy
+    with mock_aws():
+        expected = _updates(boto3.client("dynamodb", region_name="us-east-1"))
+    moto_expressions.install()
+    assert validators.deepcopy is moto_expressions.deepcopy_tree
+    with mock_aws():
+        assert _updates(boto3.client("dynamodb", region_name="us-east-1")) == expected
+    assert any("Error" not in str(answer) for answer in expected)
+    assert sum("Code" in answer for answer in expected if isinstance(answer, dict)) >= 5
+
+
+def test_install_is_idempotent_and_uninstall_restores(installed: None) -> None:
+    moto_expressions.install()
+    wrapped = UpdateExpressionParser.__dict__["make"]
+    moto_expressions.install()
+    assert UpdateExpressionParser.__dict__["make"] is wrapped
+    moto_expressions.uninstall()
+    assert UpdateExpressionParser.__dict__["make"].__func__ is wrapped.__func__.__wrapped__
+    assert validators.deepcopy is copy.deepcopy
