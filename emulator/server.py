@@ -296,10 +296,18 @@ class Emulator:
         )
         # One process holds every socket and reads the stream: the stores can
         # count connections from the sockets and wake the poller on enqueue.
+        connection_records = self.stores.connections
+
+        async def recorded_connections() -> int:
+            # The counter item: every process's connections, not only this one's.
+            return (await connection_records.count()).count
+
         self.services = services = build_services(
             app=self.app,
             settings=settings,
-            connections=LiveConnectionStore(self.stores.connections, self.registry),
+            connections=LiveConnectionStore(
+                connection_records, self.registry, recorded=recorded_connections
+            ),
             requests=WakingRequestStore(self.stores.requests, self._wake_poller),
             subscriptions=self.stores.subscriptions,
             notifier=notifier,
