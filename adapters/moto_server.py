@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -108,13 +109,19 @@ class LocalMotoServer:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m adapters.moto_server [--host H] [--port N]`: the server the emulator
-    embeds, in a process of its own (the benchmarks' standalone DynamoDB)."""
+    """`python -m adapters.moto_server [--host H] [--port N] [--until-stdin-closes]`: the
+    server in a process of its own (the emulator's embedded DynamoDB, the benchmarks'
+    standalone one). Prints `DynamoDB http://HOST:PORT` once it listens."""
     parser = argparse.ArgumentParser(
         prog="python -m adapters.moto_server", description=main.__doc__
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000, help="port (5000; 0 picks one)")
+    parser.add_argument(
+        "--until-stdin-closes",
+        action="store_true",
+        help="stop when standard input closes: the parent stopped it or died",
+    )
     args = parser.parse_args(argv)
     server = LocalMotoServer(args.host, args.port)
     server.start()
@@ -122,6 +129,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
+    if args.until_stdin_closes:
+
+        def wait_for_eof() -> None:
+            sys.stdin.buffer.read()
+            stopped.set()
+
+        threading.Thread(target=wait_for_eof, name="stdin-watch", daemon=True).start()
     stopped.wait()
     server.stop()
 

@@ -39,6 +39,8 @@ class LocalNotifier:
     ) -> None:
         self._registry = registry
         self._frame_policy = frame_policy or FramePolicy()
+        # A push hands the same (frozen) message to every target: encoded once.
+        self._last: tuple[ServerMessage, str] | None = None
 
     def holds(self, connection_id: str) -> bool:
         """True when this emulator has an open socket with this id."""
@@ -52,7 +54,13 @@ class LocalNotifier:
                 or closing), like API Gateway's 410 GoneException.
             StreamerError: PAYLOAD_TOO_LARGE over the message limit.
         """
-        await self.send_raw(connection_id, self._frame_policy.outbound(message))
+        last = self._last
+        if last is not None and last[0] is message:
+            text = last[1]
+        else:
+            text = self._frame_policy.outbound(message)
+            self._last = (message, text)
+        await self.send_raw(connection_id, text)
 
     async def send_raw(self, connection_id: str, data: str | bytes) -> None:
         """Send one frame as-is (the management API's POST).

@@ -21,6 +21,7 @@ from adapters.dynamodb import DynamoDBStores, create_tables, open_stores
 from adapters.jwks import UrllibJwksFetcher
 from adapters.sigv4 import DevCredentials, load_or_create_dev_credentials
 from adapters.streams.reader import ShardReader
+from emulator.database import EmbeddedDynamoDB
 from emulator.gateway import Gateway, SocketRegistry
 from emulator.guard import DEFAULT_TRUSTED_NETWORKS, AccessPolicy, parse_networks
 from emulator.http import HttpSide
@@ -242,11 +243,11 @@ class Emulator:
 
         settings = config.settings
         if settings.dynamodb_endpoint_url is None:
-            moto = await asyncio.to_thread(_start_moto)
-            # Stopped in a thread: it joins the server's thread.
-            self._stack.push_async_callback(asyncio.to_thread, moto.stop)
-            host, port = moto.get_host_and_port()
-            self.dynamodb_endpoint = f"http://{host}:{port}"
+            # Not moto's ThreadedMotoServer: it lets two concurrent conditional writes
+            # both win. A child process: moto's CPU stays off this event loop.
+            moto = await EmbeddedDynamoDB.start()
+            self._stack.push_async_callback(moto.stop)
+            self.dynamodb_endpoint = moto.endpoint
             self.is_moto_embedded = True
             settings = dataclasses.replace(settings, dynamodb_endpoint_url=self.dynamodb_endpoint)
         if self.management_credentials is None:
@@ -296,10 +297,18 @@ class Emulator:
         )
         # One process holds every socket and reads the stream: the stores can
         # count connections from the sockets and wake the poller on enqueue.
+        connection_records = self.stores.connections
+
+        async def recorded_connections() -> int:
+            # The counter item: every process's connections, not only this one's.
+            return (await connection_records.count()).count
+
         self.services = services = build_services(
             app=self.app,
             settings=settings,
-            connections=LiveConnectionStore(self.stores.connections, self.registry),
+            connections=LiveConnectionStore(
+                connection_records, self.registry, recorded=recorded_connections
+            ),
             requests=WakingRequestStore(self.stores.requests, self._wake_poller),
             subscriptions=self.stores.subscriptions,
             notifier=notifier,
@@ -516,19 +525,3 @@ async def _exists(client: Any, name: str) -> bool:
 
 def _now_text() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _start_moto() -> Any:
-    """An embedded moto server on a free loopback port (in this process)."""
-    # Not ThreadedMotoServer: it lets two concurrent conditional writes both win.
-    try:
-        from adapters.moto_server import LocalMotoServer
-    except ImportError:
-        raise RuntimeError(
-            "no DynamoDB endpoint given and moto is not installed: set "
-            "DYNAMODB_ENDPOINT_URL (--dynamodb-endpoint) or install 'moto[server]' and 'waitress'"
-        ) from None
-
-    server = LocalMotoServer()
-    server.start()
-    return server

@@ -9,13 +9,17 @@ it knows things a Lambda deployment has to ask the database for:
 - `LiveConnectionStore` counts a user's connections from the sockets the
   gateway holds, instead of a `UserIndex` query (moto answers one by scanning
   the whole table, which makes holding thousands of connections impossible).
+  When the table's connection counter says every connection is one of this
+  process's sockets, a push's pages of a user or a tenant come from those
+  sockets too, rather than from reading thousands of index items back out of moto.
 
 Everything else is passed through to the wrapped store unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import datetime
 
 from emulator.gateway import SocketRegistry
@@ -32,6 +36,8 @@ from streamer.ports import DEFAULT_PAGE_SIZE, ConnectionStore, EnqueueResult, Re
 from streamer.transitions import Transition
 
 __all__ = ["LiveConnectionStore", "WakingRequestStore"]
+
+log = logging.getLogger("emulator.stores")
 
 
 class WakingRequestStore:
@@ -92,14 +98,32 @@ class LiveConnectionStore:
     Records that other processes wrote into a shared table (another emulator, a
     Lambda parity test) are not counted.
 
+    A push's pages (`pages_by_user`, `pages_by_tenant`) come from the open sockets
+    when `recorded()` (the table's connection counter) equals the connections this
+    process holds or is admitting: then no other process holds one. Otherwise
+    (another emulator shares the table, records outlived a crash, the counter
+    cannot be read) they come from the index, as in Lambda. Either way a push
+    reaches every open socket of the target; from the sockets it does not try
+    records whose socket is gone, so its summary counts no `gone` for them (the
+    sweeper and the TTL remove those records).
+
     Args:
         inner: the store every other call goes to (and which `put` still writes).
         registry: the gateway's open sockets.
+        recorded: the number of connection records the table counts; None
+            always pages through the index.
     """
 
-    def __init__(self, inner: ConnectionStore, registry: SocketRegistry) -> None:
+    def __init__(
+        self,
+        inner: ConnectionStore,
+        registry: SocketRegistry,
+        *,
+        recorded: Callable[[], Awaitable[int]] | None = None,
+    ) -> None:
         self._inner = inner
         self._registry = registry
+        self._recorded = recorded
         self._admitting: dict[ConnectionId, Connection] = {}
 
     async def list_by_user(self, user_id: UserId) -> list[Connection]:
@@ -140,13 +164,45 @@ class LiveConnectionStore:
     async def list_by_tenant(self, tenant_id: TenantId) -> list[Connection]:
         return await self._inner.list_by_tenant(tenant_id)
 
-    def pages_by_user(
+    async def pages_by_user(
         self, user_id: UserId, *, page_size: int = DEFAULT_PAGE_SIZE
     ) -> AsyncIterator[Sequence[Connection]]:
-        # The index, not the live sockets: a push reaches every emulator's sockets.
-        return self._inner.pages_by_user(user_id, page_size=page_size)
+        """The user's connections: from the open sockets when they are every
+        connection there is, else from the `UserIndex`."""
+        if await self._holds_every_connection():
+            live = [s.connection for s in self._registry.of_user(user_id)]
+            for page in _pages(live, page_size):
+                yield page
+            return
+        async for page in self._inner.pages_by_user(user_id, page_size=page_size):
+            yield page
 
-    def pages_by_tenant(
+    async def pages_by_tenant(
         self, tenant_id: TenantId, *, page_size: int = DEFAULT_PAGE_SIZE
     ) -> AsyncIterator[Sequence[Connection]]:
-        return self._inner.pages_by_tenant(tenant_id, page_size=page_size)
+        """The tenant's connections: from the open sockets when they are every
+        connection there is, else from the `TenantIndex`."""
+        if await self._holds_every_connection():
+            live = [s.connection for s in self._registry if s.connection.tenant_id == tenant_id]
+            for page in _pages(live, page_size):
+                yield page
+            return
+        async for page in self._inner.pages_by_tenant(tenant_id, page_size=page_size):
+            yield page
+
+    async def _holds_every_connection(self) -> bool:
+        if self._recorded is None:
+            return False
+        try:
+            recorded = await self._recorded()
+        except Exception:  # the index is the answer that needs no counter
+            log.warning("could not read the connection counter; pushing from the index")
+            return False
+        here = {s.connection_id for s in self._registry}
+        here.update(self._admitting)
+        return recorded == len(here)
+
+
+def _pages(connections: list[Connection], size: int) -> Iterator[Sequence[Connection]]:
+    for start in range(0, len(connections), size):
+        yield connections[start : start + size]

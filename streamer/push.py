@@ -241,34 +241,48 @@ class Pusher:
         message: Notification,
     ) -> PushSummary:
         counts = dict.fromkeys(SendOutcome, 0)
-        slots = asyncio.Semaphore(self._concurrency)
         seen: set[ConnectionId] = set()
         listing_error: Exception | None = None
-
-        async def send(connection_id: ConnectionId) -> None:
+        while True:
             try:
-                counts[await self._delivery.send(connection_id, message)] += 1
-            finally:
-                slots.release()
-
-        async with asyncio.TaskGroup() as group:
-            try:
-                async for page in pages:
-                    for connection in page:
-                        cid = connection.connection_id
-                        if cid in seen or not keep(connection):
-                            continue
-                        seen.add(cid)
-                        await slots.acquire()
-                        group.create_task(send(cid))
+                page = await anext(pages, None)
             except Exception as exc:
-                # Sends already started finish; the rest of the index is never read.
+                # Sends already made stand; the rest of the index is never read.
                 listing_error = exc
+                break
+            if page is None:
+                break
+            targets = []
+            for connection in page:
+                cid = connection.connection_id
+                if cid not in seen and keep(connection):
+                    seen.add(cid)
+                    targets.append(cid)
+            # The next page is read once this one is sent: one page in memory.
+            await self._send_page(targets, message, counts)
         summary = _summary(counts)
         if listing_error is not None:
             logger.warning("push stopped: the index could not be read", exc_info=listing_error)
             raise PushIncomplete(summary) from listing_error
         return summary
+
+    async def _send_page(
+        self,
+        targets: Sequence[ConnectionId],
+        message: Notification,
+        counts: dict[SendOutcome, int],
+    ) -> None:
+        """Send to every target, `concurrency` workers taking the next one in turn
+        (a task per worker, not per connection)."""
+        remaining = iter(targets)
+
+        async def worker() -> None:
+            for connection_id in remaining:
+                counts[await self._delivery.send(connection_id, message)] += 1
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(self._concurrency, len(targets))):
+                group.create_task(worker())
 
 
 def _summary(counts: dict[SendOutcome, int]) -> PushSummary:

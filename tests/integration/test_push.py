@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -24,6 +24,9 @@ from streamer.models import Connection, ConnectionId, TenantId, UserId
 from streamer.protocol import Notification
 from streamer.push import Pusher, PushSummary
 from streamer.settings import Settings
+
+if TYPE_CHECKING:
+    from conftest import EmulatorFactory
 
 WAIT_S = 15.0
 FENCE = "fence"
@@ -128,6 +131,51 @@ async def test_connection_push_reaches_that_socket_only(
     assert summary == PushSummary(sent=1)
     for listener, notes in zip(listeners, await received(listeners), strict=True):
         assert [n.data for n in notes] == ([[1, 2, 3]] if listener is target else [])
+
+
+async def test_when_every_connection_is_here_a_push_reads_no_index(
+    emulator: EmulatorHarness, listeners: list[Listener], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The counter says the six sockets are every connection: the targets come from
+    the sockets, so a push works with the indexes unreadable."""
+    stores = emulator.emulator.stores
+    assert stores is not None
+    assert (await stores.connections.count()).count == len(POPULATION)
+
+    def unreadable(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the index was read")
+
+    monkeypatch.setattr(stores.connections, "pages_by_tenant", unreadable)
+    monkeypatch.setattr(stores.connections, "pages_by_user", unreadable)
+    pusher = emulator_pusher(emulator)
+    by_tenant = await pusher.to_tenant("acme", {"hello": 1}, topic="news")
+    by_user = await pusher.to_user("globex", "alice", {"hi": 2}, topic="dm")
+    await fence(pusher)
+    assert (by_tenant, by_user) == (PushSummary(sent=4), PushSummary(sent=1))
+    for listener, notes in zip(listeners, await received(listeners), strict=True):
+        expected = {"acme": [("news", {"hello": 1})], "globex": []}[listener.tenant]
+        if (listener.tenant, listener.user) == ("globex", "alice"):
+            expected = [("dm", {"hi": 2})]
+        assert [(n.topic, n.data) for n in notes] == expected
+
+
+async def test_a_push_reaches_the_sockets_another_emulator_holds(
+    emulator_factory: EmulatorFactory,
+) -> None:
+    """Two emulators on one table: the counter (2) is more than either holds (1), so
+    the push reads the index and reaches the other one's socket through its
+    management API."""
+    async with emulator_factory() as first, emulator_factory() as second:
+        here = StreamerClient(first.ws_url, token=first.mint_token("erin", "hooli"))
+        there = StreamerClient(second.ws_url, token=second.mint_token("frank", "hooli"))
+        async with here, there:
+            await here.ping(timeout=WAIT_S)
+            await there.ping(timeout=WAIT_S)
+            inboxes = [here.notifications(), there.notifications()]
+            summary = await emulator_pusher(first).to_tenant("hooli", {"all": True})
+            notes = [await asyncio.wait_for(anext(inbox), WAIT_S) for inbox in inboxes]
+    assert summary == PushSummary(sent=2)
+    assert [n.data for n in notes] == [{"all": True}, {"all": True}]
 
 
 async def test_a_record_without_a_socket_is_counted_gone_and_deleted(

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamer.errors import ErrorCode, StreamerError
 from streamer.protocol import (
     Complete,
+    _plainly_storable,
+    _storable_problem,
     decode_client_message,
     decode_server_message,
     encode,
@@ -124,3 +129,40 @@ def test_server_messages_round_trip_through_the_client_decoder() -> None:
     received = decode_server_message(encode(sent))
     assert isinstance(received, Complete)
     assert (received.request_id, received.result) == ("r1", {"url": "u"})
+
+
+# -- the storable fast path -----------------------------------------------------------
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(["\ud800", "\udfff"])),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_json_values, ascii_only=st.booleans())
+def test_the_fast_path_passes_only_what_the_full_walk_passes(value: Any, ascii_only: bool) -> None:
+    """`_plainly_storable` may send anything to the full walk, but never skips the
+    walk for a value the walk would refuse (either JSON spelling of the text)."""
+    text = json.dumps({"action": "echo", "payload": {"v": value}}, ensure_ascii=ascii_only)
+    if _plainly_storable(text):
+        assert _storable_problem(json.loads(text)) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"action":"echo","payload":{"":1}}',
+        '{"action":"echo","payload":{"k":"\\ud800"}}',
+        '{"action":"echo","payload":' + "[" * 40 + "]" * 40 + "}",
+    ],
+)
+def test_the_fast_path_sends_each_kind_of_problem_to_the_walk(text: str) -> None:
+    assert not _plainly_storable(text)
+    assert _storable_problem(json.loads(text)) is not None
