@@ -41,10 +41,13 @@ from bench.scenarios import (
     progress,
     push,
     sync_rtt,
+    test_suites,
 )
 
 RESULTS_DIR = REPO / "bench" / "results"
-SCENARIOS = ("sync", "async", "progress", "connect", "connections", "push", "zip", "cold")
+SCENARIOS = (
+    "sync", "async", "progress", "connect", "connections", "push", "zip", "cold", "tests",
+)  # fmt: skip
 
 
 def _step(
@@ -165,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         _step(results, "zip", lambda: lambda_zip.run(bench))
     if "cold" in chosen:
         _step(results, "cold", lambda: lambda_cold.run(bench))
+    if "tests" in chosen and mode == "full":  # the whole suite: never in a quick run
+        _step(results, "tests", lambda: test_suites.run(bench))
 
     machine = describe_machine(started_at)
     written = [results.write(RESULTS_DIR if not args.only or mode == "full" else CACHE_DIR)]

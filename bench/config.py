@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 
 from bench.metrics import Results
-from bench.procs import ServerProcess, start_emulator
+from bench.procs import CACHE_DIR, ServerProcess, start_emulator
 from streamer.settings import Settings, SettingsError
 from streamer.tokens import generate_rsa_key_pair
 
@@ -100,7 +101,7 @@ FULL = Sizes(
     rtt_warmup=200,
     async_rounds=5,
     async_count=40,
-    in_flight=(1, 10, 100, 500),
+    in_flight=(1, 10, 100, 500, 1000),
     in_flight_rounds=3,
     in_flight_connections=20,
     progress_requests=50,
@@ -186,12 +187,16 @@ class Bench:
         }
 
     def start_emulator(self, name: str, extra_args: Sequence[str] = ()) -> ServerProcess:
-        """A fresh emulator with the bench app, maybe under the profiler."""
+        """A fresh emulator with the bench app, maybe under the profiler: empty tables
+        and its own state folder (`--ephemeral`, as a test suite runs it), so no run
+        restores what an earlier one left."""
         profile = None if self.profile_dir is None else self.profile_dir / f"profile-{name}.txt"
+        state_dir = CACHE_DIR / "state" / name
+        shutil.rmtree(state_dir, ignore_errors=True)
         return start_emulator(
             app=BENCH_APP,
             env=self.emulator_env(),
             name=name,
-            extra_args=extra_args,
+            extra_args=["--ephemeral", "--state-dir", str(state_dir), *extra_args],
             profile_to=profile,
         )

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,7 +45,9 @@ class TableState:
     """Saves and restores the tables worth keeping across restarts.
 
     `restore()` first (it loads the dump, if any, into the empty tables), then
-    `start()` saves every `interval_s`; `close()` stops that and saves once more.
+    `start()` saves every `interval_s` when `mark_changed` was called since the
+    last save (each save is a `Scan` of the whole tables, so an idle emulator
+    makes none); `close()` stops that and saves once more, changed or not.
     Nothing is saved before a restore has run, so a failed start never
     overwrites the last good dump with empty tables.
 
@@ -54,11 +56,21 @@ class TableState:
         session: the aioboto3 session.
         path: the dump file.
         interval_s: seconds between saves while running (what a kill -9 may lose).
+        sleep: waits between saves (tests pass one they step by hand).
     """
 
-    def __init__(self, settings: Settings, *, session: Any, path: Path, interval_s: float) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        session: Any,
+        path: Path,
+        interval_s: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.path = path
         self.interval_s = interval_s
+        self._sleep = sleep
         self._settings = settings
         self._tables = {
             "requests": settings.requests_table,
@@ -70,8 +82,11 @@ class TableState:
         self._task: asyncio.Task[None] | None = None
         self._may_save = False
         self._last_saved: bytes | None = None
+        self._changed = True
         self.saves = 0
         """Dumps written so far (an unchanged dump is not written again)."""
+        self.scans = 0
+        """Times the kept tables were read for a save."""
 
     async def _dynamodb(self) -> Any:
         if self._client is None:
@@ -129,12 +144,20 @@ class TableState:
         """Save every `interval_s` in the background until `close`."""
         self._task = asyncio.create_task(self._save_forever(), name="table-state-saver")
 
+    def mark_changed(self) -> None:
+        """A kept table was written: the next periodic save scans it."""
+        self._changed = True
+
     async def _save_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
+            await self._sleep(self.interval_s)
+            if not self._changed:
+                continue
+            self._changed = False  # a write during the scan marks it again
             try:
                 await self.save()
             except Exception as exc:
+                self._changed = True
                 log.warning("saving the tables failed (%s); will retry", type(exc).__name__)
 
     async def save(self) -> bool:
@@ -143,6 +166,7 @@ class TableState:
             return False
         client = await self._dynamodb()
         tables: dict[str, list[dict[str, Any]]] = {}
+        self.scans += 1
         for role, table in self._tables.items():
             tables[role] = [_encode_item(item) for item in await _scan_all(client, table)]
         content = json.dumps(tables, sort_keys=True).encode("utf-8")

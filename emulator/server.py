@@ -309,7 +309,11 @@ class Emulator:
             connections=LiveConnectionStore(
                 connection_records, self.registry, recorded=recorded_connections
             ),
-            requests=WakingRequestStore(self.stores.requests, self._wake_poller),
+            requests=WakingRequestStore(
+                self.stores.requests,
+                self._wake_poller,
+                self.table_state.mark_changed if self.table_state is not None else None,
+            ),
             subscriptions=self.stores.subscriptions,
             notifier=notifier,
             clock=clock,

@@ -43,31 +43,46 @@ log = logging.getLogger("emulator.stores")
 class WakingRequestStore:
     """A `RequestStore` that calls `on_pending` after each write that leaves a
     PENDING image in the stream (a new request, a hand-back, a requeued lease,
-    a kick).
+    a kick), and `on_change` after every write.
 
     Args:
         inner: the store that does the work.
         on_pending: called (synchronously, without arguments) after such a write
             succeeded; the emulator passes the stream poller's `wake`.
+        on_change: called after any write succeeded; the emulator passes the
+            table saver's `mark_changed`, so an idle emulator scans nothing.
     """
 
-    def __init__(self, inner: RequestStore, on_pending: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        inner: RequestStore,
+        on_pending: Callable[[], None],
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self._inner = inner
         self._on_pending = on_pending
+        self._on_change = on_change
 
     async def enqueue(self, request: AsyncRequest) -> EnqueueResult:
         """Insert a PENDING request unless its key exists; wakes the poller if it did."""
         result = await self._inner.enqueue(request)
         if result.created:
+            self._changed()
             self._on_pending()
         return result
 
     async def apply(self, key: RequestKey, transition: Transition) -> AsyncRequest | None:
         """Make the change; wakes the poller when it left the request PENDING."""
         changed = await self._inner.apply(key, transition)
-        if changed is not None and changed.status is RequestStatus.PENDING:
-            self._on_pending()
+        if changed is not None:
+            self._changed()
+            if changed.status is RequestStatus.PENDING:
+                self._on_pending()
         return changed
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
 
     # -- passed through ------------------------------------------------------------
 

@@ -113,7 +113,10 @@ class StreamPoller:
         processor: handles each claimable record.
         clock: wall time for the lag figure.
         checkpoint_path: the JSON file of per-shard checkpoints.
-        batch_size: `GetRecords` Limit (Lambda's batch size; default 10).
+        batch_size: `GetRecords` Limit after a page that was not full (Lambda's
+            batch size; default 10). A full page doubles the next read's Limit,
+            up to 1,000 and the room left under `max_in_flight`, as Lambda's
+            poller reads up to 1,000 records a call while busy.
         poll_interval_s: pause after an empty read while busy (default 0.05).
         idle_poll_interval_s: the longest pause after empty reads once idle
             (default 0.5; never below `poll_interval_s`).
@@ -408,6 +411,7 @@ class StreamPoller:
         iterator: str | None = None
         delay = self._retry_base_s
         empty_reads = 0
+        limit = self.batch_size
         while not self._is_halted():
             if tracker.in_flight >= self._max_in_flight:
                 await asyncio.sleep(self.poll_interval_s)
@@ -420,7 +424,9 @@ class StreamPoller:
                     if iterator is None:
                         break  # closed and nothing left after our position
                 wakes_seen = self._wakes
-                page = await self._reader.read(iterator, limit=self.batch_size)
+                room = max(1, self._max_in_flight - tracker.in_flight)
+                limit = max(1, min(limit, room))
+                page = await self._reader.read(iterator, limit=limit)
             except IteratorExpired:
                 log.info("shard iterator expired; re-acquiring", extra={"shard": shard_id})
                 iterator = None
@@ -445,6 +451,8 @@ class StreamPoller:
                 delay = min(delay * 2, self._retry_max_s)
                 continue
             delay = self._retry_base_s
+            full = len(page.records) >= limit
+            limit = min(limit * 2, MAX_RECORDS_PER_READ) if full else self.batch_size
             for record in page.records:
                 self._dispatch(tracker, record, group)
             await self._checkpoints.flush()

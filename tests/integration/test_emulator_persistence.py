@@ -3,6 +3,7 @@ what a dump holds, how it is restored, and what is never overwritten."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import uuid
@@ -127,3 +128,45 @@ async def test_an_unreadable_dump_is_moved_aside_and_the_start_goes_on(
     await state.close()
     assert (tmp_path / f"{STATE_FILE}.unreadable").read_text() == content
     assert json.loads(path.read_text())["tables"] == {"requests": [], "subscriptions": []}
+
+
+class SteppedSleep:
+    """The saver's sleep, returning only when the test steps it."""
+
+    def __init__(self) -> None:
+        self.waiting = asyncio.Event()
+        self._go = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.waiting.set()
+        await self._go.wait()
+        self._go.clear()
+
+    async def step(self) -> None:
+        """Let one sleep end, then wait until the saver sleeps again."""
+        self.waiting.clear()
+        self._go.set()
+        await asyncio.wait_for(self.waiting.wait(), 15)
+
+
+async def test_periodic_saves_scan_only_after_a_change(
+    dynamodb_settings: Settings, tmp_path: Path
+) -> None:
+    """Each save scans the whole tables: an emulator nobody writes to makes none."""
+    sleep = SteppedSleep()
+    state = TableState(
+        dynamodb_settings, session=get_session(), path=tmp_path / STATE_FILE, interval_s=5,
+        sleep=sleep,
+    )  # fmt: skip
+    await state.restore()
+    state.start()
+    await asyncio.wait_for(sleep.waiting.wait(), 15)
+    await sleep.step()  # the first save after a start
+    assert state.scans == 1
+    for _ in range(3):
+        await sleep.step()
+    assert state.scans == 1
+    state.mark_changed()
+    await sleep.step()
+    assert state.scans == 2
+    await state.close()

@@ -113,6 +113,7 @@ class FailingReads:
         self.failures = failures
         self.poisoned = poisoned
         self.get_records_calls = 0
+        self.limits: list[int] = []
         self.failures_served = asyncio.Event()
 
 
@@ -126,6 +127,7 @@ class _FailingStreams:
 
     async def get_records(self, **kwargs: Any) -> Any:
         self._owner.get_records_calls += 1
+        self._owner.limits.append(kwargs["Limit"])
         if self._owner.failures:
             code = self._owner.failures.pop(0)
             if not self._owner.failures:
@@ -212,6 +214,30 @@ async def test_records_written_before_the_first_start_are_skipped_like_latest(
         await stores.requests.enqueue(_pending("new"))
         await processor.wait_for(lambda: len(processor.finished) == 1)
     assert processor.started_keys() == [request_key("t", "u", "new")]
+
+
+async def test_a_backlog_is_read_in_growing_pages_and_an_idle_stream_in_batches(
+    dynamodb_settings: Settings, stores: DynamoDBStores, tmp_path: Path
+) -> None:
+    """70 records waiting, batch size 5: each full page doubles the next read's
+    Limit (5, 10, 20, 40), so the backlog takes 4 reads rather than 14; after a
+    page that came back short, reads go back to the batch size."""
+    checkpoint = tmp_path / "cp.json"
+    async with running_poller(dynamodb_settings, stores, ScriptedProcessor(), checkpoint):
+        pass  # a checkpoint at the stream's end
+    for n in range(70):
+        await stores.requests.enqueue(_pending(f"backlog-{n}"))
+    processor = ScriptedProcessor()
+    reads = FailingReads([])
+    async with running_poller(
+        dynamodb_settings, stores, processor, checkpoint, failing=reads, batch_size=5
+    ):
+        await processor.wait_for(lambda: len(processor.finished) == 70)
+        await stores.requests.enqueue(_pending("after"))
+        await processor.wait_for(lambda: len(processor.finished) == 71)
+    assert reads.limits[:4] == [5, 10, 20, 40]  # the fourth came back with 35: short
+    assert reads.limits[4:]
+    assert set(reads.limits[4:]) == {5}
 
 
 async def test_a_wake_reads_a_new_record_without_waiting_for_the_poll_interval(
