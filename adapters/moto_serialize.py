@@ -10,11 +10,12 @@ by closures compiled once per shape: the keys each member is looked up under are
 the ones moto's `XFormedAttributePicker` tries, in its order, computed once (they
 depend on the shape, the member's name and, for moto's class-prefix alias, the
 value's class, here always `dict`); each type is converted as moto's JSON
-serializer converts it (timestamps by moto's own `TimestampSerializer`, blobs
-base64, integers `int`, floats `float`, the rest as is); and the body is the
-same `json.dumps`. Anything else falls back to moto: an error, a value that is
-not a plain dict, list, tuple or scalar where the shape has members, response
-transformers, pretty printing, another service or protocol. A contract test
+serializer converts it (timestamps by moto's own `TimestampSerializer`, after a
+`fromisoformat` of the one form moto's records carry; blobs base64, integers
+`int`, floats `float`, the rest as is); and the body is the same `json.dumps`.
+Anything else falls back to moto: an error, a value that is not a plain dict,
+list, tuple or scalar where the shape has members, response transformers,
+pretty printing, another service or protocol. A contract test
 compares the bodies of both serializers, byte for byte, over every call the
 emulator makes on the stream.
 """
@@ -24,7 +25,9 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = ["install", "serialize", "uninstall"]
@@ -165,7 +168,26 @@ def _timestamp(shape: Any) -> Convert:
     def convert(value: Any) -> Any:
         return timestamps._convert_timestamp_to_str(value, wanted)
 
-    return convert
+    if wanted.lower() != TimestampSerializer.TIMESTAMP_FORMAT_UNIX:
+        return convert
+
+    def unix(value: Any) -> Any:
+        # moto's stream records carry `datetime.isoformat()` of a naive UTC time,
+        # which botocore reads with dateutil (~0.1 ms); `fromisoformat` reads that
+        # form to the same fields, and the epoch number is moto's own converter's.
+        if type(value) is str and _NAIVE_ISO.fullmatch(value):
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                return convert(value)
+            return timestamps._timestamp_unixtimestamp(parsed.replace(tzinfo=UTC))
+        return convert(value)
+
+    return unix
+
+
+_NAIVE_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?")
+"""`datetime.isoformat()` of a naive time: no zone, no offset, microseconds or none."""
 
 
 def _keys_tried(parent: Any, key: str, member: Any) -> tuple[str, ...]:

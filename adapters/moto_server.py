@@ -7,7 +7,7 @@ request at a time, and serves them with waitress: HTTP/1.1 keep-alive on a small
 thread pool, where werkzeug's server answers every request with
 `Connection: close` and starts a thread for it (a TCP handshake and a thread
 per DynamoDB call). It also installs the patches of moto in `adapters/moto_*.py`
-(queries, stream answers, update expressions): each gives the answers moto
+(queries, stream answers, update expressions, dispatch): each gives the answers moto
 gives for less CPU, and is installed only in this server.
 """
 
@@ -53,11 +53,12 @@ class LocalMotoServer:
         """Bind and serve on a daemon thread; returns once the socket is listening."""
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-        from adapters import moto_expressions, moto_query, moto_serialize
+        from adapters import moto_dispatch, moto_expressions, moto_query, moto_serialize
 
         moto_query.install()
         moto_serialize.install()
         moto_expressions.install()
+        moto_dispatch.install()
 
         # Requests queue behind the lock by design: waitress's "Task queue depth" is noise.
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)

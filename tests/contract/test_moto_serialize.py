@@ -309,3 +309,41 @@ def test_install_is_idempotent_and_uninstall_restores() -> None:
     moto_serialize.uninstall()
     assert ActionResult.execute_result is wrapped.__wrapped__  # type: ignore[attr-defined]
     moto_serialize.install()
+
+
+TIMESTAMPS = [
+    "2026-12-01T11:49:15.541492",
+    "2026-12-01T11:49:15.000999",
+    "2026-12-01T11:49:15.001000",
+    "2026-12-01T11:49:15",
+    "1970-01-01T00:00:00.000001",
+    "2038-01-19T03:14:08.999999",
+    "9999-12-31T23:59:59.999999",
+    "2026-02-30T11:49:15.541492",  # no such day: moto's own path decides
+    "2026-12-01T11:49:15.5",
+    "2026-12-01T11:49:15+00:00",
+    "2026-12-01T11:49:15.541492Z",
+    "2026-12-01 11:49:15",
+    "1796125755.5412",
+    "1796125755",
+    1796125755,
+    datetime(2026, 12, 1, 11, 49, 15, 541492),
+    datetime(2026, 12, 1, 11, 49, 15, tzinfo=UTC),
+]
+
+
+@pytest.mark.parametrize("value", TIMESTAMPS, ids=str)
+def test_each_timestamp_is_the_number_moto_writes(value: Any) -> None:
+    result = {"Records": [_record(ApproximateCreationDateTime=value)]}
+    model = get_service_model("dynamodbstreams").operation_model("GetRecords")
+    expected = refused = ""
+    try:
+        expected = _theirs("GetRecords", result)
+    except ValueError as error:
+        refused = str(error)
+    if refused:
+        with pytest.raises(ValueError, match="Invalid timestamp") as ours:
+            moto_serialize.serialize(model, result)
+        assert str(ours.value) == refused
+        return
+    assert moto_serialize.serialize(model, result) == expected

@@ -1,0 +1,55 @@
+"""`adapters.moto_dispatch` sends each request to the backend moto's dispatcher picks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+from adapters import moto_dispatch
+
+HOSTS = [
+    None,
+    "moto_api",
+    "dynamodb",
+    "dynamodbstreams",
+    "dynamodb_v20111205",
+    "dynamodb.us-east-1.amazonaws.com",
+    "streams.dynamodb.eu-west-1.amazonaws.com",
+    "sts.amazonaws.com",
+    "s3.us-east-1.amazonaws.com",
+    "execute-api.us-east-1.amazonaws.com",
+    "localhost:5000",
+    "127.0.0.1",
+    "nothing.example",
+    "",
+]
+
+
+@pytest.fixture
+def dispatcher() -> Iterator[DomainDispatcherApplication]:
+    moto_dispatch.install()
+    yield DomainDispatcherApplication(create_backend_app)
+    moto_dispatch.install()
+
+
+def test_every_host_gets_the_backend_moto_finds(dispatcher: DomainDispatcherApplication) -> None:
+    moto_dispatch.uninstall()
+    expected = [dispatcher.get_backend_for_host(host) for host in HOSTS]
+    moto_dispatch.install()
+    for _ in range(2):  # the second time, from the cache
+        assert [dispatcher.get_backend_for_host(host) for host in HOSTS] == expected
+    assert "dynamodb" in expected
+    assert "dynamodbstreams" in expected
+    assert None in expected
+
+
+def test_install_is_idempotent_and_uninstall_restores() -> None:
+    moto_dispatch.install()
+    wrapped = DomainDispatcherApplication.get_backend_for_host
+    moto_dispatch.install()
+    assert DomainDispatcherApplication.get_backend_for_host is wrapped
+    moto_dispatch.uninstall()
+    assert DomainDispatcherApplication.get_backend_for_host is wrapped.__wrapped__  # type: ignore[attr-defined]
+    moto_dispatch.install()
