@@ -53,11 +53,12 @@ class LocalMotoServer:
         """Bind and serve on a daemon thread; returns once the socket is listening."""
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-        from adapters import moto_expressions, moto_query, moto_serialize
+        from adapters import moto_expressions, moto_query, moto_serialize, moto_streams
 
         moto_query.install()
         moto_serialize.install()
         moto_expressions.install()
+        moto_streams.install()
 
         # Requests queue behind the lock by design: waitress's "Task queue depth" is noise.
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
