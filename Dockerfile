@@ -1,5 +1,7 @@
 # The Streamer emulator: API Gateway WebSocket + stream processing in one process.
-# Built by docker-compose.yml, which points it at the `moto` service.
+# Built by docker-compose.yml, which runs it twice: as the emulator, pointed at the
+# `moto` service, and as that service (`python -m adapters.moto_server`: the same
+# local DynamoDB `make run` embeds, whose conditional writes are atomic).
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -15,7 +17,7 @@ COPY pyproject.toml README.md ./
 COPY streamer ./streamer
 COPY adapters ./adapters
 COPY emulator ./emulator
-RUN pip install . \
+RUN pip install '.[local]' \
     && install -d -o streamer -g streamer -m 700 /home/streamer/.streamer
 
 USER streamer

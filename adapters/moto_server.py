@@ -6,9 +6,9 @@ their condition — a race real DynamoDB never loses. This server applies one
 request at a time, and serves them with waitress: HTTP/1.1 keep-alive on a small
 thread pool, where werkzeug's server answers every request with
 `Connection: close` and starts a thread for it (a TCP handshake and a thread
-per DynamoDB call). It also installs the patches of moto in `adapters/moto_*.py`
-(queries, stream answers, update expressions, dispatch): each gives the answers moto
-gives for less CPU, and is installed only in this server.
+per DynamoDB call). It also installs the patches of moto in `adapters/moto_*.py`,
+only in this server: queries, stream answers, update expressions and dispatch
+give moto's answers for less CPU; shard iterators expire as DynamoDB's do.
 """
 
 from __future__ import annotations
@@ -53,11 +53,18 @@ class LocalMotoServer:
         """Bind and serve on a daemon thread; returns once the socket is listening."""
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-        from adapters import moto_dispatch, moto_expressions, moto_query, moto_serialize
+        from adapters import (
+            moto_dispatch,
+            moto_expressions,
+            moto_query,
+            moto_serialize,
+            moto_streams,
+        )
 
         moto_query.install()
         moto_serialize.install()
         moto_expressions.install()
+        moto_streams.install()
         moto_dispatch.install()
 
         # Requests queue behind the lock by design: waitress's "Task queue depth" is noise.

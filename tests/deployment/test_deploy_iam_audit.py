@@ -20,13 +20,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from aiohttp import web
 from deploy_harness import ACCOUNT, API_ID, REGION, Deployment
+from lambda_events import LambdaContext as Context
+from lambda_events import connect_event, disconnect_event, load_event, message_event
 
 import adapters.aws
 from adapters.aws_lambda import connect, disconnect, processor, pusher, router, runtime, sweeper
@@ -34,7 +35,6 @@ from adapters.dynamodb import format_time
 from streamer.settings import Settings
 from streamer.tokens import generate_rsa_key_pair, mint_token
 
-EVENTS = Path(__file__).resolve().parents[1] / "fixtures" / "lambda_events"
 TENANT, USER = "tenant-1", "user-1"
 STAGE_ARN = f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{API_ID}/prod"
 
@@ -126,22 +126,6 @@ class ManagementApi:
         self._thread.join(10)
 
 
-@dataclass
-class Context:
-    """The parts of Lambda's context object the handlers read."""
-
-    function_name: str
-    aws_request_id: str = "2f1d1a5e-0000-4000-8000-000000000000"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
-
-
-def _event(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((EVENTS / name).read_text())
-    return loaded
-
-
 class Session:
     """Drives the handlers like API Gateway, the stream and EventBridge would."""
 
@@ -169,26 +153,20 @@ class Session:
             self.recorder.function = None
 
     def connect(self, connection_id: str) -> None:
-        event = _event("connect.json")
-        event["requestContext"]["connectionId"] = connection_id
         token = mint_token(self.private_key, sub=USER, tenant_id=TENANT)
-        event["queryStringParameters"] = {"Authorization": token}
-        event["multiValueQueryStringParameters"] = {"Authorization": [token]}
+        event = connect_event(connection_id, token)
         context = Context("streamer-connect-prod")
         reply = self._as("connect", lambda: connect.handler(event, context))
         assert reply == {"statusCode": 200}
 
     def send(self, connection_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        event = _event("message.json")
-        event["requestContext"]["connectionId"] = connection_id
-        event["body"] = json.dumps(body)
+        event = message_event(connection_id, json.dumps(body))
         context = Context("streamer-router-prod")
         reply: dict[str, Any] = self._as("router", lambda: router.handler(event, context))
         return reply
 
     def disconnect(self, connection_id: str) -> None:
-        event = _event("disconnect.json")
-        event["requestContext"]["connectionId"] = connection_id
+        event = disconnect_event(connection_id)
         context = Context("streamer-disconnect-prod")
         assert (
             self._as("disconnect", lambda: disconnect.handler(event, context))["statusCode"] == 200
@@ -206,7 +184,7 @@ class Session:
     def process(self, request_id: str, *, without: tuple[str, ...] = ()) -> None:
         """Hand the processor the request's stream record (minus the `without`
         attributes, as an image written by an older version would be)."""
-        record: dict[str, Any] = copy.deepcopy(_event("dynamodb_stream.json")["Records"][0])
+        record: dict[str, Any] = copy.deepcopy(load_event("dynamodb_stream.json")["Records"][0])
         item = {k: v for k, v in self.item(request_id).items() if k not in without}
         self.sequence += 1
         record["dynamodb"].update(
@@ -241,7 +219,7 @@ class Session:
     def sweep(self) -> dict[str, Any]:
         context = Context("streamer-sweeper-prod")
         reply: dict[str, Any] = self._as(
-            "sweeper", lambda: sweeper.handler(_event("scheduled.json"), context)
+            "sweeper", lambda: sweeper.handler(load_event("scheduled.json"), context)
         )
         return reply
 

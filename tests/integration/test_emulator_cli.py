@@ -163,7 +163,11 @@ def test_compose_runs_moto_with_a_healthcheck_and_the_emulator_after_it() -> Non
     services = _compose()["services"]
     assert set(services) >= {"moto", "emulator"}
     moto = services["moto"]
-    assert moto["image"].startswith("motoserver/moto")
+    # The emulator's own atomic local DynamoDB from the same image, not upstream's image.
+    assert moto["build"] in (".", {"context": "."})
+    assert "image" not in moto
+    assert moto["command"][:3] == ["python", "-m", "adapters.moto_server"]
+    assert moto["command"][3:] == ["--host", "0.0.0.0", "--port", "5000"]
     assert "5000" in " ".join(moto["healthcheck"]["test"])
     emulator = services["emulator"]
     assert emulator["build"] in (".", {"context": "."})
@@ -195,6 +199,8 @@ def test_the_dockerfile_is_slim_non_root_and_serves_both_ports() -> None:
     assert any(line.startswith("HEALTHCHECK") and "/health" in line for line in lines)
     (cmd,) = [line for line in lines if line.startswith("CMD ")]
     assert "streamer-emulator" in cmd
+    # The local DynamoDB (moto, waitress) is in the image: compose's moto service runs it.
+    assert any("pip install '.[local]'" in line for line in lines if line.startswith("RUN "))
     assert "0.0.0.0" in cmd
     assert (ROOT / ".dockerignore").exists()
 

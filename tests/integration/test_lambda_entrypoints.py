@@ -4,7 +4,6 @@ and a local server speaking the API Gateway Management API."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 import json
 import logging
@@ -20,6 +19,8 @@ from typing import Any
 import boto3
 import pytest
 from aiohttp import web
+from lambda_events import LambdaContext as Context
+from lambda_events import connect_event, load_event, message_event
 
 from adapters.aws_lambda import connect, disconnect, processor, router, runtime, sweeper
 from streamer.app import Request, Streamer
@@ -29,7 +30,6 @@ from streamer.progress import Progress
 from streamer.settings import Settings, SettingsError
 from streamer.tokens import generate_rsa_key_pair, mint_token
 
-EVENTS = Path(__file__).resolve().parent.parent / "fixtures" / "lambda_events"
 ROOT = Path(__file__).resolve().parents[2]
 TENANT, USER = "tenant-1", "user-1"
 
@@ -152,18 +152,6 @@ def keys() -> tuple[str, str]:
 
 
 @dataclass
-class Context:
-    """The parts of Lambda's context object the handlers read."""
-
-    remaining_ms: int = 60_000
-    aws_request_id: str = "8f5e8a4c-1b6e-4a7e-9a55-3f1c9d2b7e10"
-    function_name: str = "streamer-test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
-
-
-@dataclass
 class Lambda:
     """The environment of the functions under test, and helpers to drive them."""
 
@@ -176,24 +164,12 @@ class Lambda:
         return mint_token(self.private_key, sub=user, tenant_id=tenant)
 
     def connect(self, connection_id: str, token: str | None = None) -> dict[str, Any]:
-        event = _load("connect.json")
-        event["requestContext"]["connectionId"] = connection_id
-        if token is None:
-            event["queryStringParameters"] = None
-            event["multiValueQueryStringParameters"] = None
-        else:
-            event["queryStringParameters"] = {"Authorization": token}
-            event["multiValueQueryStringParameters"] = {"Authorization": [token]}
+        event = connect_event(connection_id, token)
         return connect.handler(event, Context(function_name="streamer-connect-test"))
 
     def send(self, connection_id: str, body: str | bytes | dict[str, Any]) -> dict[str, Any]:
-        event = _load("message.json")
-        event["requestContext"]["connectionId"] = connection_id
-        if isinstance(body, bytes):  # a binary frame, as API Gateway encodes it
-            event["body"] = base64.b64encode(body).decode()
-            event["isBase64Encoded"] = True
-        else:
-            event["body"] = body if isinstance(body, str) else json.dumps(body)
+        text = body if isinstance(body, str | bytes) else json.dumps(body)
+        event = message_event(connection_id, text)
         return router.handler(event, Context(function_name="streamer-router-test"))
 
     def connection_item(self, connection_id: str) -> dict[str, Any] | None:
@@ -217,7 +193,7 @@ class Lambda:
 
     def stream_record(self, request_id: str, sequence_number: str) -> dict[str, Any]:
         """The INSERT record the stream delivers for a stored request, in Lambda's shape."""
-        record: dict[str, Any] = copy.deepcopy(_load("dynamodb_stream.json")["Records"][0])
+        record: dict[str, Any] = copy.deepcopy(load_event("dynamodb_stream.json")["Records"][0])
         item = self.request_item(request_id)
         record["dynamodb"]["Keys"] = {"RequestID": item["RequestID"]}
         record["dynamodb"]["NewImage"] = item
@@ -234,11 +210,6 @@ class Lambda:
 
     def status(self, request_id: str) -> str:
         return str(self.request_item(request_id)["Status"]["S"])
-
-
-def _load(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((EVENTS / name).read_text())
-    return loaded
 
 
 @pytest.fixture
@@ -343,7 +314,7 @@ def test_two_authorization_values_in_the_query_are_refused_with_401(aws_lambda: 
     """API Gateway keeps the last value in `queryStringParameters`; the connect
     handler reads `multiValueQueryStringParameters` and refuses the ambiguity."""
     valid = aws_lambda.token()
-    event = _load("connect.json")
+    event = load_event("connect.json")
     event["requestContext"]["connectionId"] = "TWOTOKENSTWOTOK0"
     event["queryStringParameters"] = {"Authorization": valid}
     event["multiValueQueryStringParameters"] = {"Authorization": ["forged.token.x", valid]}
@@ -352,7 +323,7 @@ def test_two_authorization_values_in_the_query_are_refused_with_401(aws_lambda: 
 
 
 def test_a_query_token_and_a_different_header_are_refused_with_401(aws_lambda: Lambda) -> None:
-    event = _load("connect.json")
+    event = load_event("connect.json")
     event["requestContext"]["connectionId"] = "QUERYANDHEADER00"
     event["queryStringParameters"] = {"Authorization": aws_lambda.token()}
     event["multiValueQueryStringParameters"] = {"Authorization": [aws_lambda.token()]}
@@ -367,7 +338,7 @@ def test_disconnect_deletes_the_record(
     aws_lambda: Lambda, capsys: pytest.CaptureFixture[str]
 ) -> None:
     aws_lambda.connect("CCCCCCCCCCCCCCCC", aws_lambda.token())
-    event = _load("disconnect.json")
+    event = load_event("disconnect.json")
     event["requestContext"]["connectionId"] = "CCCCCCCCCCCCCCCC"
     assert disconnect.handler(event, Context()) == {"statusCode": 200}
     assert aws_lambda.connection_item("CCCCCCCCCCCCCCCC") is None
@@ -610,7 +581,7 @@ def test_the_sweeper_requeues_an_expired_lease_and_counts_connections(
         },
     )
     capsys.readouterr()
-    assert sweeper.handler(_load("scheduled.json"), Context()) == {
+    assert sweeper.handler(load_event("scheduled.json"), Context()) == {
         "requeued": 1,
         "failed": 0,
         "kicked": 0,

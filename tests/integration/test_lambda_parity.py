@@ -8,12 +8,11 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import boto3
 import pytest
+from lambda_events import LambdaContext, message_event
 from pydantic import BaseModel, Field
 
 from adapters.apigateway import ApiGatewayNotifier, open_management_client
@@ -25,7 +24,6 @@ from streamer.models import ConnectionId
 from streamer.progress import Progress
 from streamer.settings import Settings
 
-EVENTS = Path(__file__).resolve().parent.parent / "fixtures" / "lambda_events"
 T = TypeVar("T")
 
 app = Streamer("lambda-parity")
@@ -44,15 +42,8 @@ async def report(req: Request[StepsParams], progress: Progress) -> dict[str, Any
     return {"steps": req.payload.steps}
 
 
-@dataclass
-class Context:
-    """The parts of Lambda's context object the handlers read."""
-
-    aws_request_id: str = "0b7c1a52-5d38-4c11-9b1e-2f6a7d0e9c44"
-    function_name: str = "streamer-parity-test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+def _context() -> LambdaContext:
+    return LambdaContext(function_name="streamer-parity-test")
 
 
 class LambdaThread:
@@ -136,18 +127,16 @@ async def test_a_client_of_the_emulator_gets_ack_progress_and_completion_from_la
             pong = await request(ws, {"action": "ping"})
             connection_id = pong["data"]["connection_id"]
 
-            event = json.loads((EVENTS / "message.json").read_text())
-            event["requestContext"]["connectionId"] = connection_id
-            event["body"] = json.dumps(
-                {"id": "parity-1", "action": "report", "payload": {"steps": 3}}
-            )
-            assert await lambda_thread.call(router.handler, event, Context()) == {"statusCode": 200}
+            body = {"id": "parity-1", "action": "report", "payload": {"steps": 3}}
+            event = message_event(connection_id, json.dumps(body))
+            reply = await lambda_thread.call(router.handler, event, _context())
+            assert reply == {"statusCode": 200}
             [ack] = await recv_until(ws, lambda m: m["type"] == "acknowledgment")
             assert (ack["request_id"], ack["status"]) == ("parity-1", "queued")
 
             records = await lambda_thread.call(_stream_records, dynamodb_settings, moto_endpoint)
             assert [r["eventName"] for r in records] == ["INSERT"]
-            result = await lambda_thread.call(processor.handler, {"Records": records}, Context())
+            result = await lambda_thread.call(processor.handler, {"Records": records}, _context())
             assert result == {"batchItemFailures": []}
 
             messages = await recv_until(ws, is_final_for("parity-1"))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lambda_events import LambdaContext
 
 import adapters.aws
 from adapters.aws_lambda import router, runtime
@@ -112,13 +113,8 @@ class Attempts:
         self.sent[service] += 1
 
 
-@dataclass
-class Context:
-    aws_request_id: str = "6c5b2f0e-9d1c-4d7a-8f3e-2a1b0c9d8e7f"
-    function_name: str = "streamer-router-test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
+def _context() -> LambdaContext:
+    return LambdaContext(function_name="streamer-router-test", remaining_ms=29000)
 
 
 @pytest.fixture
@@ -200,7 +196,7 @@ def test_the_first_call_after_the_servers_closed_pooled_sockets_needs_no_retry(
     asyncio.run(_register(dynamodb_settings, environment["WEBSOCKET_ENDPOINT"]))
     runtime.reset_for_tests()
     try:
-        assert router.handler(_message_event(), Context()) == {"statusCode": 200}
+        assert router.handler(_message_event(), _context()) == {"statusCode": 200}
         assert attempts.calls == attempts.sent
         # Frozen: both servers close the idle keep-alive connections the pools hold.
         assert to_dynamodb.close_all() >= 1
@@ -213,7 +209,7 @@ def test_the_first_call_after_the_servers_closed_pooled_sockets_needs_no_retry(
             ),
         )
 
-        assert router.handler(_message_event(), Context()) == {"statusCode": 200}
+        assert router.handler(_message_event(), _context()) == {"statusCode": 200}
 
         made = attempts.calls - calls_before
         assert made["dynamodb"] >= 1

@@ -37,6 +37,8 @@ import boto3
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from lambda_events import LambdaContext as Context
+from lambda_events import connect_event, disconnect_event, message_event
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -52,7 +54,7 @@ from streamer.tokens import generate_rsa_key_pair, mint_token
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "parity_corpus.jsonl"
-EVENTS = HERE.parent / "fixtures" / "lambda_events"
+PARITY_CONTEXT = Context(function_name="streamer-parity")
 USERS = {"alice": "tenant-a", "bob": "tenant-b"}
 API_GATEWAY_FRAME_BYTES = 32 * 1024
 """API Gateway's documented frame limit, restated here as the test's own oracle:
@@ -278,22 +280,6 @@ class ManagementApi:
 
 
 @dataclass
-class Context:
-    """The parts of Lambda's context object the handlers read."""
-
-    aws_request_id: str = "5d1f0c2e-8a47-4c3b-9e61-0f2a7b3c4d5e"
-    function_name: str = "streamer-parity"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
-
-
-def _event(name: str) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
-    return event
-
-
-@dataclass
 class LambdaSide:
     """The connect/router/disconnect/processor handlers on one thread (one warm
     container), the management API captured, the stream read after each request."""
@@ -315,11 +301,8 @@ class LambdaSide:
     async def open(self, user: str) -> None:
         connection_id = base64.b64encode(uuid.uuid4().bytes[:12]).decode()
         token = mint_token(self.private_pem, sub=user, tenant_id=USERS[user], ttl_s=3600)
-        event = _event("connect.json")
-        event["requestContext"]["connectionId"] = connection_id
-        event["queryStringParameters"] = {"Authorization": token}
-        event["multiValueQueryStringParameters"] = {"Authorization": [token]}
-        result = await self.call(lambda_connect.handler, event, Context())
+        event = connect_event(connection_id, token)
+        result = await self.call(lambda_connect.handler, event, PARITY_CONTEXT)
         assert result == {"statusCode": 200}, result
         self.connection_ids[user] = connection_id
 
@@ -328,16 +311,11 @@ class LambdaSide:
         if case.kind == "text" and len(case.text.encode("utf-8")) > API_GATEWAY_FRAME_BYTES:
             # API Gateway closes on a single frame over 32 KB: no Lambda runs.
             return await self._closed(case, connection_id, "1009")
-        event = _event("message.json")
-        event["requestContext"]["connectionId"] = connection_id
         if case.kind == "binary":
-            event["body"] = base64.b64encode(
-                case.data if isinstance(case.data, bytes) else b""
-            ).decode()
-            event["isBase64Encoded"] = True
+            event = message_event(connection_id, case.data if isinstance(case.data, bytes) else b"")
         else:
-            event["body"] = case.text
-        result = await self.call(router.handler, event, Context())
+            event = message_event(connection_id, case.text)
+        result = await self.call(router.handler, event, PARITY_CONTEXT)
         calls = self.api.take(connection_id)
         if "closeCode" in result:
             assert calls == [("DELETE", "")], calls
@@ -346,7 +324,7 @@ class LambdaSide:
         messages = [body for _, body in calls]
         if messages and _waits_for_processing(json.loads(messages[0])):
             records = await self.call(self._new_stream_records)
-            outcome = await self.call(processor.handler, {"Records": records}, Context())
+            outcome = await self.call(processor.handler, {"Records": records}, PARITY_CONTEXT)
             assert outcome == {"batchItemFailures": []}, outcome
             messages += [body for _, body in self.api.take(connection_id)]
         replacements = _replacements(connection_id, messages, case)
@@ -354,9 +332,11 @@ class LambdaSide:
 
     async def _closed(self, case: Case, connection_id: str, code: str) -> Outcome:
         """API Gateway closed the socket: `$disconnect` runs, the client reconnects."""
-        event = _event("disconnect.json")
-        event["requestContext"]["connectionId"] = connection_id
-        await self.call(disconnect.handler, event, Context())
+        await self.call(
+            disconnect.handler,
+            disconnect_event(connection_id),
+            PARITY_CONTEXT,
+        )
         await self.open(case.user)
         return ("close", code)
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
+from lambda_events import LambdaContext
 
 from adapters.aws_lambda import pusher as lambda_pusher
 from adapters.aws_lambda import runtime
@@ -262,15 +263,8 @@ async def test_a_backend_process_pushes_through_the_management_api(
         )
 
 
-@dataclass
-class Context:
-    """The parts of Lambda's context object the handlers read."""
-
-    aws_request_id: str = "6f1d0c4e-9a8b-4c7d-8e2f-1a2b3c4d5e6f"
-    function_name: str = "payments-settled"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+def _context() -> LambdaContext:
+    return LambdaContext(function_name="payments-settled")
 
 
 def payment_settled_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
@@ -322,8 +316,8 @@ async def test_a_lambda_function_pushes_through_the_management_api(
         "detail": {"id": "pay_1", "tenant_id": "globex", "user_id": "carol"},
     }
     try:
-        first = await thread.call(payment_settled_handler, event, Context())
-        second = await thread.call(payment_settled_handler, event, Context())  # warm
+        first = await thread.call(payment_settled_handler, event, _context())
+        second = await thread.call(payment_settled_handler, event, _context())  # warm
     finally:
         await thread.call(runtime.reset_for_tests)
     assert first == second == {"sent": 1, "gone": 0, "failed": 0}
