@@ -62,6 +62,15 @@ async def subscribe_until_final(ws: ClientConnection, request_id: str) -> list[d
     return await recv_until(ws, known)
 
 
+async def status_of(ws: ClientConnection, request_id: str) -> dict[str, Any]:
+    """The `status` answer for one request, skipping pushes still on their way (a
+    `complete` can follow a subscribe whose snapshot was already terminal)."""
+    asked = f"status-{request_id}"
+    await send_json(ws, {"id": asked, "action": "status", "payload": {"request_id": request_id}})
+    answers = await recv_until(ws, lambda m: m.get("request_id") == asked)
+    return answers[-1]
+
+
 async def test_an_async_request_is_acknowledged_then_progresses_then_completes(
     emulator: EmulatorHarness,
 ) -> None:
@@ -233,8 +242,8 @@ async def test_a_restart_resumes_from_the_checkpoint_and_processes_what_was_queu
 
     async with emulator_factory() as second, second.connect() as ws:
         await subscribe_until_final(ws, "meanwhile")
-        status = await request(ws, {"action": "status", "payload": {"request_id": "meanwhile"}})
-        before = await request(ws, {"action": "status", "payload": {"request_id": "before"}})
+        status = await status_of(ws, "meanwhile")
+        before = await status_of(ws, "before")
     assert status["data"]["status"] == "COMPLETED"
     assert before["data"]["status"] == "COMPLETED"
 
@@ -254,7 +263,7 @@ async def test_shutdown_hands_a_running_request_back_and_the_next_start_finishes
     steering.gate("cut").set()
     async with emulator_factory() as second, second.connect() as ws:
         await subscribe_until_final(ws, "cut")
-        status = await request(ws, {"action": "status", "payload": {"request_id": "cut"}})
+        status = await status_of(ws, "cut")
     assert status["data"]["status"] == "COMPLETED"
     assert steering.runs["cut"] == 2
 
@@ -337,7 +346,7 @@ async def test_the_sweeper_requeues_a_request_whose_processor_died_and_it_comple
 
     async with emulator_factory(sweep_interval_s=0.05) as harness, harness.connect() as ws:
         await subscribe_until_final(ws, "orphan")
-        status = await request(ws, {"action": "status", "payload": {"request_id": "orphan"}})
+        status = await status_of(ws, "orphan")
     assert status["data"]["status"] == "COMPLETED"
 
 
