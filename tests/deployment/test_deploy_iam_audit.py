@@ -13,7 +13,6 @@ nothing missing, nothing spare. Run with and without CANCEL_ON_DISCONNECT.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import threading
@@ -27,7 +26,14 @@ import pytest
 from aiohttp import web
 from deploy_harness import ACCOUNT, API_ID, REGION, Deployment
 from lambda_events import LambdaContext as Context
-from lambda_events import connect_event, disconnect_event, load_event, message_event
+from lambda_events import (
+    ManagementApiStub,
+    connect_event,
+    disconnect_event,
+    gone_response,
+    load_event,
+    message_event,
+)
 
 import adapters.aws
 from adapters.aws_lambda import connect, disconnect, processor, pusher, router, runtime, sweeper
@@ -72,58 +78,22 @@ class Recorder:
             self.calls.add((self.function, "execute-api:ManageConnections", resource))
 
 
-class ManagementApi:
+class ManagementApi(ManagementApiStub):
     """The `@connections` API on a loopback port, in its own thread; ids in `gone` get 410."""
 
-    def __init__(self, recorder: Recorder) -> None:
-        self.recorder = recorder
-        self.url = ""
-        self.gone: set[str] = set()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+    methods = ("*",)
 
-    async def _answer(self, request: web.Request) -> web.Response:
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+        self.gone: set[str] = set()
+
+    async def answer(self, request: web.Request) -> web.Response:
         self.recorder.management(request.method)
         if request.match_info["id"] in self.gone:
-            return web.json_response(
-                {"message": None}, status=410, headers={"x-amzn-ErrorType": "GoneException"}
-            )
+            return gone_response()
         await request.read()
         return web.Response(status=200)
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def start() -> None:
-            server = web.Application()
-            server.router.add_route("*", "/{stage}/@connections/{id}", self._answer)
-            self._runner = web.AppRunner(server, access_log=None)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            await site.start()
-            self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/prod"
-            self._ready.set()
-
-        self._loop.run_until_complete(start())
-        self._loop.run_forever()
-        self._loop.close()
-
-    def __enter__(self) -> ManagementApi:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("management API stub did not start")
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        async def cleanup() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 class Session:

@@ -20,7 +20,7 @@ import boto3
 import pytest
 from aiohttp import web
 from lambda_events import LambdaContext as Context
-from lambda_events import connect_event, load_event, message_event
+from lambda_events import ManagementApiStub, connect_event, gone_response, load_event, message_event
 
 from adapters.aws_lambda import connect, disconnect, processor, router, runtime, sweeper
 from streamer.app import Request, Streamer
@@ -56,20 +56,16 @@ async def stall(req: Request[dict[str, Any]], progress: Progress) -> None:
 # --- a local management API ------------------------------------------------------------
 
 
-class ManagementApi:
+class ManagementApi(ManagementApiStub):
     """`POST` and `DELETE /{stage}/@connections/{id}` on a loopback port, in its
     own thread: records posts and deletes, answers 410 for ids marked gone."""
 
     def __init__(self) -> None:
-        self.url = ""
+        super().__init__()
         self.gone: set[str] = set()
         self.deleted: list[str] = []
         self._posts: dict[str, list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._runner: web.AppRunner | None = None
 
     def messages(self, connection_id: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -82,58 +78,18 @@ class ManagementApi:
         with self._lock:
             self._posts.clear()
 
-    async def _post(self, request: web.Request) -> web.Response:
+    async def answer(self, request: web.Request) -> web.Response:
         connection_id = request.match_info["id"]
         if connection_id in self.gone:
-            return web.json_response(
-                {"message": None}, status=410, headers={"x-amzn-ErrorType": "GoneException"}
-            )
+            return gone_response()
+        if request.method == "DELETE":
+            with self._lock:
+                self.deleted.append(connection_id)
+            return web.Response(status=204)
         body = json.loads(await request.read())
         with self._lock:
             self._posts.setdefault(connection_id, []).append(body)
         return web.Response(status=200)
-
-    async def _delete(self, request: web.Request) -> web.Response:
-        connection_id = request.match_info["id"]
-        if connection_id in self.gone:
-            return web.json_response(
-                {"message": None}, status=410, headers={"x-amzn-ErrorType": "GoneException"}
-            )
-        with self._lock:
-            self.deleted.append(connection_id)
-        return web.Response(status=204)
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def start() -> None:
-            server = web.Application()
-            server.router.add_post("/{stage}/@connections/{id}", self._post)
-            server.router.add_delete("/{stage}/@connections/{id}", self._delete)
-            self._runner = web.AppRunner(server, access_log=None)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            await site.start()
-            self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/prod"
-            self._ready.set()
-
-        self._loop.run_until_complete(start())
-        self._loop.run_forever()
-        self._loop.close()
-
-    def start(self) -> None:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("management API stub did not start")
-
-    def stop(self) -> None:
-        async def cleanup() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from lambda_events import LambdaContext as Context
-from lambda_events import connect_event, disconnect_event, message_event
+from lambda_events import ManagementApiStub, connect_event, disconnect_event, message_event
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -223,60 +223,26 @@ class EmulatorSide:
 # -- runtime (b): the Lambda handlers with API Gateway-shaped events -----------------------------
 
 
-class ManagementApi:
+class ManagementApi(ManagementApiStub):
     """A loopback management API in its own thread: records every POST and
     DELETE per connection, in order."""
 
+    client_max_size = 4 * 1024 * 1024
+
     def __init__(self) -> None:
-        self.url = ""
+        super().__init__()
         self._calls: dict[str, list[tuple[str, str]]] = {}
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._runner: web.AppRunner | None = None
 
     def take(self, connection_id: str) -> list[tuple[str, str]]:
         with self._lock:
             return self._calls.pop(connection_id, [])
 
-    async def _record(self, request: web.Request) -> web.Response:
+    async def answer(self, request: web.Request) -> web.Response:
         body = (await request.read()).decode("utf-8")
         with self._lock:
             self._calls.setdefault(request.match_info["id"], []).append((request.method, body))
         return web.Response(status=200 if request.method == "POST" else 204)
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def start() -> None:
-            server = web.Application(client_max_size=4 * 1024 * 1024)
-            server.router.add_post("/{stage}/@connections/{id}", self._record)
-            server.router.add_delete("/{stage}/@connections/{id}", self._record)
-            self._runner = web.AppRunner(server, access_log=None)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            await site.start()
-            self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/prod"
-            self._ready.set()
-
-        self._loop.run_until_complete(start())
-        self._loop.run_forever()
-        self._loop.close()
-
-    def start(self) -> None:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("management API stub did not start")
-
-    def stop(self) -> None:
-        async def cleanup() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 @dataclass
