@@ -68,49 +68,40 @@ async def until_fence(inbox: AsyncIterator[Notification]) -> list[dict[str, Any]
     raise AssertionError("closed before the fence")
 
 
-async def test_push_to_a_tenant_reaches_exactly_its_two_sockets(
+NEWS = {"type": "notification", "topic": "news", "data": {"hello": 1}}
+
+
+@pytest.mark.parametrize(
+    ("argv", "sent", "expected"),
+    [
+        pytest.param(
+            ["--tenant", "dev-tenant", "--topic", "news", "--data", '{"hello":1}'],
+            2,
+            [[NEWS], [NEWS], []],
+            id="a tenant reaches exactly its two sockets",
+        ),
+        pytest.param(
+            ["--tenant", "dev-tenant", "--user", "dev-user-2", "--data", "[1, 2]"],
+            1,
+            [[], [{"type": "notification", "topic": None, "data": [1, 2]}], []],
+            id="--user narrows to that user's socket",
+        ),
+    ],
+)
+async def test_push_reaches_exactly_the_targeted_sockets(
     emulator: EmulatorHarness,
     dynamodb_settings: Settings,
     inboxes: list[AsyncIterator[Notification]],
+    argv: list[str],
+    sent: int,
+    expected: list[list[dict[str, Any]]],
 ) -> None:
-    run = await push(
-        emulator,
-        dynamodb_settings,
-        "--tenant",
-        "dev-tenant",
-        "--topic",
-        "news",
-        "--data",
-        '{"hello":1}',
-    )
+    run = await push(emulator, dynamodb_settings, *argv)
     assert run.code == EXIT_OK, run.stderr
-    assert run.json() == {"sent": 2, "gone": 0, "failed": 0}
+    assert run.json() == {"sent": sent, "gone": 0, "failed": 0}
     await fence(emulator)
     got = [await until_fence(inbox) for inbox in inboxes]
-    news = {"type": "notification", "topic": "news", "data": {"hello": 1}}
-    assert got == [[news], [news], []]
-
-
-async def test_push_with_user_narrows_to_that_users_socket(
-    emulator: EmulatorHarness,
-    dynamodb_settings: Settings,
-    inboxes: list[AsyncIterator[Notification]],
-) -> None:
-    run = await push(
-        emulator,
-        dynamodb_settings,
-        "--tenant",
-        "dev-tenant",
-        "--user",
-        "dev-user-2",
-        "--data",
-        "[1, 2]",
-    )
-    assert run.code == EXIT_OK, run.stderr
-    assert run.json() == {"sent": 1, "gone": 0, "failed": 0}
-    await fence(emulator)
-    got = [await until_fence(inbox) for inbox in inboxes]
-    assert got == [[], [{"type": "notification", "topic": None, "data": [1, 2]}], []]
+    assert got == expected
 
 
 async def test_push_to_nobody_prints_the_summary_and_exits_1(
