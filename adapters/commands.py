@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from streamer import cli
-from streamer.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, AddCommand, CliError, Subcommands
+from streamer.cli import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    AddCommand,
+    CliError,
+    Subcommands,
+    load_json_argument,
+)
 from streamer.errors import StreamerError
 from streamer.settings import Settings, SettingsError
 
@@ -180,7 +188,7 @@ def _cmd_lambda_build(args: argparse.Namespace) -> int:
 def _cmd_push(args: argparse.Namespace) -> int:
     if args.user is not None and args.tenant is None:
         raise CliError("--user needs --tenant (a user id is unique within a tenant)", EXIT_USAGE)
-    data = _load_json(args.data)
+    data = load_json_argument(args.data, flag="--data", what="data")
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -219,21 +227,6 @@ async def _push(args: argparse.Namespace, settings: Settings, data: Any) -> int:
         print("streamer: nothing was delivered", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
-
-
-def _load_json(text: str) -> Any:
-    source = "--data"
-    if text.startswith("@"):
-        path = text[1:]
-        source = path or "-"
-        try:
-            text = sys.stdin.read() if path in ("", "-") else Path(path).read_text("utf-8")
-        except OSError as exc:
-            raise CliError(f"cannot read the data: {exc}", EXIT_USAGE) from None
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise CliError(f"{source} is not JSON: {exc}", EXIT_USAGE) from None
 
 
 def _emulator_settings(settings: Settings, emulator: str) -> Settings:

@@ -593,20 +593,31 @@ def _reporting_errors(bar: _ProgressBar) -> Iterator[None]:
         raise CliError(text, EXIT_SERVER_ERROR) from None
 
 
-def _load_payload(text: str) -> dict[str, Any]:
-    source = "--payload"
+def load_json_argument(text: str, *, flag: str, what: str) -> Any:
+    """The JSON value of a `--payload`/`--data` argument: the text itself, or
+    `@FILE` (`@` or `@-` for standard input).
+
+    Raises:
+        CliError: EXIT_USAGE when the file cannot be read or the text is not JSON.
+    """
+    source = flag
     if text.startswith("@"):
         path = text[1:]
         source = path or "-"
         try:
             text = sys.stdin.read() if path in ("", "-") else Path(path).read_text("utf-8")
         except OSError as exc:
-            raise CliError(f"cannot read the payload: {exc}", EXIT_USAGE) from None
+            raise CliError(f"cannot read the {what}: {exc}", EXIT_USAGE) from None
     try:
-        payload = json.loads(text)
+        return json.loads(text)
     except ValueError as exc:
         raise CliError(f"{source} is not JSON: {exc}", EXIT_USAGE) from None
+
+
+def _load_payload(text: str) -> dict[str, Any]:
+    payload = load_json_argument(text, flag="--payload", what="payload")
     if not isinstance(payload, dict):
+        source = "--payload" if not text.startswith("@") else (text[1:] or "-")
         raise CliError(f"{source} must be a JSON object", EXIT_USAGE)
     return payload
 
