@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from streamer.errors import ErrorCode, StreamerError
 
@@ -157,18 +158,19 @@ def _server_message_adapter() -> TypeAdapter[ServerMessage]:
 
 
 def encode(message: ServerMessage) -> str:
-    """The JSON text frame of a server message."""
-    body = message.model_dump(mode="json")
-    if isinstance(message, ErrorMessage) and message.request_id is None:
-        del body["request_id"]
-    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    """The JSON text frame of a server message: compact, UTF-8, keys in field order."""
+    exclude = (
+        {"request_id"} if isinstance(message, ErrorMessage) and message.request_id is None else None
+    )
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+        # pydantic's own serializer writes the JSON in one pass, at a third of
+        # `model_dump` + `json.dumps` (the same values: NaN and infinity as null).
+        return message.model_dump_json(exclude=exclude)
+    except PydanticSerializationError:
         # Lone surrogates (a client's "\ud800" escape, echoed back) cannot be sent
         # as UTF-8; escaped as JSON they can, and mean the same.
-        text = json.dumps(body, separators=(",", ":"))
-    return text
+        body = message.model_dump(mode="json", exclude=exclude)
+        return json.dumps(body, separators=(",", ":"))
 
 
 def encoded_size(frame: str | bytes) -> int:
@@ -249,7 +251,7 @@ def _storable_problem(body: Any) -> str | None:
 
 
 def _is_printable(text: str) -> bool:
-    return all(ch.isprintable() for ch in text)
+    return text.isprintable()
 
 
 def is_valid_request_id(value: object) -> TypeGuard[str]:
@@ -270,6 +272,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_CLIENT_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+"""One decoder for every frame (`json.loads` with hooks builds one per call)."""
+
+
 def decode_client_message(frame: str | bytes) -> ClientMessage:
     """Decode one client message (its size and kind were judged before, by
     `streamer.frames.FramePolicy`).
@@ -283,7 +289,7 @@ def decode_client_message(frame: str | bytes) -> ClientMessage:
     """
     try:
         text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
-        body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        body = _CLIENT_JSON.decode(text)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise StreamerError(ErrorCode.VALIDATION_ERROR, "message is not valid JSON") from exc
     if not isinstance(body, dict):
