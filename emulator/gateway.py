@@ -45,6 +45,7 @@ from streamer.models import Connection, ConnectionId, UserId
 from streamer.ports import Clock
 from streamer.protocol import error_message
 from streamer.router import Router
+from streamer.timeouts import LazyTimeout
 
 __all__ = [
     "GOING_AWAY_REASON",
@@ -141,8 +142,8 @@ class LiveSocket:
                 closed because this send timed out.
         """
         try:
-            async with asyncio.timeout(self.write_timeout_s):
-                await self.websocket.send(data)
+            # Armed only when the send waits (the client's buffers are full).
+            await LazyTimeout(self.write_timeout_s).run(self.websocket.send(data))
         except TimeoutError:
             self._close_stalled()
             raise ConnectionClosedError(None, None) from None
