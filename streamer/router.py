@@ -12,6 +12,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 from streamer import transitions
 from streamer.app import RESERVED_ACTIONS, ActionSpec, Request, Streamer
 from streamer.delivery import Delivery
+from streamer.eager import LazyTimeout
 from streamer.errors import (
     ErrorCode,
     ItemTooLarge,
@@ -51,7 +52,6 @@ from streamer.protocol import (
 from streamer.push import UNWIRED_PUSHER, Pusher
 from streamer.ratelimit import RateLimiter
 from streamer.settings import Settings
-from streamer.timeouts import LazyTimeout
 
 __all__ = ["Router", "request_snapshot"]
 

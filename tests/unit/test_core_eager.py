@@ -1,13 +1,14 @@
-"""LazyTimeout: asyncio.timeout's outcome, with no timer for work that never waits."""
+"""Eager starts: the first step now, the rest only if it waits; LazyTimeout on top."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import pytest
 
-from streamer.timeouts import LazyTimeout
+from streamer.eager import Eager, LazyTimeout
 
 
 class _TimerSpy:
@@ -117,3 +118,48 @@ async def test_cancelling_the_caller_cancels_the_waiting_work() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert cancelled.is_set()
+
+
+async def test_an_eager_start_that_finishes_holds_its_value_and_awaits_to_it() -> None:
+    started = Eager(_answer_at_once())
+    assert started.is_done
+    assert started.value == "done"
+    assert await started == "done"
+
+
+async def test_an_eager_start_that_waits_finishes_when_awaited() -> None:
+    event = asyncio.Event()
+    started = Eager(_answer_after(event))
+    assert not started.is_done
+    event.set()
+    assert await started == "done late"
+    assert started.is_done
+
+
+async def test_an_eager_start_raises_its_first_steps_error_at_once() -> None:
+    async def refuse() -> None:
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        _ = Eager(refuse())
+
+
+async def test_every_step_runs_in_the_given_context() -> None:
+    """A context variable the work sets stays in its own context, before and after a wait."""
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="outside")
+    event = asyncio.Event()
+    seen: list[str] = []
+
+    async def work() -> None:
+        var.set("inside")
+        await event.wait()
+        seen.append(var.get())
+
+    context = contextvars.copy_context()
+    started = Eager(work(), context)
+    assert var.get() == "outside"
+    event.set()
+    await started
+    assert seen == ["inside"]
+    assert var.get() == "outside"
+    assert context[var] == "inside"
