@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeGuard
 
@@ -53,7 +54,10 @@ MAX_NAME_BYTES = 65_535
 def format_timestamp(at: datetime) -> str:
     """RFC 3339 in UTC with milliseconds and a `Z`: `2026-11-25T08:00:00.123Z`."""
     # isoformat truncates to milliseconds as `microsecond // 1000` does, at a third
-    # of strftime's cost (two timestamps per reply).
+    # of strftime's cost (two timestamps per reply); UTC times (the clock's) skip
+    # the conversion and the search.
+    if at.tzinfo is UTC:
+        return at.isoformat(timespec="milliseconds")[:-6] + "Z"
     return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -64,15 +68,19 @@ Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=st
 # not at import, so a Lambda cold start builds only the messages it sends.
 
 
-class ClientMessage(BaseModel):
-    """One client frame: `{"id"?, "action", "payload"?, "metadata"?}`."""
+@dataclass(frozen=True, slots=True)
+class ClientMessage:
+    """One client frame: `{"id"?, "action", "payload"?, "metadata"?}`.
 
-    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
+    A plain record, not a pydantic model: `decode_client_message` checks every
+    field itself (each failure has its own code and words), so validating again
+    would only copy the payload.
+    """
 
-    id: str | None = None
     action: str
-    payload: dict[str, Any] = Field(default_factory=dict)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class _ServerMessageBase(BaseModel):
@@ -175,7 +183,9 @@ def encode(message: ServerMessage) -> str:
 
 def encoded_size(frame: str | bytes) -> int:
     """A frame's size in bytes on the wire (UTF-8), as API Gateway's limits count it."""
-    return len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8", "surrogatepass"))
+    if isinstance(frame, bytes) or frame.isascii():  # isascii reads a flag, no scan
+        return len(frame)
+    return len(frame.encode("utf-8", "surrogatepass"))
 
 
 def decode_server_message(frame: str | bytes) -> ServerMessage:
@@ -218,6 +228,8 @@ def _plainly_storable(text: str) -> bool:
         return False
     if text.count("{") + text.count("[") > MAX_NESTING_DEPTH:
         return False
+    if text.isascii():
+        return len(text) <= MAX_NAME_BYTES
     try:
         return len(text.encode("utf-8")) <= MAX_NAME_BYTES
     except UnicodeEncodeError:
