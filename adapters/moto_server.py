@@ -3,40 +3,39 @@
 moto's `ThreadedMotoServer` serves requests on parallel threads without locking
 its backends, so two concurrent conditional updates of one item can both pass
 their condition — a race real DynamoDB never loses. This server applies one
-request at a time, and serves them with waitress: HTTP/1.1 keep-alive on a small
-thread pool, where werkzeug's server answers every request with
-`Connection: close` and starts a thread for it (a TCP handshake and a thread
-per DynamoDB call). It also installs the patches of moto in `adapters/moto_*.py`,
-only in this server: queries, stream answers, update expressions and dispatch
-give moto's answers for less CPU; shard iterators expire as DynamoDB's do.
+request at a time, on one asyncio loop (`adapters.moto_http`): HTTP/1.1
+keep-alive, where werkzeug's server answers every request with `Connection:
+close` and starts a thread for it (a TCP handshake and a thread per DynamoDB
+call), and DynamoDB calls go straight to moto's handler instead of through
+Flask. It also installs the patches of moto in `adapters/moto_*.py`,
+only in this server: queries, stream answers, update expressions, dispatch,
+items and validator walks give moto's answers for less CPU; shard iterators
+expire as DynamoDB's do.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import asyncio
 import signal
+import socket
 import sys
 import threading
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
-import waitress
-from waitress import wasyncore
-
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+from adapters.moto_http import MotoProtocol
 
 __all__ = ["LocalMotoServer", "main"]
 
-_THREADS = 4
-"""Connection work (parsing, writing) overlaps; moto itself runs one call at a time."""
-_CONNECTION_LIMIT = 1000
-"""Above any client pool (aiobotocore keeps 50 per client) times the clients of a test run."""
+_BACKLOG = 1024
+"""Pending connections: above any client pool (aiobotocore keeps 50) times a test run's clients."""
 
 
 class LocalMotoServer:
     """moto's HTTP server on a loopback port, one request applied at a time.
+
+    Served by `adapters.moto_http` on an asyncio loop of its own thread: HTTP/1.1
+    keep-alive, DynamoDB and Streams calls handed straight to moto's handlers.
 
     Args:
         host: the address to bind (loopback by default).
@@ -46,8 +45,11 @@ class LocalMotoServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._host = host
         self._port = port
-        self._server: Any = None
+        self._bound_port: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
+        self._connections: set[MotoProtocol] = set()
 
     def start(self) -> None:
         """Bind and serve on a daemon thread; returns once the socket is listening."""
@@ -56,9 +58,11 @@ class LocalMotoServer:
         from adapters import (
             moto_dispatch,
             moto_expressions,
+            moto_items,
             moto_query,
             moto_serialize,
             moto_streams,
+            moto_traverse,
         )
 
         moto_query.install()
@@ -66,28 +70,19 @@ class LocalMotoServer:
         moto_expressions.install()
         moto_streams.install()
         moto_dispatch.install()
+        moto_traverse.install()
+        moto_items.install()
 
-        # Requests queue behind the lock by design: waitress's "Task queue depth" is noise.
-        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         app = DomainDispatcherApplication(create_backend_app)
-        lock = threading.Lock()
-
-        def one_at_a_time(
-            environ: WSGIEnvironment, start_response: StartResponse
-        ) -> Iterable[bytes]:
-            with lock:
-                body: Any = app(environ, start_response)
-                return list(body)
-
-        self._server = waitress.create_server(
-            one_at_a_time,
-            host=self._host,
-            port=self._port,
-            threads=_THREADS,
-            connection_limit=_CONNECTION_LIMIT,
-            ident="moto",
+        loop = asyncio.new_event_loop()
+        sock = socket.create_server((self._host, self._port), backlog=_BACKLOG)
+        self._bound_port = int(sock.getsockname()[1])
+        server_name = (self._host, self._bound_port)
+        self._server = loop.run_until_complete(
+            loop.create_server(lambda: MotoProtocol(app, server_name, self._connections), sock=sock)
         )
-        self._thread = threading.Thread(target=self._server.run, name="moto-server", daemon=True)
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name="moto-server", daemon=True)
         self._thread.start()
 
     @property
@@ -98,22 +93,30 @@ class LocalMotoServer:
 
     def get_host_and_port(self) -> tuple[str, int]:
         """The bound address (the same call as on moto's `ThreadedMotoServer`)."""
-        if self._server is None:
+        if self._bound_port is None:
             raise RuntimeError("LocalMotoServer is not started")
-        return self._host, int(self._server.effective_port)
+        return self._host, self._bound_port
 
     def stop(self) -> None:
-        """Stop serving, close every socket and join the threads (idempotent)."""
+        """Stop serving, close every socket and join the thread (idempotent)."""
+        loop, self._loop = self._loop, None
         server, self._server = self._server, None
         thread, self._thread = self._thread, None
-        if server is None:
+        self._bound_port = None
+        if loop is None or server is None:
             return
-        socket_map = server._map
-        # Closed on the serving thread, between polls: the loop ends when its map is empty.
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(socket_map))
+
+        async def close() -> None:
+            server.close()
+            for connection in list(self._connections):
+                connection.close()
+            await server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
             thread.join()
-        server.task_dispatcher.shutdown()
+        loop.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -60,8 +60,8 @@ class EmbeddedDynamoDB:
             )
             raise RuntimeError(
                 f"no DynamoDB endpoint given and the embedded moto server did not start ({why}): "
-                "set DYNAMODB_ENDPOINT_URL (--dynamodb-endpoint) or install 'moto[server]' and "
-                "'waitress'"
+                "set DYNAMODB_ENDPOINT_URL (--dynamodb-endpoint) or install 'moto[server]' "
+                "(pip install '.[local]')"
             )
         return cls(process, line.removeprefix(_BANNER))
 

@@ -44,8 +44,9 @@ class Delivery:
     misses an outcome. A `subscribe` routed by this process calls `subscribed`,
     which drops the request's cached list, so its next progress reaches the new
     follower. A subscriber added through another process (another Lambda
-    instance) may miss up to one interval of progress, never the completion,
-    and `subscribe` answers with the stored snapshot first anyway.
+    instance) may miss up to one interval of progress (plus one lookup's round
+    trip), never the completion, and `subscribe` answers with the stored
+    snapshot first anyway.
 
     Args:
         notifier: how messages reach connections.
@@ -96,8 +97,7 @@ class Delivery:
         """The request's subscribers: cached unless `fresh` (an outcome) is asked for."""
         key = request.key
         cached = self._cached.get(key)
-        looked_up_at = self._clock.monotonic()
-        if not fresh and cached is not None and looked_up_at - cached[0] < self._cache_s:
+        if not fresh and cached is not None and self._clock.monotonic() - cached[0] < self._cache_s:
             return cached[1]
         subscribe_count = self._subscribe_count
         try:
@@ -114,7 +114,10 @@ class Delivery:
             # An outcome: no more progress will follow.
             self._cached.pop(key, None)
         elif self._cache_s > 0 and subscribe_count == self._subscribe_count:
-            self._cached[key] = (looked_up_at, subscribers)
+            # Reused for an interval from when the answer came: stamped when the
+            # lookup started, a lookup slower than the interval (a busy store) would
+            # never be reused, and every progress message would query again.
+            self._cached[key] = (self._clock.monotonic(), subscribers)
             self._cached.move_to_end(key)
             while len(self._cached) > CACHED_REQUESTS:
                 self._cached.popitem(last=False)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from browser_check import report_skipped
+from dynamodb_sessions import SESSION_KINDS, make_session
 
 from adapters.dynamodb import DynamoDBStores, create_tables, delete_tables, open_stores
 from adapters.moto_server import LocalMotoServer
@@ -70,8 +72,32 @@ async def dynamodb_settings(moto_endpoint: str) -> AsyncIterator[Settings]:
     await delete_tables(settings)
 
 
+@pytest.fixture(params=SESSION_KINDS)
+def dynamodb_session(request: pytest.FixtureRequest) -> Any:
+    """Each kind of session the DynamoDB adapters run on in turn: aioboto3's (AWS, any
+    endpoint) and `AwsJsonSession` (the emulator's embedded moto)."""
+    return make_session(request.param)
+
+
 @pytest.fixture
-async def dynamodb_stores(dynamodb_settings: Settings) -> AsyncIterator[DynamoDBStores]:
-    """The DynamoDB stores bound to `dynamodb_settings`, sharing one client."""
-    async with open_stores(dynamodb_settings) as stores:
+async def dynamodb_stores(
+    dynamodb_settings: Settings, dynamodb_session: Any
+) -> AsyncIterator[DynamoDBStores]:
+    """The DynamoDB stores bound to `dynamodb_settings`, sharing one client of each
+    kind of session in turn."""
+    async with open_stores(dynamodb_settings, session=dynamodb_session) as stores:
+        yield stores
+
+
+@pytest.fixture
+async def aioboto3_stores(dynamodb_settings: Settings) -> AsyncIterator[DynamoDBStores]:
+    """The DynamoDB stores over an aioboto3 client (for a fixture that picks the kind)."""
+    async with open_stores(dynamodb_settings, session=make_session("aioboto3")) as stores:
+        yield stores
+
+
+@pytest.fixture
+async def awsjson_stores(dynamodb_settings: Settings) -> AsyncIterator[DynamoDBStores]:
+    """The DynamoDB stores over an `AwsJsonClient` (for a fixture that picks the kind)."""
+    async with open_stores(dynamodb_settings, session=make_session("awsjson")) as stores:
         yield stores

@@ -3,6 +3,7 @@ counter item kept beside the records."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -52,6 +53,13 @@ class DynamoDBConnectionStore:
     `Scan`. A failed counter write is logged and never fails the connect or
     disconnect.
 
+    Counter writes are grouped: while one `ADD` is in flight, the deltas of
+    other puts and deletes wait and go together in the next (their sum, none
+    when it is 0). Each call still returns only once its delta is written, so a
+    caller sees the counter include it (one Lambda invocation makes one write,
+    as before); under concurrent connects the counter costs one write per round
+    trip instead of one per connection.
+
     Args:
         client: an open aiobotocore DynamoDB client (shared; not closed here).
         table_name: the connections table.
@@ -60,6 +68,13 @@ class DynamoDBConnectionStore:
     def __init__(self, client: DynamoDBClient, table_name: str) -> None:
         self._client = client
         self._table = table_name
+        self._pending_delta = 0
+        """The sum of the deltas not yet taken by a write."""
+        self._batch = 0
+        """The write a delta added now goes in (numbered from 0)."""
+        self._written_through = -1
+        """The last write done, or given up as failed (logged)."""
+        self._write_lock = asyncio.Lock()
 
     async def put(self, connection: Connection) -> None:
         """Store a connection record (replacing any with the same id); a new one counts."""
@@ -191,6 +206,23 @@ class DynamoDBConnectionStore:
         return total
 
     async def _add_to_count(self, delta: int) -> None:
+        """Add `delta` to the counter; returns once a write carrying it is done."""
+        self._pending_delta += delta
+        batch = self._batch
+        async with self._write_lock:
+            if self._written_through >= batch:
+                return  # an earlier caller's write carried it
+            total, self._pending_delta = self._pending_delta, 0
+            self._batch += 1  # deltas from now on go in the next write
+            try:
+                if total:
+                    await self._write_count(total)
+            except BaseException:
+                self._pending_delta += total  # cancelled: the next write carries it
+                raise
+            self._written_through = batch
+
+    async def _write_count(self, delta: int) -> None:
         try:
             with map_client_errors():
                 await self._client.update_item(
@@ -201,7 +233,7 @@ class DynamoDBConnectionStore:
                     ExpressionAttributeValues={":d": {"N": str(delta)}},
                 )
         except StoreUnavailable:
-            # The record is written; the recount corrects the drift.
+            # The records are written; the recount corrects the drift.
             logger.warning("could not update the connection counter", exc_info=True)
 
     # -- queries -------------------------------------------------------------------------

@@ -138,3 +138,48 @@ async def test_the_sweepers_gauge_recounts_at_most_hourly(
     clock.advance(3000)
     assert await gauge.refresh() == 2
     assert await gauge.current() == 2
+
+
+class _CountingClient:
+    """The real client, counting the counter's `ADD`s."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.adds = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def update_item(self, **kwargs: Any) -> Any:
+        if kwargs.get("UpdateExpression") == "ADD #n :d":
+            self.adds += 1
+        return await self._client.update_item(**kwargs)
+
+
+async def test_concurrent_connects_share_counter_writes_and_each_sees_its_own(
+    dynamodb_stores: DynamoDBStores, dynamodb_settings: Settings
+) -> None:
+    import asyncio
+
+    from adapters.dynamodb.connections import DynamoDBConnectionStore
+
+    client = _CountingClient(dynamodb_stores.client)
+    store = DynamoDBConnectionStore(client, dynamodb_settings.connections_table)  # type: ignore[arg-type]
+    seen: list[int] = []
+
+    async def connect(cid: str) -> None:
+        await store.put(a_connection(cid))
+        seen.append(await count(dynamodb_stores))
+
+    await asyncio.gather(*(connect(f"c{i}") for i in range(40)))
+    assert await count(dynamodb_stores) == 40
+    # Each connect returned only once the counter included it.
+    assert all(n >= index + 1 for index, n in enumerate(sorted(seen)))
+    assert 1 <= client.adds < 40
+
+    await asyncio.gather(
+        *(store.delete(ConnectionId(f"c{i}")) for i in range(20)),
+        *(connect(f"d{i}") for i in range(20)),
+    )
+    assert await count(dynamodb_stores) == 40
+    assert client.adds < 80

@@ -201,11 +201,11 @@ async def test_moto_size_refusal_is_mapped_to_item_too_large(
 
 
 async def test_a_missing_table_is_a_store_error_not_a_botocore_one(
-    dynamodb_settings: Settings,
+    dynamodb_settings: Settings, dynamodb_session: Any
 ) -> None:
     settings = replace(dynamodb_settings, requests_table="no-such-table")
 
-    async with open_stores(settings) as stores:
+    async with open_stores(settings, session=dynamodb_session) as stores:
         with pytest.raises(StoreUnavailable, match="ResourceNotFoundException"):
             await stores.requests.get(request_key("a", "b", "c"))
 
@@ -283,11 +283,12 @@ def closed_port() -> int:
 
 
 async def test_an_unreachable_endpoint_is_store_unavailable(
-    dynamodb_settings: Settings, closed_port: int
+    dynamodb_settings: Settings, closed_port: int, dynamodb_session: Any
 ) -> None:
     settings = replace(dynamodb_settings, dynamodb_endpoint_url=f"http://127.0.0.1:{closed_port}")
+    config = client_config(max_attempts=1)
 
-    async with open_stores(settings, config=client_config(max_attempts=1)) as stores:
+    async with open_stores(settings, session=dynamodb_session, config=config) as stores:
         with pytest.raises(StoreUnavailable, match="unreachable"):
             await stores.connections.get(ConnectionId("x"))
 
@@ -323,22 +324,24 @@ UNAVAILABLE = (503, {"__type": "com.amazonaws.dynamodb#ServiceUnavailable"})
 
 
 async def test_throttling_is_retried_by_the_client_then_succeeds(
-    dynamodb_settings: Settings,
+    dynamodb_settings: Settings, dynamodb_session: Any
 ) -> None:
     async with scripted_dynamodb([THROTTLED, (200, {})]) as (url, calls):
         settings = replace(dynamodb_settings, dynamodb_endpoint_url=url)
-        async with open_stores(settings, config=client_config(max_attempts=2)) as stores:
+        config = client_config(max_attempts=2)
+        async with open_stores(settings, session=dynamodb_session, config=config) as stores:
             assert await stores.connections.get(ConnectionId("x")) is None
 
     assert calls == ["DynamoDB_20120810.GetItem"] * 2
 
 
 async def test_5xx_that_outlive_the_retries_are_store_unavailable(
-    dynamodb_settings: Settings,
+    dynamodb_settings: Settings, dynamodb_session: Any
 ) -> None:
     async with scripted_dynamodb([UNAVAILABLE]) as (url, calls):
         settings = replace(dynamodb_settings, dynamodb_endpoint_url=url)
-        async with open_stores(settings, config=client_config(max_attempts=2)) as stores:
+        config = client_config(max_attempts=2)
+        async with open_stores(settings, session=dynamodb_session, config=config) as stores:
             with pytest.raises(StoreUnavailable, match="ServiceUnavailable"):
                 await stores.connections.get(ConnectionId("x"))
 

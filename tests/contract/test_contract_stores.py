@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from dynamodb_sessions import SESSION_KINDS
 
 from streamer import transitions
 from streamer.errors import ItemTooLarge
@@ -51,14 +52,16 @@ class Stores:
     subscriptions: SubscriptionStore
 
 
-@pytest.fixture(params=["memory", "dynamodb"])
+@pytest.fixture(params=["memory", *(f"dynamodb-{kind}" for kind in SESSION_KINDS)])
 def stores(request: pytest.FixtureRequest) -> Stores:
-    """The stores of each backend in turn: the fakes, then DynamoDB on moto."""
+    """The stores of each backend in turn: the fakes, then DynamoDB on moto through
+    each kind of session."""
     if request.param == "memory":
         return Stores(
             InMemoryConnectionStore(), InMemoryRequestStore(), InMemorySubscriptionStore()
         )
-    dynamodb = request.getfixturevalue("dynamodb_stores")
+    kind = request.param.removeprefix("dynamodb-")
+    dynamodb = request.getfixturevalue(f"{kind}_stores")
     return Stores(dynamodb.connections, dynamodb.requests, dynamodb.subscriptions)
 
 

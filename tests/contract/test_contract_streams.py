@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import aioboto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
@@ -293,11 +292,13 @@ def _request(name: str, now: datetime) -> AsyncRequest:
 
 @pytest.fixture
 async def reader(
-    dynamodb_settings: Settings, dynamodb_stores: DynamoDBStores
+    dynamodb_settings: Settings, dynamodb_stores: DynamoDBStores, dynamodb_session: Any
 ) -> AsyncIterator[ShardReader]:
-    """A shard reader on the requests table's stream, over clients the test owns."""
-    session = aioboto3.Session()
-    async with session.client("dynamodbstreams", **client_kwargs(dynamodb_settings)) as streams:
+    """A shard reader on the requests table's stream, over clients the test owns (of
+    the same kind of session as the stores')."""
+    async with dynamodb_session.client(
+        "dynamodbstreams", **client_kwargs(dynamodb_settings)
+    ) as streams:
         yield ShardReader(
             streams=streams,
             dynamodb=dynamodb_stores.client,
@@ -365,10 +366,11 @@ async def test_the_reader_resumes_after_a_sequence_number_and_finds_the_last_one
 
 
 async def test_a_missing_table_is_a_typed_stream_gone(
-    dynamodb_settings: Settings, dynamodb_stores: DynamoDBStores
+    dynamodb_settings: Settings, dynamodb_stores: DynamoDBStores, dynamodb_session: Any
 ) -> None:
-    session = aioboto3.Session()
-    async with session.client("dynamodbstreams", **client_kwargs(dynamodb_settings)) as streams:
+    async with dynamodb_session.client(
+        "dynamodbstreams", **client_kwargs(dynamodb_settings)
+    ) as streams:
         reader = ShardReader(
             streams=streams, dynamodb=dynamodb_stores.client, table_name="no-such-table"
         )

@@ -12,6 +12,7 @@ from moto import mock_aws
 from moto.dynamodb.parsing import validators
 from moto.dynamodb.parsing.ast_nodes import Node
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+from moto_answers import update_answers
 
 from adapters import moto_expressions
 
@@ -115,66 +116,15 @@ def test_what_is_not_a_plain_tree_is_deep_copied_by_copy() -> None:
             assert copied is not value
 
 
-def _updates(client: Any) -> list[Any]:
-    """A run of UpdateItems (each expression, errors included); every answer moto gives."""
-    client.create_table(
-        TableName="t",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    calls: list[dict[str, Any]] = [
-        {
-            "UpdateExpression": "SET #s = :s, #a = if_not_exists(#a, :z) + :o",
-            "ExpressionAttributeNames": {"#s": "status", "#a": "attempt"},
-            "ExpressionAttributeValues": {":s": {"S": "P"}, ":z": {"N": "0"}, ":o": {"N": "1"}},
-            "ConditionExpression": "attribute_not_exists(#s) OR #s = :s",
-        },
-        {
-            "UpdateExpression": "SET l = list_append(if_not_exists(l, :e), :m), m = :map",
-            "ExpressionAttributeValues": {
-                ":e": {"L": []},
-                ":m": {"L": [{"S": "x"}, {"N": "2"}]},
-                ":map": {"M": {"k": {"SS": ["a", "b"]}}},
-            },
-        },
-        {"UpdateExpression": "REMOVE l[0] ADD n :o DELETE m.k :a", "V": {":o", ":a"}},
-        {"UpdateExpression": "SET m.k = :o", "V": {":o"}},  # a set becomes a number
-        {"UpdateExpression": "SET = :o", "V": {":o"}},  # a syntax error
-        {"UpdateExpression": "SET a = :undefined"},  # an undefined value
-        {"UpdateExpression": "SET pk = :o", "V": {":o"}},  # the key
-    ]
-    values = {":o": {"N": "1"}, ":a": {"SS": ["a"]}}
-    answers: list[Any] = []
-    for repeat in range(2):  # the second time, from the cache
-        for call in calls:
-            request = {k: v for k, v in call.items() if k != "V"}
-            if "V" in call:
-                request["ExpressionAttributeValues"] = {k: values[k] for k in call["V"]}
-            try:
-                got = client.update_item(
-                    TableName="t",
-                    Key={"pk": {"S": f"item-{repeat}"}},
-                    ReturnValues="ALL_NEW",
-                    **request,
-                )
-                got.pop("ResponseMetadata")
-                answers.append(got)
-            except client.exceptions.ClientError as error:
-                answers.append(error.response["Error"])
-        answers.append(client.scan(TableName="t")["Items"])
-    return answers
-
-
 def test_update_item_answers_are_the_ones_moto_gives(installed: None) -> None:
     moto_expressions.uninstall()
     assert validators.deepcopy is copy.deepcopy
     with mock_aws():
-        expected = _updates(boto3.client("dynamodb", region_name="us-east-1"))
+        expected = update_answers(boto3.client("dynamodb", region_name="us-east-1"))
     moto_expressions.install()
     assert validators.deepcopy is moto_expressions.deepcopy_tree
     with mock_aws():
-        assert _updates(boto3.client("dynamodb", region_name="us-east-1")) == expected
+        assert update_answers(boto3.client("dynamodb", region_name="us-east-1")) == expected
     assert any("Error" not in str(answer) for answer in expected)
     assert sum("Code" in answer for answer in expected if isinstance(answer, dict)) >= 5
 

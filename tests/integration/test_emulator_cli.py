@@ -199,7 +199,7 @@ def test_the_dockerfile_is_slim_non_root_and_serves_both_ports() -> None:
     assert any(line.startswith("HEALTHCHECK") and "/health" in line for line in lines)
     (cmd,) = [line for line in lines if line.startswith("CMD ")]
     assert "streamer-emulator" in cmd
-    # The local DynamoDB (moto, waitress) is in the image: compose's moto service runs it.
+    # The local DynamoDB (moto and its server) is in the image: compose's moto service runs it.
     assert any("pip install '.[local]'" in line for line in lines if line.startswith("RUN "))
     assert "0.0.0.0" in cmd
     assert (ROOT / ".dockerignore").exists()

@@ -35,6 +35,8 @@ class CuttableProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._pipes: set[asyncio.Task[None]] = set()
+        self._generation = 0
+        """Bumped by each start and cut; a connection accepted under an older one is reset."""
         self.port = 0
 
     @property
@@ -42,12 +44,15 @@ class CuttableProxy:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self._generation += 1
+        accept = functools.partial(self._accept, self._generation)
+        self._server = await asyncio.start_server(accept, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def cut(self) -> None:
         """Refuse new connections and reset every open one."""
         assert self._server is not None
+        self._generation += 1
         self._server.close()
         for writer in list(self._writers):
             writer.transport.abort()
@@ -62,13 +67,25 @@ class CuttableProxy:
             pipe.cancel()
         await asyncio.gather(*self._pipes, return_exceptions=True)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(
+        self, generation: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        # A connection accepted before a cut can start here after it: reset it too.
+        if generation != self._generation:
+            writer.transport.abort()
+            return
+        self._writers.add(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._target)
         except OSError:
+            self._writers.discard(writer)
             writer.transport.abort()
             return
-        self._writers.update((writer, up_writer))
+        if generation != self._generation:  # cut while connecting upstream
+            up_writer.transport.abort()
+            writer.transport.abort()
+            return
+        self._writers.add(up_writer)
         for source, sink in ((reader, up_writer), (up_reader, writer)):
             pipe = asyncio.create_task(self._pipe(source, sink))
             self._pipes.add(pipe)

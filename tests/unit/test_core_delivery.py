@@ -110,6 +110,23 @@ async def test_progress_reuses_the_subscriber_list_within_the_interval(core: Cor
     assert types(core, "c2") == ["progress"] * 6
 
 
+async def test_a_lookup_slower_than_the_interval_is_still_reused(core: Core) -> None:
+    """A busy store: the list is reused for an interval from when it arrived."""
+    request = await running_request(core)
+    subscriptions = core.subscriptions
+    assert isinstance(subscriptions, CountingSubscriptions)
+    hold = subscriptions.hold = asyncio.Event()
+    sending = asyncio.create_task(core.delivery.to_request(request, progress(core, request, 10)))
+    await asyncio.wait_for(subscriptions.holding.wait(), 5)
+    core.clock.advance(3)  # the lookup takes three intervals
+    hold.set()
+    await sending
+    for step in range(5):
+        core.clock.advance(0.1)
+        await core.delivery.to_request(request, progress(core, request, 20 + step))
+    assert lookups(core) == 1
+
+
 async def test_a_follower_added_elsewhere_misses_at_most_an_interval_never_the_outcome(
     core: Core,
 ) -> None:
