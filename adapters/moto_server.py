@@ -9,7 +9,7 @@ close` and starts a thread for it (a TCP handshake and a thread per DynamoDB
 call), and DynamoDB calls go straight to moto's handler instead of through
 Flask. It also installs the patches of moto in `adapters/moto_*.py`,
 only in this server: queries, stream answers, update expressions, dispatch,
-items and validator walks give moto's answers for less CPU; shard iterators
+items, validator walks and flat updates give moto's answers for less CPU; shard iterators
 expire as DynamoDB's do.
 """
 
@@ -63,6 +63,7 @@ class LocalMotoServer:
             moto_serialize,
             moto_streams,
             moto_traverse,
+            moto_updates,
         )
 
         moto_query.install()
@@ -72,6 +73,7 @@ class LocalMotoServer:
         moto_dispatch.install()
         moto_traverse.install()
         moto_items.install()
+        moto_updates.install()
 
         app = DomainDispatcherApplication(create_backend_app)
         loop = asyncio.new_event_loop()
