@@ -9,7 +9,7 @@ close` and starts a thread for it (a TCP handshake and a thread per DynamoDB
 call), and DynamoDB calls go straight to moto's handler instead of through
 Flask. It also installs the patches of moto in `adapters/moto_*.py`,
 only in this server: queries, stream answers, update expressions, dispatch,
-items and validator walks give moto's answers for less CPU; shard iterators
+items, validator walks and flat updates give moto's answers for less CPU; shard iterators
 expire as DynamoDB's do.
 """
 
@@ -63,6 +63,7 @@ class LocalMotoServer:
             moto_serialize,
             moto_streams,
             moto_traverse,
+            moto_updates,
         )
 
         moto_query.install()
@@ -72,18 +73,39 @@ class LocalMotoServer:
         moto_dispatch.install()
         moto_traverse.install()
         moto_items.install()
+        moto_updates.install()
 
         app = DomainDispatcherApplication(create_backend_app)
         loop = asyncio.new_event_loop()
         sock = socket.create_server((self._host, self._port), backlog=_BACKLOG)
         self._bound_port = int(sock.getsockname()[1])
         server_name = (self._host, self._bound_port)
-        self._server = loop.run_until_complete(
-            loop.create_server(lambda: MotoProtocol(app, server_name, self._connections), sock=sock)
-        )
+        listening = threading.Event()
+        failed: list[BaseException] = []
+
+        def serve() -> None:
+            # On its own thread from the start: the caller may be running a loop.
+            asyncio.set_event_loop(loop)
+            try:
+                self._server = loop.run_until_complete(
+                    loop.create_server(
+                        lambda: MotoProtocol(app, server_name, self._connections), sock=sock
+                    )
+                )
+            except BaseException as exc:
+                failed.append(exc)
+                return
+            finally:
+                listening.set()
+            loop.run_forever()
+
         self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name="moto-server", daemon=True)
+        self._thread = threading.Thread(target=serve, name="moto-server", daemon=True)
         self._thread.start()
+        listening.wait()
+        if failed:
+            self.stop()
+            raise failed[0]
 
     @property
     def endpoint(self) -> str:
@@ -103,7 +125,12 @@ class LocalMotoServer:
         server, self._server = self._server, None
         thread, self._thread = self._thread, None
         self._bound_port = None
-        if loop is None or server is None:
+        if loop is None:
+            return
+        if server is None:  # it never listened
+            if thread is not None:
+                thread.join()
+            loop.close()
             return
 
         async def close() -> None:

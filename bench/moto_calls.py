@@ -108,7 +108,14 @@ async def _one(stores: DynamoDBStores, n: int, counts: Counts) -> None:
     counts.query += 1
 
 
-PATCHES = ("moto_serialize", "moto_expressions", "moto_dispatch", "moto_traverse", "moto_items")
+PATCHES = (
+    "moto_serialize",
+    "moto_expressions",
+    "moto_dispatch",
+    "moto_traverse",
+    "moto_items",
+    "moto_updates",
+)
 """The server's patches of moto this measures, in the order they were added."""
 
 

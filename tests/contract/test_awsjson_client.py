@@ -497,8 +497,9 @@ async def test_calls_ride_out_a_server_restart_on_the_same_port(
 ) -> None:
     """The pooled connection the stopped server closed is replaced, and a call made
     while the server is down is retried until it is back."""
+    # start and stop block (and run a loop of their own): on a thread, not this loop.
     server = LocalMotoServer(port=free_port)
-    server.start()
+    await asyncio.to_thread(server.start)
     settings = dataclasses.replace(
         Settings(), dynamodb_endpoint_url=server.endpoint, aws_region="us-east-1"
     )
@@ -506,7 +507,7 @@ async def test_calls_ride_out_a_server_restart_on_the_same_port(
     try:
         async with AwsJsonSession().client("dynamodb", **client_kwargs(settings)) as lean:
             await lean.describe_table(TableName=settings.requests_table)
-            server.stop()
+            await asyncio.to_thread(server.stop)
             refused = asyncio.Event()
             connect = lean.pool._connect
 
@@ -521,14 +522,14 @@ async def test_calls_ride_out_a_server_restart_on_the_same_port(
             call = asyncio.create_task(lean.describe_table(TableName=settings.requests_table))
             await asyncio.wait_for(refused.wait(), 10)
             server = LocalMotoServer(port=free_port)
-            server.start()
+            await asyncio.to_thread(server.start)
             answer = await asyncio.wait_for(call, 30)
 
             assert answer["Table"]["TableName"] == settings.requests_table
             assert answer["ResponseMetadata"]["RetryAttempts"] >= 1
             assert lean.pool.connections_made == 2
     finally:
-        server.stop()
+        await asyncio.to_thread(server.stop)
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -1,4 +1,4 @@
-"""`adapters.moto_traverse` and `adapters.moto_items` give moto's answers, for less CPU."""
+"""`adapters.moto_traverse`, `moto_items` and `moto_updates` give moto's answers, for less CPU."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import boto3
 import pytest
 from moto import mock_aws
 from moto.dynamodb.models.dynamo_type import Item
-from moto_answers import put_answers, update_answers
+from moto_answers import STORE_UPDATES, plan_answers, put_answers, update_answers
 
-from adapters import moto_items, moto_traverse
+from adapters import moto_items, moto_traverse, moto_updates
 
-PATCHES = [moto_traverse, moto_items]
+PATCHES = [moto_traverse, moto_items, moto_updates]
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +31,9 @@ def _answers(run: Callable[[Any], list[Any]]) -> list[Any]:
 
 
 @pytest.mark.parametrize("patch", PATCHES, ids=lambda p: p.__name__.rpartition(".")[2])
-@pytest.mark.parametrize("run", [update_answers, put_answers], ids=["updates", "puts"])
+@pytest.mark.parametrize(
+    "run", [update_answers, put_answers, plan_answers], ids=["updates", "puts", "flat-updates"]
+)
 def test_every_answer_is_the_one_moto_gives(patch: Any, run: Callable[[Any], list[Any]]) -> None:
     patch.uninstall()
     expected = _answers(run)
@@ -60,7 +62,39 @@ def test_the_size_limit_is_moto_s_on_either_side() -> None:
     assert answers[-2] == ["at", "nested", "small", "under"]
 
 
+def test_the_stores_updates_are_planned_and_refusals_are_left_to_moto() -> None:
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    table = type("T", (), {"table_key_attrs": ["pk"], "attr": [], "attribute_keys": ["pk"]})()
+    item = Item(DynamoType({"S": "k"}), None, {"pk": {"S": "k"}, "LastPing": {"S": "t"}})
+
+    def plan(call: dict[str, Any]) -> Any:
+        return moto_updates.plan_update(
+            tree=UpdateExpressionParser.make(call["UpdateExpression"]),
+            names=call.get("ExpressionAttributeNames", {}),
+            values=call.get("ExpressionAttributeValues", {}),
+            item=item,
+            table=table,
+        )
+
+    assert all(plan(call) is not None for call in STORE_UPDATES)
+    one = {":one": {"N": "1"}}
+    for refused in ("SET pk = :one", "SET LastPing = LastPing + :one", "SET a = :one REMOVE a"):
+        assert plan({"UpdateExpression": refused, "ExpressionAttributeValues": one}) is None
+
+
 def test_install_is_idempotent_and_uninstall_restores() -> None:
+    from moto.dynamodb.parsing.validators import UpdateExpressionValidator, Validator
+
+    moto_updates.install()
+    patched_init = UpdateExpressionValidator.__init__
+    moto_updates.install()
+    assert UpdateExpressionValidator.__init__ is patched_init
+    moto_updates.uninstall()
+    assert UpdateExpressionValidator.__init__ is Validator.__init__
+    moto_updates.uninstall()
+    moto_updates.install()
     for patch, owner, name in (
         (moto_traverse, moto_traverse._ast_nodes().DepthFirstTraverser, "traverse"),
         (moto_items, Item, "__init__"),
