@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -111,6 +111,22 @@ def test_large_finite_numbers_are_kept() -> None:
 
 def test_timestamps_are_rfc3339_utc_with_milliseconds() -> None:
     assert format_timestamp(AT) == "2026-11-25T08:00:00.123Z"
+
+
+@settings(max_examples=300)
+@given(
+    at=st.datetimes(
+        min_value=datetime(1970, 1, 2),
+        max_value=datetime(9998, 12, 30),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=1)), timezone(timedelta(hours=-4, minutes=-30))]
+        ),
+    )
+)
+def test_a_timestamp_reads_as_isoformat_in_utc_to_the_millisecond(at: datetime) -> None:
+    """Whole seconds are formatted once and reused; every time still reads right."""
+    expected = at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert format_timestamp(at) == expected
 
 
 def test_an_error_without_a_request_id_omits_the_field() -> None:
