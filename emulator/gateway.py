@@ -20,7 +20,6 @@ timeout.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import http
 import json
@@ -513,11 +512,13 @@ class Gateway:
             log.exception("routing failed", extra={"connection_id": socket.connection_id})
             internal = StreamerError(ErrorCode.INTERNAL_ERROR, "internal error")
             verdict = self._frame_policy.reply(error_message(internal, at=self._clock.now()))
-        with contextlib.suppress(ConnectionClosed):
+        try:
             if isinstance(verdict, Close):
                 await socket.websocket.close(verdict.code, verdict.reason)
             else:
                 await socket.send(verdict.text)
+        except ConnectionClosed:
+            pass
 
     async def _watch(self, socket: LiveSocket) -> None:
         """Close with 1001 after the idle timeout or the maximum lifetime."""

@@ -44,6 +44,15 @@ class Eager(Generic[T]):
             self.is_done = True
             self.value = finished.value
 
+    @classmethod
+    def resuming(cls, steps: Generator[Any, None, T], waiting_on: Any) -> Eager[T]:
+        """The rest of an awaitable whose first step the caller took itself (and
+        which yielded `waiting_on` to the loop)."""
+        started = cls.__new__(cls)
+        started._steps, started._context, started._waiting_on = steps, None, waiting_on
+        started.is_done = False
+        return started
+
     def _send(self, sent: Any) -> Any:
         if self._context is None:
             return self._steps.send(sent)
@@ -107,12 +116,15 @@ class LazyTimeout:
                 awaitable raised it itself.
         """
         deadline = asyncio.get_running_loop().time() + self._timeout_s
-        started = Eager(awaitable)
-        if not started.is_done:
-            self._scope = asyncio.timeout_at(deadline)
-            async with self._scope:
-                return await started
-        return started.value
+        steps = awaitable.__await__()
+        try:
+            waiting_on = steps.send(None)
+        except StopIteration as finished:
+            value: T = finished.value
+            return value
+        self._scope = asyncio.timeout_at(deadline)
+        async with self._scope:
+            return await Eager.resuming(steps, waiting_on)
 
     def expired(self) -> bool:
         """Whether the limit passed (what `asyncio.Timeout.expired` says)."""

@@ -175,6 +175,18 @@ class FrameMeter:
             size_bytes: this frame's payload.
             is_final: the FIN bit.
         """
+        policy = self.policy
+        if (
+            kind is FrameKind.TEXT
+            and is_final
+            and size_bytes <= policy.frame_bytes
+            and size_bytes <= policy.message_bytes
+        ):
+            # A whole text message in one frame within both limits: most frames,
+            # judged without the general path.
+            self._kind, self._size_bytes, self._frames = kind, size_bytes, 1
+            self._completed.append(False)
+            return None
         if kind is not None:
             self._kind, self._size_bytes, self._frames = kind, 0, 0
         self._size_bytes += size_bytes

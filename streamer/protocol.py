@@ -271,14 +271,10 @@ def _storable_problem(body: Any) -> str | None:
     return None
 
 
-def _is_printable(text: str) -> bool:
-    return text.isprintable()
-
-
 def is_valid_request_id(value: object) -> TypeGuard[str]:
     """A client's request id: a string of 1 to 128 printable characters (any
     Unicode, `#` included), so its full key stays within DynamoDB's limit."""
-    return isinstance(value, str) and 0 < len(value) <= MAX_CLIENT_ID_CHARS and _is_printable(value)
+    return isinstance(value, str) and 0 < len(value) <= MAX_CLIENT_ID_CHARS and value.isprintable()
 
 
 def _reject_constant(name: str) -> Any:
@@ -324,7 +320,7 @@ def decode_client_message(frame: str | bytes) -> ClientMessage:
         raise StreamerError(
             ErrorCode.INVALID_ACTION, "message needs an 'action' that is a non-empty string"
         )
-    if len(action) > MAX_ACTION_CHARS or not _is_printable(action):
+    if len(action) > MAX_ACTION_CHARS or not action.isprintable():
         raise StreamerError(ErrorCode.INVALID_ACTION, "unknown action")
 
     client_id = body.get("id")

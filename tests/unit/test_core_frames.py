@@ -87,6 +87,38 @@ def test_the_meter_remembers_which_messages_were_fragmented() -> None:
     assert [meter.next_is_fragmented(), meter.next_is_fragmented()] == [False, True]
 
 
+@pytest.mark.parametrize(
+    ("frames", "expected"),
+    [
+        ([(FrameKind.TEXT, 10, True)], [None]),
+        ([(FrameKind.TEXT, FRAME_LIMIT_BYTES, True)], [None]),
+        ([(FrameKind.TEXT, FRAME_LIMIT_BYTES + 1, True)], [CloseCode.MESSAGE_TOO_BIG]),
+        ([(FrameKind.TEXT, 10, True), (FrameKind.BINARY, 10, True)], [None, 1003]),
+        ([(FrameKind.TEXT, 10, False), (None, 10, True), (FrameKind.TEXT, 5, True)], [None] * 3),
+    ],
+)
+def test_a_whole_text_frame_and_the_frames_around_it_get_the_policys_verdict(
+    frames: list[tuple[FrameKind | None, int, bool]], expected: list[int | None]
+) -> None:
+    """Single text frames take a short path through the meter: same verdicts,
+    same record of which messages were fragmented."""
+    meter = FrameMeter(POLICY)
+    verdicts = [meter.receive(kind, size, is_final=fin) for kind, size, fin in frames]
+    assert [None if v is None else int(v.code) for v in verdicts] == expected
+    completed = sum(1 for v, (_, _, fin) in zip(verdicts, frames, strict=True) if v is None and fin)
+    fragmented = [meter.next_is_fragmented() for _ in range(completed)]
+    assert fragmented == [len(frames) == 3 and i == 0 for i in range(completed)]
+
+
+def test_a_policy_whose_frame_limit_is_above_its_message_limit_closes_at_the_message_limit() -> (
+    None
+):
+    meter = FrameMeter(FramePolicy(frame_bytes=100, message_bytes=50))
+    verdict = meter.receive(FrameKind.TEXT, 60, is_final=True)
+    assert verdict is not None
+    assert verdict.code is CloseCode.MESSAGE_TOO_BIG
+
+
 def test_the_meter_closes_on_a_binary_first_frame() -> None:
     verdict = FrameMeter(POLICY).receive(FrameKind.BINARY, 3, is_final=False)
     assert verdict is not None
