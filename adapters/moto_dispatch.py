@@ -7,11 +7,16 @@ entry until it finds it (`moto.backends.list_of_moto_modules`), then falls back
 to matching some 200 URL patterns. The answer depends only on the host and on
 moto's installed files, so `install` keeps it per host. A host it finds no
 backend for is asked again every time (moto prints a hint for those).
+
+Then, to find the method for an action, `BaseResponse.call_action` lists the
+handler class's functions with `inspect.getmembers` on every call (~7% of the
+server's CPU); they are kept per class.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 from typing import Any
 
 __all__ = ["install", "uninstall"]
@@ -45,6 +50,13 @@ def install() -> None:
     setattr(get_backend_for_host, _MARK, True)
     DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
 
+    responses = _responses()
+    listed = responses.method_names_from_class
+    if not getattr(listed, _MARK, False):
+        cached = functools.cache(listed)
+        setattr(cached, _MARK, True)
+        responses.method_names_from_class = cached
+
 
 def uninstall() -> None:
     """Put moto's own `get_backend_for_host` back (tests compare the two)."""
@@ -53,3 +65,12 @@ def uninstall() -> None:
     method = DomainDispatcherApplication.get_backend_for_host
     if getattr(method, _MARK, False):
         DomainDispatcherApplication.get_backend_for_host = method.__wrapped__  # type: ignore[attr-defined,method-assign]
+    responses = _responses()
+    listed = responses.method_names_from_class
+    if getattr(listed, _MARK, False):
+        responses.method_names_from_class = listed.__wrapped__
+
+
+def _responses() -> Any:
+    """moto's `moto.core.responses` (its names are not exported to type checkers)."""
+    return importlib.import_module("moto.core.responses")

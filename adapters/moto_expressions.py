@@ -16,11 +16,16 @@ whose `parent` is the node holding it, and whose leaves are immutable. Anything
 else goes to `copy.deepcopy`, and a string moto refuses raises each time.
 A contract test compares the trees and the `UpdateItem` answers with and without.
 
+Condition expressions are lexed once per string too (moto lexes each twice per
+conditional write, a dozen regular expressions per token); the tokens are
+immutable tuples, handed out with new `children` lists.
+
 Used by `LocalMotoServer`, which applies one request at a time.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import functools
 import importlib
@@ -60,6 +65,31 @@ def install() -> None:
     setattr(make, _MARK, True)
     parser.make = classmethod(make)
     validators.deepcopy = deepcopy_tree
+    _install_condition_lexing()
+
+
+def _install_condition_lexing() -> None:
+    """Lex each condition string once: moto lexes every `ConditionExpression` twice
+    per conditional write, with a dozen regular expressions per token. Tokens are
+    handed out as new `Node` tuples with new (empty) `children` lists."""
+    conditions = importlib.import_module("moto.dynamodb.comparisons").ConditionExpressionParser
+    original = conditions._lex_condition_expression
+    if getattr(original, _MARK, False):
+        return
+    lexed: dict[str, tuple[Any, ...]] = {}
+
+    @functools.wraps(original)
+    def lex(self: Any) -> Any:
+        expression = self.condition_expression
+        tokens = lexed.get(expression) if type(expression) is str else None
+        if tokens is None:
+            tokens = tuple(original(self))  # raises for a string moto cannot lex
+            if type(expression) is str and len(lexed) < _CACHED_EXPRESSIONS:
+                lexed[expression] = tokens
+        return collections.deque(t._replace(children=list(t.children)) for t in tokens)
+
+    setattr(lex, _MARK, True)
+    conditions._lex_condition_expression = lex
 
 
 def deepcopy_tree(value: Any, memo: dict[int, Any] | None = None) -> Any:
@@ -79,6 +109,10 @@ def uninstall() -> None:
     if getattr(make, _MARK, False):
         parser.make = classmethod(make.__wrapped__)
     validators.deepcopy = copy.deepcopy
+    conditions = importlib.import_module("moto.dynamodb.comparisons").ConditionExpressionParser
+    lex = conditions._lex_condition_expression
+    if getattr(lex, _MARK, False):
+        conditions._lex_condition_expression = lex.__wrapped__
 
 
 def _moto(module: str) -> Any:

@@ -1,4 +1,5 @@
-"""moto builds an item checking its size once per attribute, not once per attribute pair.
+"""moto builds an item checking its size once per attribute, not once per attribute pair,
+and copies items by a direct walk.
 
 `moto.dynamodb.models.dynamo_type.Item.__init__` adds attributes one at a time
 to a `LimitedSizeDict`, whose `__setitem__` sums the size of every attribute
@@ -8,11 +9,20 @@ answer. Here the same running total is kept as the attributes are added, and
 `ItemSizeTooLarge` is raised at the same attribute for the same total (over
 405,000 bytes, moto's limit).
 
+Every update deep-copies the item twice (for `ReturnValues` and for the stream's
+old image), each attribute and nested value through `copy.deepcopy`'s dispatch
+and memo. The copy here walks the value tree directly and makes the same tree:
+new maps, lists and sets, the same immutable strings and bytes. (A value reached
+twice, two attributes holding one value after `SET b = a`, is copied twice where
+moto's memo copies it once; moto only reads these copies, for stream images and
+`ReturnValues`, so nothing can tell.)
+
 Used by `LocalMotoServer`, which applies one request at a time.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 __all__ = ["install", "uninstall"]
@@ -20,6 +30,9 @@ __all__ = ["install", "uninstall"]
 _MARK = "_streamer_cached"
 _LIMIT = 405_000
 """moto's item size limit (`LimitedSizeDict.__setitem__`)."""
+_SETS = frozenset({"SS", "NS", "BS"})
+_PLAIN_VALUES = (str, bool, bytes, list, dict, type(None))
+"""What a value of a DynamoType tree holds (a number is its string)."""
 
 
 def install() -> None:
@@ -48,6 +61,7 @@ def install() -> None:
     __init__.__wrapped__ = original  # type: ignore[attr-defined]
     setattr(__init__, _MARK, True)
     Item.__init__ = __init__  # type: ignore[method-assign]
+    _install_copies()
 
 
 def uninstall() -> None:
@@ -57,3 +71,61 @@ def uninstall() -> None:
     method = Item.__init__
     if getattr(method, _MARK, False):
         Item.__init__ = method.__wrapped__  # type: ignore[attr-defined,method-assign]
+    _uninstall_copies()
+
+
+def _install_copies() -> None:
+    """Copy items and values by a direct walk instead of `copy.deepcopy`'s dispatch."""
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+
+    stock_item, stock_value = Item.__deepcopy__, DynamoType.__deepcopy__
+    if getattr(stock_item, _MARK, False):
+        return
+    new = object.__new__
+
+    def value_copy(value: Any) -> Any:
+        copied = new(DynamoType)
+        kind = copied.type = value.type
+        inner = value.value
+        if kind == "M":
+            copied.value = {k: value_copy(v) for k, v in inner.items()}
+        elif kind == "L":
+            copied.value = [value_copy(v) for v in inner]
+        elif kind in _SETS:
+            copied.value = list(inner)
+        else:
+            copied.value = inner
+        return copied
+
+    def copy_value(self: Any, memo: dict[int, Any]) -> Any:
+        if type(self) is not DynamoType or type(self.value) not in _PLAIN_VALUES:
+            return stock_value(self, memo)
+        return value_copy(self)
+
+    def copy_item(self: Any, memo: dict[int, Any]) -> Any:
+        if type(self) is not Item:
+            return stock_item(self, memo)
+        result = new(Item)
+        result.hash_key = copy.deepcopy(self.hash_key, memo)
+        result.range_key = copy.deepcopy(self.range_key, memo)
+        attrs = LimitedSizeDict.__new__(LimitedSizeDict)
+        for key, value in self.attrs.items():
+            dict.__setitem__(attrs, key, copy_value(value, memo))
+        result.attrs = attrs
+        return result
+
+    for function, stock in ((copy_value, stock_value), (copy_item, stock_item)):
+        function.__wrapped__ = stock  # type: ignore[attr-defined]
+        setattr(function, _MARK, True)
+    DynamoType.__deepcopy__ = copy_value  # type: ignore[method-assign]
+    Item.__deepcopy__ = copy_item  # type: ignore[method-assign]
+
+
+def _uninstall_copies() -> None:
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    owners: tuple[Any, ...] = (DynamoType, Item)
+    for owner in owners:
+        method = owner.__deepcopy__
+        if getattr(method, _MARK, False):
+            owner.__deepcopy__ = method.__wrapped__

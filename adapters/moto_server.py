@@ -80,12 +80,32 @@ class LocalMotoServer:
         sock = socket.create_server((self._host, self._port), backlog=_BACKLOG)
         self._bound_port = int(sock.getsockname()[1])
         server_name = (self._host, self._bound_port)
-        self._server = loop.run_until_complete(
-            loop.create_server(lambda: MotoProtocol(app, server_name, self._connections), sock=sock)
-        )
+        listening = threading.Event()
+        failed: list[BaseException] = []
+
+        def serve() -> None:
+            # On its own thread from the start: the caller may be running a loop.
+            asyncio.set_event_loop(loop)
+            try:
+                self._server = loop.run_until_complete(
+                    loop.create_server(
+                        lambda: MotoProtocol(app, server_name, self._connections), sock=sock
+                    )
+                )
+            except BaseException as exc:
+                failed.append(exc)
+                return
+            finally:
+                listening.set()
+            loop.run_forever()
+
         self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name="moto-server", daemon=True)
+        self._thread = threading.Thread(target=serve, name="moto-server", daemon=True)
         self._thread.start()
+        listening.wait()
+        if failed:
+            self.stop()
+            raise failed[0]
 
     @property
     def endpoint(self) -> str:
@@ -105,7 +125,12 @@ class LocalMotoServer:
         server, self._server = self._server, None
         thread, self._thread = self._thread, None
         self._bound_port = None
-        if loop is None or server is None:
+        if loop is None:
+            return
+        if server is None:  # it never listened
+            if thread is not None:
+                thread.join()
+            loop.close()
             return
 
         async def close() -> None:

@@ -29,6 +29,13 @@ from typing import Any
 __all__ = ["Plan", "install", "plan_update", "uninstall"]
 
 _MARK = "_streamer_planned"
+_SIZE_LIMIT = 405_000
+"""moto's item size limit (`LimitedSizeDict.__setitem__`)."""
+
+
+def _size(value: Any, dynamo_type: Any, bytesize: Any) -> int:
+    """An attribute value's size as `LimitedSizeDict` counts it."""
+    return int(value.size()) if type(value) is dynamo_type else int(bytesize(str(value)))
 
 
 @dataclass(slots=True)
@@ -41,12 +48,25 @@ class Plan:
         """moto normalizes its validated tree before executing; a plan is in order."""
 
     def apply(self, item: Any) -> None:
+        """Set and remove in order. moto's `LimitedSizeDict` sums the whole item for
+        each set (old value included) and refuses one over 405,000 bytes; the same
+        sum is kept here as the steps go, and the same set is refused."""
+        sizes = _moto("models.dynamo_type")
+        bytesize = _moto("models.utilities").bytesize
         attrs = item.attrs
+        total = sum(bytesize(k) + _size(v, sizes.DynamoType, bytesize) for k, v in attrs.items())
         for name, value in self.steps:
+            old = attrs.get(name)
+            old_size = 0 if old is None else bytesize(name) + _size(old, sizes.DynamoType, bytesize)
             if value is None:
                 attrs.pop(name, None)
-            else:
-                attrs[name] = value
+                total -= old_size
+                continue
+            new_size = bytesize(name) + _size(value, sizes.DynamoType, bytesize)
+            if total + new_size > _SIZE_LIMIT:
+                raise _moto("exceptions").ItemSizeTooLarge
+            dict.__setitem__(attrs, name, value)
+            total += new_size - old_size
 
 
 class _Unplanned(Exception):

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import http
 import json
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -38,6 +39,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import Event
 
 from streamer.connections import ConnectionService, Handshake
+from streamer.eager import Eager, LazyTimeout
 from streamer.errors import ConnectRefused, ErrorCode, StreamerError
 from streamer.frames import Close, FrameKind, FrameMeter, FramePolicy, Verdict
 from streamer.ids import new_connection_id
@@ -141,8 +143,8 @@ class LiveSocket:
                 closed because this send timed out.
         """
         try:
-            async with asyncio.timeout(self.write_timeout_s):
-                await self.websocket.send(data)
+            # Armed only when the send waits (the client's buffers are full).
+            await LazyTimeout(self.write_timeout_s).run(self.websocket.send(data))
         except TimeoutError:
             self._close_stalled()
             raise ConnectionClosedError(None, None) from None
@@ -201,6 +203,34 @@ class SocketRegistry:
 
     def __len__(self) -> int:
         return len(self._sockets)
+
+
+@dataclass(eq=False, slots=True)
+class _FrameWork:
+    """One socket's frame handling: the tasks reading or finishing frames (one
+    reads at a time), the slots that bound frames in flight, and whether
+    reading has ended (the socket closed).
+
+    Args:
+        slots: frames of this socket handled at once; reading pauses beyond it.
+    """
+
+    slots: asyncio.Semaphore
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    read_done: asyncio.Event = field(default_factory=asyncio.Event)
+    _reader: asyncio.Task[None] | None = None
+
+    def start(self, reading: Coroutine[Any, Any, None]) -> None:
+        """Hand reading to a new task."""
+        task = asyncio.create_task(reading)
+        self._reader = task
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def stop_reading(self) -> None:
+        """Cancel the task reading, if reading has not ended (the handler was cancelled)."""
+        if not self.read_done.is_set() and self._reader is not None:
+            self._reader.cancel()
 
 
 class Gateway:
@@ -418,27 +448,60 @@ class Gateway:
         self._registry.add(socket)
         log.debug("socket open", extra={"connection_id": socket.connection_id})
         watchdog = asyncio.create_task(self._watch(socket))
-        in_flight: set[asyncio.Task[None]] = set()
-        slots = asyncio.Semaphore(self._max_frames_in_flight)
+        frames = _FrameWork(asyncio.Semaphore(self._max_frames_in_flight))
+        frames.start(self._read(socket, frames))
         try:
-            async for frame in websocket:
-                socket.mark_active()
-                await slots.acquire()
-                is_fragmented = _meter_of(websocket).next_is_fragmented()
-                task = asyncio.create_task(self._answer(socket, frame, is_fragmented))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-                task.add_done_callback(lambda _: slots.release())
-        except ConnectionClosed:
-            pass
+            await frames.read_done.wait()
         finally:
             watchdog.cancel()
             self._registry.discard(socket)
-            if in_flight:
-                _, late = await asyncio.wait(in_flight, timeout=self._frame_drain_s)
+            frames.stop_reading()
+            if frames.tasks:
+                _, late = await asyncio.wait(frames.tasks, timeout=self._frame_drain_s)
                 for task in late:
                     task.cancel()
             await self._disconnect(socket)
+
+    async def _read(self, socket: LiveSocket, frames: _FrameWork) -> None:
+        """Read frames and answer each one as far as it goes without waiting (a
+        sync echo all the way: no task, no timer, no extra loop turn per frame).
+        The first frame that waits is finished in this task, so whatever it bound
+        to the task still holds, and reading goes on in a new one: frames are
+        still handled concurrently, as API Gateway invokes one integration per
+        message. Each frame runs in its own copy of the context."""
+        websocket = socket.websocket
+        meter = _meter_of(websocket)
+        waiting: Eager[None] | None = None
+        try:
+            while waiting is None:
+                frame = await websocket.recv()
+                socket.mark_active()
+                await frames.slots.acquire()
+                answer = self._answer(socket, frame, meter.next_is_fragmented())
+                try:
+                    started = Eager(answer, contextvars.copy_context())
+                except (Exception, asyncio.CancelledError):
+                    frames.slots.release()
+                    log.exception("frame failed", extra={"connection_id": socket.connection_id})
+                    continue
+                if started.is_done:
+                    frames.slots.release()
+                else:
+                    waiting = started
+                    frames.start(self._read(socket, frames))
+        except ConnectionClosed:
+            pass
+        finally:
+            if waiting is None:
+                frames.read_done.set()
+        if waiting is None:
+            return
+        try:
+            await waiting
+        except Exception:
+            log.exception("frame failed", extra={"connection_id": socket.connection_id})
+        finally:
+            frames.slots.release()
 
     async def _answer(self, socket: LiveSocket, frame: str | bytes, is_fragmented: bool) -> None:
         verdict: Verdict

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
+import os
 import secrets
-import uuid
 
 from streamer.models import ConnectionId, RequestId
 
@@ -17,5 +17,6 @@ def new_connection_id() -> ConnectionId:
 
 
 def new_request_id() -> RequestId:
-    """A server-made request id, used when the client sends none."""
-    return RequestId(f"req_{uuid.uuid4().hex}")
+    """A server-made request id, used when the client sends none: `req_` and
+    128 random bits in hex (`uuid4` costs five times as much for six bits fewer)."""
+    return RequestId(f"req_{os.urandom(16).hex()}")

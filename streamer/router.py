@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,6 +12,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 from streamer import transitions
 from streamer.app import RESERVED_ACTIONS, ActionSpec, Request, Streamer
 from streamer.delivery import Delivery
+from streamer.eager import LazyTimeout
 from streamer.errors import (
     ErrorCode,
     ItemTooLarge,
@@ -327,22 +327,17 @@ class Router:
             push=self._pusher,
         )
         timeout_s = spec.effective_timeout_s(self._settings.async_threshold_s)
-        scope = asyncio.timeout(timeout_s)
-        extra = {
-            "request_id": reply_id,
-            "connection_id": connection.connection_id,
-            "action": spec.name,
-        }
+        scope = LazyTimeout(timeout_s)
         try:
-            async with scope:
-                if spec.takes_progress:
-                    result = await spec.handler(req, DetachedProgress())
-                else:
-                    result = await spec.handler(req)
+            if spec.takes_progress:
+                result = await scope.run(spec.handler(req, DetachedProgress()))
+            else:
+                result = await scope.run(spec.handler(req))
             data = to_jsonable_python(result)
         except StreamerError:
             raise
         except TimeoutError:
+            extra = _log_extra(reply_id, connection, spec.name)
             if not scope.expired():
                 logger.exception("sync action raised TimeoutError", extra=extra)
                 raise StreamerError(ErrorCode.INTERNAL_ERROR, _INTERNAL) from None
@@ -351,9 +346,11 @@ class Router:
                 ErrorCode.TIMEOUT, f"action timed out after {timeout_s:g} s"
             ) from None
         except PydanticSerializationError:
+            extra = _log_extra(reply_id, connection, spec.name)
             logger.exception("sync action returned a value that is not JSON", extra=extra)
             raise StreamerError(ErrorCode.INTERNAL_ERROR, _INTERNAL) from None
         except Exception:
+            extra = _log_extra(reply_id, connection, spec.name)
             logger.exception("sync action raised an unexpected exception", extra=extra)
             raise StreamerError(ErrorCode.INTERNAL_ERROR, _INTERNAL) from None
         return Response(timestamp=self._clock.now(), request_id=reply_id, data=data)
@@ -425,6 +422,11 @@ class Router:
 
     def _request_expiry(self, now: datetime) -> int:
         return int((now + timedelta(days=self._settings.request_ttl_days)).timestamp())
+
+
+def _log_extra(request_id: str, connection: Connection, action: str) -> dict[str, str]:
+    """The ids a log line about one request carries (built only when one is written)."""
+    return {"request_id": request_id, "connection_id": connection.connection_id, "action": action}
 
 
 def _storable_key(connection: Connection, request_id: str) -> RequestKey:

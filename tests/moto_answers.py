@@ -207,6 +207,14 @@ def plan_answers(client: Any) -> list[Any]:
             "UpdateExpression": "SET big = :big",
             "ExpressionAttributeValues": {":big": {"S": "y" * 405_000}},
         },
+        # near the limit: a replaced value still counts while it is replaced
+        *[
+            {
+                "UpdateExpression": f"SET {name} = :half REMOVE e",
+                "ExpressionAttributeValues": {":half": {"S": "z" * 200_000}},
+            }
+            for name in ("half", "half", "other")
+        ],
     ]
     answers: list[Any] = []
     for key in ("fresh", "again"):
@@ -220,4 +228,77 @@ def plan_answers(client: Any) -> list[Any]:
             except client.exceptions.ClientError as error:
                 answers.append(error.response["Error"])
     answers.append(client.scan(TableName="u")["Items"])
+    return answers
+
+
+CONDITIONS = [
+    "attribute_not_exists(pk)",
+    "attribute_exists(#s) AND #s = :p",
+    "#s = :p OR (#n > :one AND NOT #n >= :ten)",
+    "#n BETWEEN :one AND :ten",
+    "#s IN (:p, :q)",
+    "size(#s) < :ten AND begins_with(#s, :pre)",
+    "#n <> :one",
+    "attribute_type(#s, :type)",
+    "contains(#s, :pre)",
+]
+"""Condition shapes: functions, comparisons, IN, BETWEEN, NOT and parentheses (a
+malformed one makes moto raise outside its error answers, with or without the cache)."""
+
+
+def condition_answers(client: Any) -> list[Any]:
+    """Each condition on a PutItem and an UpdateItem, twice (the second time lexed
+    from the cache); every answer."""
+    client.create_table(
+        TableName="c",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    values = {
+        ":p": {"S": "PENDING"},
+        ":q": {"S": "DONE"},
+        ":one": {"N": "1"},
+        ":ten": {"N": "10"},
+        ":pre": {"S": "PEN"},
+        ":type": {"S": "S"},
+    }
+    client.put_item(TableName="c", Item={"pk": {"S": "a"}, "s": {"S": "PENDING"}, "n": {"N": "5"}})
+    answers: list[Any] = []
+    for _ in range(2):
+        for condition in CONDITIONS:
+            names = {"#s": "s", "#n": "n"}
+            used = {k: v for k, v in values.items() if k in condition}
+            used_names = {k: v for k, v in names.items() if k in condition}
+            extra: dict[str, Any] = {"ExpressionAttributeValues": used} if used else {}
+            if used_names:
+                extra["ExpressionAttributeNames"] = used_names
+            for call in ("put", "update"):
+                try:
+                    if call == "put":
+                        got = client.put_item(
+                            TableName="c",
+                            Item={"pk": {"S": "a"}, "s": {"S": "PENDING"}, "n": {"N": "5"}},
+                            ConditionExpression=condition,
+                            **extra,
+                        )
+                    else:
+                        got = client.update_item(
+                            TableName="c",
+                            Key={"pk": {"S": "a"}},
+                            UpdateExpression="SET touched = :t",
+                            ConditionExpression=condition,
+                            ReturnValues="ALL_NEW",
+                            **{
+                                **extra,
+                                "ExpressionAttributeValues": {
+                                    **used,
+                                    ":t": {"S": condition},
+                                },
+                            },
+                        )
+                    got.pop("ResponseMetadata")
+                    answers.append(got)
+                except client.exceptions.ClientError as error:
+                    answers.append(error.response["Error"])
     return answers

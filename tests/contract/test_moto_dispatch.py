@@ -53,3 +53,18 @@ def test_install_is_idempotent_and_uninstall_restores() -> None:
     moto_dispatch.uninstall()
     assert DomainDispatcherApplication.get_backend_for_host is wrapped.__wrapped__  # type: ignore[attr-defined]
     moto_dispatch.install()
+
+
+def test_a_handler_s_method_names_are_moto_s_and_kept_per_class() -> None:
+    from moto.core import responses, utils
+    from moto.dynamodb.responses import DynamoHandler
+
+    moto_dispatch.install()
+    listed = responses.method_names_from_class  # type: ignore[attr-defined]
+    assert listed is not utils.method_names_from_class
+    assert listed(DynamoHandler) == utils.method_names_from_class(DynamoHandler)
+    assert listed(DynamoHandler) is listed(DynamoHandler)
+    assert "update_item" in listed(DynamoHandler)
+    moto_dispatch.uninstall()
+    assert responses.method_names_from_class is utils.method_names_from_class  # type: ignore[attr-defined]
+    moto_dispatch.install()

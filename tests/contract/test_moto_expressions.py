@@ -12,7 +12,7 @@ from moto import mock_aws
 from moto.dynamodb.parsing import validators
 from moto.dynamodb.parsing.ast_nodes import Node
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser
-from moto_answers import update_answers
+from moto_answers import condition_answers, update_answers
 
 from adapters import moto_expressions
 
@@ -127,6 +127,22 @@ def test_update_item_answers_are_the_ones_moto_gives(installed: None) -> None:
         assert update_answers(boto3.client("dynamodb", region_name="us-east-1")) == expected
     assert any("Error" not in str(answer) for answer in expected)
     assert sum("Code" in answer for answer in expected if isinstance(answer, dict)) >= 5
+
+
+def test_condition_answers_are_the_ones_moto_gives(installed: None) -> None:
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    moto_expressions.uninstall()
+    assert not hasattr(ConditionExpressionParser._lex_condition_expression, "__wrapped__")
+    with mock_aws():
+        expected = condition_answers(boto3.client("dynamodb", region_name="us-east-1"))
+    moto_expressions.install()
+    assert hasattr(ConditionExpressionParser._lex_condition_expression, "__wrapped__")
+    with mock_aws():
+        assert condition_answers(boto3.client("dynamodb", region_name="us-east-1")) == expected
+    codes = [a.get("Code") for a in expected if "Code" in a]
+    assert "ConditionalCheckFailedException" in codes
+    assert len(codes) < len(expected)
 
 
 def test_install_is_idempotent_and_uninstall_restores(installed: None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import re
@@ -217,3 +218,16 @@ def test_stop_closes_open_keep_alive_connections() -> None:
         server.stop()
         assert sock.recv(1) == b""
     server.stop()  # idempotent
+
+
+async def test_it_starts_and_stops_from_inside_a_running_loop() -> None:
+    server = LocalMotoServer()
+    server.start()
+    try:
+        reader, writer = await asyncio.open_connection(*server.get_host_and_port())
+        writer.write(_request("DynamoDB_20120810.ListTables", b"{}", close=True))
+        answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200 ")
+    finally:
+        server.stop()

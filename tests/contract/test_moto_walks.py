@@ -107,3 +107,31 @@ def test_install_is_idempotent_and_uninstall_restores() -> None:
         patch.uninstall()
         assert getattr(owner, name) is patched.__wrapped__
         patch.install()
+
+
+def test_an_item_s_copy_is_the_tree_deepcopy_makes_and_shares_nothing_mutable() -> None:
+    import copy
+
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    attrs = {
+        "pk": {"S": "k"},
+        "m": {"M": {"l": {"L": [{"N": "1"}, {"M": {"b": {"B": b"\x00"}}}]}, "ss": {"SS": ["a"]}}},
+        "t": {"BOOL": True},
+        "z": {"NULL": True},
+        "ns": {"NS": ["1", "2"]},
+    }
+    item = Item(DynamoType({"S": "k"}), None, attrs)
+    moto_items.uninstall()
+    expected = copy.deepcopy(item)
+    moto_items.install()
+    copied = copy.deepcopy(item)
+
+    assert type(copied) is Item
+    assert type(copied.attrs) is type(expected.attrs)
+    assert copied.to_json() == expected.to_json() == item.to_json()
+    assert copied.hash_key == expected.hash_key
+    copied.attrs["m"].value["l"].value.append(DynamoType({"S": "new"}))
+    copied.attrs["m"].value["ss"].value.append("b")
+    copied.attrs["ns"].value.append("3")
+    assert item.to_json() == expected.to_json()

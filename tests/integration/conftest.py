@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -89,6 +90,38 @@ class GateParams(BaseModel):
 async def echo(req: Request[dict[str, Any]]) -> dict[str, Any]:
     """Answers with its payload."""
     return {"echo": req.payload}
+
+
+FRAME_MARK: contextvars.ContextVar[str] = contextvars.ContextVar("frame_mark", default="unset")
+"""Set by `mark_context`: a frame must never see another frame's value."""
+
+
+@test_app.action("mark_context", mode="sync")
+async def mark_context(req: Request[dict[str, Any]]) -> dict[str, Any]:
+    """Answers with the context variable it found, after setting it to its own id."""
+    seen = FRAME_MARK.get()
+    FRAME_MARK.set(req.request_id)
+    return {"seen": seen}
+
+
+@test_app.action("sync_gate", mode="sync", timeout=30)
+async def sync_gate(req: Request[GateParams]) -> dict[str, Any]:
+    """A sync action that waits until the test opens its gate."""
+    STEERING.mark_started(req.request_id)
+    await STEERING.gate(req.payload.gate).wait()
+    return {"gate": req.payload.gate}
+
+
+@test_app.action("own_timeout", mode="sync")
+async def own_timeout(req: Request[dict[str, Any]]) -> dict[str, Any]:
+    """Waits under its own short `asyncio.timeout` and reports that it fired: the
+    timeout cancels the task this frame runs in, and nothing else."""
+    try:
+        async with asyncio.timeout(0.05):
+            await asyncio.Event().wait()
+    except TimeoutError:
+        return {"timed_out": True}
+    return {"timed_out": False}
 
 
 @test_app.action("count", mode="async", timeout=60)

@@ -18,9 +18,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from streamer.models import Connection, ConnectionId, TenantId, UserId
 
 if TYPE_CHECKING:
-    from conftest import EmulatorFactory
+    from conftest import EmulatorFactory, Steering
 
-from emulator.testing import EmulatorHarness, recv_json, request, send_json
+from emulator.testing import MESSAGE_TIMEOUT_S, EmulatorHarness, recv_json, request, send_json
 
 
 async def _refusal_status(url: str) -> int:
@@ -146,6 +146,52 @@ async def test_a_sync_action_is_answered_on_the_same_socket(emulator: EmulatorHa
     assert reply["success"] is True
     assert reply["data"] == {"echo": {"hello": "world"}}
     assert reply["timestamp"].endswith("Z")
+
+
+async def test_permessage_deflate_is_never_negotiated(emulator: EmulatorHarness) -> None:
+    """API Gateway does not compress frames; the client offers it (websockets does by
+    default) and the emulator declines."""
+    async with emulator.connect() as ws:
+        assert ws.request is not None
+        assert ws.response is not None
+        assert "permessage-deflate" in ws.request.headers.get("Sec-WebSocket-Extensions", "")
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        assert (await request(ws, {"action": "ping"}))["type"] == "response"
+
+
+async def test_a_waiting_sync_action_does_not_hold_up_the_next_frame(
+    emulator: EmulatorHarness, steering: Steering
+) -> None:
+    async with emulator.connect() as ws:
+        await send_json(ws, {"id": "slow", "action": "sync_gate", "payload": {"gate": "g"}})
+        await asyncio.wait_for(steering.started_event("slow").wait(), MESSAGE_TIMEOUT_S)
+        await send_json(ws, {"id": "quick", "action": "echo", "payload": {"n": 1}})
+        assert (await recv_json(ws))["request_id"] == "quick"
+        steering.gate("g").set()
+        slow = await recv_json(ws)
+        assert (slow["request_id"], slow["data"]) == ("slow", {"gate": "g"})
+        assert (await request(ws, {"id": "after", "action": "echo"}))["request_id"] == "after"
+
+
+async def test_a_sync_actions_own_timeout_cancels_only_its_frame(
+    emulator: EmulatorHarness,
+) -> None:
+    """The action's `asyncio.timeout` is bound to the task the frame runs in: it
+    fires there, and the socket goes on reading."""
+    async with emulator.connect() as ws:
+        for attempt in range(2):
+            reply = await request(ws, {"id": f"t{attempt}", "action": "own_timeout"})
+            assert reply["data"] == {"timed_out": True}
+        assert (await request(ws, {"id": "after", "action": "echo"}))["request_id"] == "after"
+
+
+async def test_a_context_variable_a_frame_sets_is_not_seen_by_the_next(
+    emulator: EmulatorHarness,
+) -> None:
+    async with emulator.connect() as ws:
+        for request_id in ("m1", "m2", "m3"):
+            reply = await request(ws, {"id": request_id, "action": "mark_context"})
+            assert reply["data"] == {"seen": "unset"}
 
 
 async def test_a_binary_frame_closes_the_socket_with_1003(emulator: EmulatorHarness) -> None:
