@@ -6,7 +6,9 @@ Two kinds of session make the same clients: the process's aioboto3 session
 face (the Lambda functions: botocore is what Lambda's runtime ships, it imports
 in a fraction of aiobotocore's aiohttp stack, and its connection pool notices a
 socket the server closed while the container was frozen instead of failing on
-it and retrying).
+it and retrying). A third, `adapters.awsjson.AwsJsonSession`, takes the same
+`client_kwargs` for DynamoDB and its Streams on a local plain-HTTP endpoint:
+the emulator's calls to its embedded moto.
 
 Clients made with `client_kwargs` retry throttling, 5xx and connection errors
 with backoff (botocore's standard retry mode), time out instead of hanging, and

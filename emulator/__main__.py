@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from adapters.sigv4 import DevCredentials
 from emulator.guard import parse_networks
-from emulator.server import Emulator, EmulatorConfig
+from emulator.server import DYNAMODB_CLIENT_KINDS, DynamoDBClientKind, Emulator, EmulatorConfig
 from streamer.cli import emulator_http_port
 from streamer.logs import configure_logging
 from streamer.settings import Settings, SettingsError
@@ -67,6 +67,13 @@ def _positive(text: str) -> float:
     if not value > 0:
         raise ValueError(text)
     return value
+
+
+def _client_kind(text: str) -> DynamoDBClientKind:
+    for kind in DYNAMODB_CLIENT_KINDS:
+        if text.strip().lower() == kind:
+            return kind
+    raise ValueError(text)
 
 
 def _flag(text: str) -> bool:
@@ -124,6 +131,13 @@ def _parser() -> argparse.ArgumentParser:
         "--dynamodb-endpoint",
         metavar="URL",
         help="DynamoDB endpoint (env DYNAMODB_ENDPOINT_URL); absent: an embedded moto server",
+    )
+    add(
+        "--dynamodb-client",
+        choices=DYNAMODB_CLIENT_KINDS,
+        help="client of the stores and the stream: awsjson (lean, plain-HTTP moto or "
+        "DynamoDB Local), aioboto3, or auto: awsjson on the embedded moto "
+        "(env EMULATOR_DYNAMODB_CLIENT; auto)",
     )
     add(
         "--poll-interval",
@@ -271,6 +285,10 @@ def parse_config(argv: Sequence[str] | None = None) -> EmulatorConfig:
                 args.save_interval,
                 _env("EMULATOR_SAVE_INTERVAL", _positive, defaults.save_interval_s),
             ),
+            dynamodb_client=_first(
+                args.dynamodb_client,
+                _env("EMULATOR_DYNAMODB_CLIENT", _client_kind, defaults.dynamodb_client),
+            ),
         )
         config = dataclasses.replace(config, **_security_fields(args))
     except _StartupError as exc:
@@ -324,7 +342,8 @@ def banner(emulator: Emulator) -> str:
     assert emulator.http is not None
     ws_url = f"ws://{shown}:{emulator.gateway.port}"
     http_url = f"http://{shown}:{emulator.http.port}"
-    moto = " (embedded moto)" if emulator.is_moto_embedded else ""
+    where = "embedded moto, " if emulator.is_moto_embedded else ""
+    moto = f" ({where}{emulator.dynamodb_client} client)"
     assert emulator.app is not None
     lines = [
         f"Streamer emulator: app {emulator.app.name!r}, "

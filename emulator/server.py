@@ -14,9 +14,10 @@ import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 from adapters.aws import client_kwargs, get_session
+from adapters.awsjson import get_awsjson_session
 from adapters.dynamodb import DynamoDBStores, create_tables, open_stores
 from adapters.jwks import UrllibJwksFetcher
 from adapters.sigv4 import DevCredentials, load_or_create_dev_credentials
@@ -37,12 +38,22 @@ from streamer.services import Services, build_services, build_verifier
 from streamer.settings import Settings
 from streamer.tokens import DevKeys, load_or_create_dev_keys, mint_token
 
-__all__ = ["CHECKPOINT_FILE", "Emulator", "EmulatorConfig"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "DYNAMODB_CLIENT_KINDS",
+    "DynamoDBClientKind",
+    "Emulator",
+    "EmulatorConfig",
+]
 
 log = logging.getLogger("emulator")
 
 CHECKPOINT_FILE = "stream-checkpoints.json"
 """Name of the poller's checkpoint file under the state folder."""
+
+DynamoDBClientKind = Literal["auto", "awsjson", "aioboto3"]
+DYNAMODB_CLIENT_KINDS: Final[tuple[DynamoDBClientKind, ...]] = ("auto", "awsjson", "aioboto3")
+"""What `EmulatorConfig.dynamodb_client` may be."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +108,11 @@ class EmulatorConfig:
             not read closes the socket with 1001 (and `$disconnect` runs).
         table_check_interval_s: with `create_tables`, how often the tables are
             looked for; missing ones (DynamoDB came back empty) are created again.
+        dynamodb_client: the client of the stores, the stream poller and the table
+            saver: `awsjson` (`adapters.awsjson`, a fraction of aiobotocore's CPU per
+            call, for a plain-HTTP moto or DynamoDB Local), `aioboto3`, or `auto`:
+            awsjson on the embedded moto, aioboto3 on any other endpoint. Table
+            creation and the management API stay on aioboto3.
     """
 
     settings: Settings = field(default_factory=Settings)
@@ -128,6 +144,7 @@ class EmulatorConfig:
     write_timeout_s: float = 10.0
     table_check_interval_s: float = 2.0
     jwks_min_refetch_s: float = JWKS_MIN_REFETCH_S
+    dynamodb_client: DynamoDBClientKind = "auto"
 
 
 class Emulator:
@@ -149,6 +166,8 @@ class Emulator:
         """What the management API accepts (and this emulator signs with)."""
         self.dynamodb_endpoint: str | None = config.settings.dynamodb_endpoint_url
         self.is_moto_embedded = False
+        self.dynamodb_client: DynamoDBClientKind = config.dynamodb_client
+        """The client the stores use (`auto` resolved at start)."""
         self.services: Services | None = None
         self.stores: DynamoDBStores | None = None
         self.registry = SocketRegistry()
@@ -209,6 +228,7 @@ class Emulator:
             "connections": len(self.registry),
             "dynamodb_endpoint": self.dynamodb_endpoint,
             "moto_embedded": self.is_moto_embedded,
+            "dynamodb_client": self.dynamodb_client,
             "poller": {
                 "lag_ms": round(poller.lag_ms, 1) if poller else None,
                 "in_flight": poller.in_flight if poller else 0,
@@ -267,6 +287,11 @@ class Emulator:
             jwks_min_refetch_s=config.jwks_min_refetch_s,
         )
         session = get_session()
+        if self.dynamodb_client == "auto":
+            self.dynamodb_client = "awsjson" if self.is_moto_embedded else "aioboto3"
+        # The calls of every request (stores, stream, saves): the lean client where the
+        # endpoint is a local moto; aiobotocore's CPU per call bounded the loop there.
+        store_session = get_awsjson_session() if self.dynamodb_client == "awsjson" else session
         if config.create_tables:
             created = await create_tables(settings, session=session)
             if created:
@@ -276,12 +301,14 @@ class Emulator:
             # save sees the requests the drain handed back to PENDING.
             self.table_state = TableState(
                 settings,
-                session=session,
+                session=store_session,
                 path=config.state_dir / STATE_FILE,
                 interval_s=config.save_interval_s,
             )
             self._stack.push_async_callback(self.table_state.close)
-        self.stores = await self._stack.enter_async_context(open_stores(settings, session=session))
+        self.stores = await self._stack.enter_async_context(
+            open_stores(settings, session=store_session)
+        )
 
         local = LocalNotifier(self.registry, frame_policy=settings.frame_policy)
         assert self.management_credentials is not None
@@ -322,7 +349,7 @@ class Emulator:
 
         if config.process_stream:
             streams_client = await self._stack.enter_async_context(
-                session.client("dynamodbstreams", **client_kwargs(settings))
+                store_session.client("dynamodbstreams", **client_kwargs(settings))
             )
             reader = ShardReader(
                 streams=streams_client,

@@ -66,14 +66,15 @@ LEFT_OUT_MODULES: Final = frozenset(
     {
         "adapters/aws_lambda/bundle.py",
         "adapters/commands.py",
-        "adapters/moto_server.py",
         "streamer/cli.py",
         "streamer/client.py",
         "streamer/testing.py",
+        *(f"adapters/{m.name}" for m in Path(__file__).resolve().parents[1].glob("moto_*.py")),
     }
 )
 """Project modules no handler imports: the `streamer` command and this builder,
-the SDK client (needs websockets), the moto helper (needs moto), the test fakes."""
+the SDK client (needs websockets), the local moto server and its patches of moto
+(`adapters/moto_*.py`, need moto), the test fakes."""
 MANIFEST_NAME: Final = "streamer-bundle.json"
 _ARCHES: Final = {"x86_64": "x86_64", "arm64": "aarch64"}
 _SKIPPED_DIRS: Final = frozenset({"__pycache__", "tests", "test"})

@@ -197,6 +197,8 @@ def emulator_factory(
             "poll_interval_s": 0.02,
             "drain_timeout_s": 2.0,
             "create_tables": False,
+            # The shared moto is the server the emulator embeds: its client, as `make run`.
+            "dynamodb_client": "awsjson",
         }
         config = EmulatorConfig(settings=core, **(defaults | overrides))
         async with Emulator(config) as emulator:

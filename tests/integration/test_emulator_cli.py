@@ -62,6 +62,17 @@ def test_defaults_follow_design_section_8(monkeypatch: pytest.MonkeyPatch) -> No
     assert config.save_interval_s == 5
 
 
+def test_the_dynamodb_client_is_auto_unless_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EMULATOR_DYNAMODB_CLIENT", raising=False)
+    assert parse_config([]).dynamodb_client == "auto"
+    monkeypatch.setenv("EMULATOR_DYNAMODB_CLIENT", "AioBoto3")
+    assert parse_config([]).dynamodb_client == "aioboto3"
+    assert parse_config(["--dynamodb-client", "awsjson"]).dynamodb_client == "awsjson"
+    monkeypatch.setenv("EMULATOR_DYNAMODB_CLIENT", "boto")
+    with pytest.raises(SettingsError, match="EMULATOR_DYNAMODB_CLIENT"):
+        parse_config([])
+
+
 def test_a_malformed_environment_value_is_one_clear_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -176,6 +187,8 @@ def test_compose_runs_moto_with_a_healthcheck_and_the_emulator_after_it() -> Non
     assert {"127.0.0.1:3001:3001", "127.0.0.1:3002:3002"} == set(emulator["ports"])
     environment = emulator["environment"]
     assert environment["DYNAMODB_ENDPOINT_URL"] == "http://moto:5000"
+    # Its moto is the emulator's own local server: the lean client is correct on it.
+    assert environment["EMULATOR_DYNAMODB_CLIENT"] == "awsjson"
     assert environment["EMULATOR_HOST"] == "0.0.0.0"
     assert "/health" in " ".join(emulator["healthcheck"]["test"])
 

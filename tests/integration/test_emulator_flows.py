@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from websockets.asyncio.client import ClientConnection
 
+from adapters.awsjson import AwsJsonClient
 from adapters.dynamodb import open_stores
 from emulator.server import CHECKPOINT_FILE, Emulator, EmulatorConfig
 from emulator.testing import (
@@ -314,6 +315,10 @@ async def test_the_emulator_runs_on_an_embedded_moto_server_with_dev_keys(
     )
     async with Emulator(config) as emulator:
         assert emulator.is_moto_embedded
+        # Its calls go through the lean client; table creation stays on aioboto3.
+        assert emulator.health()["dynamodb_client"] == "awsjson"
+        assert emulator.stores is not None
+        assert isinstance(emulator.stores.client, AwsJsonClient)
         assert emulator.dev_keys is not None
         assert (tmp_path / "state" / "dev_private.pem").exists()
         harness = EmulatorHarness(emulator=emulator, private_pem=emulator.dev_keys.private_pem)

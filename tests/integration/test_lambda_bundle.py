@@ -81,6 +81,7 @@ def test_the_bundle_holds_the_project_and_no_tests_or_emulator(bundle: Path) -> 
 def test_the_bundle_leaves_out_what_no_handler_can_import(bundle: Path) -> None:
     names = set(zipfile.ZipFile(bundle).namelist())
     assert {"adapters/moto_server.py", "streamer/client.py", "streamer/cli.py"} <= LEFT_OUT_MODULES
+    assert {"adapters/moto_http.py", "adapters/moto_updates.py"} <= LEFT_OUT_MODULES
     assert {"adapters/aws_lambda/bundle.py", "adapters/commands.py"} <= LEFT_OUT_MODULES
     assert not [n for n in names if n in LEFT_OUT_MODULES]
     for module in LEFT_OUT_MODULES:

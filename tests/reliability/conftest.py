@@ -159,6 +159,9 @@ def start_emulator(
             "drain_timeout_s": 2.0,
             "create_tables": False,
             "sweep_interval_s": 0.25,
+            # Every moto here is a local plain-HTTP one: the client `make run` uses on its
+            # own, also through the outages (resets, refusals, restarts) these tests make.
+            "dynamodb_client": "awsjson",
         }
         fields.update(overrides)
         async with Emulator(EmulatorConfig(**fields)) as emulator:
