@@ -92,7 +92,8 @@ def _idle_scenario(bench: Bench) -> None:
     # A fresh emulator on a standalone moto: the emulator's memory growth is
     # then only the idle connections', the database's is measured apart.
     with start_moto() as moto:
-        args = ("--dynamodb-endpoint", moto.http_url or "")
+        # The standalone moto is the emulator's own server: the emulator's client for it.
+        args = ("--dynamodb-endpoint", moto.http_url or "", "--dynamodb-client", "awsjson")
         with bench.start_emulator("emulator-idle", args) as emulator:
             # Its clean shutdown runs every idle socket's $disconnect: not measured.
             emulator.stop_timeout_s = 5.0 if bench.profile_dir is None else 60.0
@@ -109,7 +110,14 @@ def _push_scenario(bench: Bench) -> None:
     with start_moto() as moto:
         # The holder's sockets are idle between levels: keep API Gateway's 10-minute
         # idle close out of the measurement.
-        args = ("--dynamodb-endpoint", moto.http_url or "", "--idle-timeout", "7200")
+        args = (
+            "--dynamodb-endpoint",
+            moto.http_url or "",
+            "--dynamodb-client",
+            "awsjson",
+            "--idle-timeout",
+            "7200",
+        )
         with bench.start_emulator("emulator-push", args) as emulator:
             emulator.stop_timeout_s = 5.0 if bench.profile_dir is None else 60.0
             _step(bench.results, "push", lambda: push.run(bench, emulator), (emulator, moto))

@@ -95,19 +95,36 @@ class _Compiler:
         self._needed[shape.name] = needed
         return needed
 
+    def _plain(self, shape: Shape) -> frozenset[str] | None:
+        """For a structure: the wire names of its members whose values pass unchanged,
+        so a value holding only those passes whole (every AttributeValue but M, L, B
+        and BS). None for any other shape, and on the way in for a structure with
+        required members (they must be checked)."""
+        if shape.type_name != "structure" or getattr(shape, "is_document_type", False):
+            return None
+        assert isinstance(shape, StructureShape)
+        if not self._output and shape.required_members:
+            return None
+        return frozenset(
+            name
+            for name, member in shape.members.items()
+            if member.serialization.get("name", name) == name
+            and not self._needs_walk(member, set())
+        )
+
     def _build(self, shape: Shape) -> Walk:
         kind = shape.type_name
         if kind == "structure":
             assert isinstance(shape, StructureShape)
             return self._output_structure(shape) if self._output else self._input_structure(shape)
-        if kind == "list":
-            item = self.walk(shape.member)  # type: ignore[attr-defined]
-            assert item is not None
-            return lambda values: [item(value) for value in values]
-        if kind == "map":
-            entry = self.walk(shape.value)  # type: ignore[attr-defined]
-            assert entry is not None
-            return lambda values: {key: entry(value) for key, value in values.items()}
+        if kind == "list" or kind == "map":
+            inner_shape = shape.member if kind == "list" else shape.value  # type: ignore[attr-defined]
+            inner = self.walk(inner_shape)
+            assert inner is not None
+            plain = self._plain(inner_shape)
+            if self._output:
+                return _parse_list(inner, plain) if kind == "list" else _parse_map(inner, plain)
+            return _serialize_list(inner, plain) if kind == "list" else _serialize_map(inner, plain)
         if kind == "blob":
             return base64.b64decode if self._output else _BOTOCORE._get_base64
         if kind == "timestamp":
@@ -124,8 +141,11 @@ class _Compiler:
         }
         required = frozenset(shape.required_members)
         shape_name = shape.name
+        plain = self._plain(shape)
 
         def serialize(value: Any) -> Any:
+            if plain is not None and plain.issuperset(value):
+                return value  # every member passes unchanged (an AttributeValue's S, N, ...)
             serialized = {}
             for key, item in value.items():
                 found = members.get(key)
@@ -151,10 +171,18 @@ class _Compiler:
             for name, member in shape.members.items()
         }
         is_union = bool(getattr(shape, "is_tagged_union", False))
+        same_named = frozenset(wire for wire, (name, _) in members.items() if wire == name)
+        walks = {wire: inner for wire, (_, inner) in members.items() if inner is not None}
+        walked = frozenset(walks)
 
         def parse(value: Any) -> Any:
             if value is None:
                 return None
+            if same_named.issuperset(value) and None not in value.values():
+                # Known, non-null members only: walked in place (the decoded JSON's own).
+                for wire_name in walked.intersection(value):
+                    value[wire_name] = walks[wire_name](value[wire_name])
+                return value
             parsed = {}
             for wire_name, item in value.items():
                 found = members.get(wire_name)
@@ -169,6 +197,88 @@ class _Compiler:
             return parsed
 
         return parse
+
+
+def _parse_list(item: Walk, plain: frozenset[str] | None) -> Walk:
+    """Items walked in place (the list is the decoded JSON's own); a structure holding
+    only plain, non-null members is left as decoded, checked inline (no call)."""
+    if plain is None:
+
+        def parse_all(values: Any) -> Any:
+            for index, value in enumerate(values):
+                values[index] = item(value)
+            return values
+
+        return parse_all
+    passes = plain.issuperset
+
+    def parse(values: Any) -> Any:
+        for index, value in enumerate(values):
+            if type(value) is not dict or not passes(value) or None in value.values():
+                values[index] = item(value)
+        return values
+
+    return parse
+
+
+def _parse_map(entry: Walk, plain: frozenset[str] | None) -> Walk:
+    """Values walked in place (the map is the decoded JSON's own); a structure holding
+    only plain, non-null members is left as decoded, checked inline (no call)."""
+    if plain is None:
+
+        def parse_all(values: Any) -> Any:
+            for key, value in values.items():
+                values[key] = entry(value)
+            return values
+
+        return parse_all
+    passes = plain.issuperset
+
+    def parse(values: Any) -> Any:
+        for key, value in values.items():
+            if type(value) is not dict or not passes(value) or None in value.values():
+                values[key] = entry(value)
+        return values
+
+    return parse
+
+
+def _serialize_list(item: Walk, plain: frozenset[str] | None) -> Walk:
+    """The caller's list when no item changes, else a copy: parameters are never changed."""
+    passes = plain.issuperset if plain is not None else None
+
+    def serialize(values: Any) -> Any:
+        copied: list[Any] | None = None
+        for index, value in enumerate(values):
+            if passes is not None and type(value) is dict and passes(value):
+                continue
+            walked = item(value)
+            if walked is not value:
+                if copied is None:
+                    copied = list(values)
+                copied[index] = walked
+        return values if copied is None else copied
+
+    return serialize
+
+
+def _serialize_map(entry: Walk, plain: frozenset[str] | None) -> Walk:
+    """The caller's map when no value changes, else a copy: parameters are never changed."""
+    passes = plain.issuperset if plain is not None else None
+
+    def serialize(values: Any) -> Any:
+        copied: dict[Any, Any] | None = None
+        for key, value in values.items():
+            if passes is not None and type(value) is dict and passes(value):
+                continue
+            walked = entry(value)
+            if walked is not value:
+                if copied is None:
+                    copied = dict(values)
+                copied[key] = walked
+        return values if copied is None else copied
+
+    return serialize
 
 
 def _late(cell: list[Walk | None]) -> Walk:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import dataclasses
 import json
 import socket
@@ -74,6 +75,11 @@ def _wire(value: Any) -> Any:
 REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("dynamodb", "PutItem", {"TableName": "t", "Item": ITEM, "ConditionExpression": "a = :a"}),
     ("dynamodb", "PutItem", {"TableName": "t", "Item": {"k": {"B": "text blob"}}}),
+    (
+        "dynamodb",
+        "PutItem",
+        {"TableName": "t", "Item": {"k": {"S": "v"}, "m": {"M": {"b": {"L": [{"B": "x"}]}}}}},
+    ),
     ("dynamodb", "GetItem", {"TableName": "t", "Key": {"k": {"S": "v"}}, "ConsistentRead": True}),
     (
         "dynamodb",
@@ -129,6 +135,18 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
 RESPONSES: list[tuple[str, str, dict[str, Any]]] = [
     ("dynamodb", "GetItem", {"Item": _wire(ITEM)}),
     ("dynamodb", "GetItem", {}),
+    (
+        "dynamodb",
+        "GetItem",
+        {
+            "Item": {
+                "nulled": {"S": "a", "NULL": None},
+                "unknown": {"S": "b", "Later": 1},
+                "nested": {"M": {"m": {"B": "AA==", "S": None}, "l": {"L": [{"X": 1, "N": "1"}]}}},
+            },
+            "ConsumedCapacity": {"TableName": "t", "CapacityUnits": 1.0, "Unmodelled": None},
+        },
+    ),
     ("dynamodb", "UpdateItem", {"Attributes": _wire(ITEM), "Unmodelled": {"x": 1}}),
     (
         "dynamodb",
@@ -226,6 +244,17 @@ def test_a_parsed_answer_is_botocores(service: str, name: str, body: dict[str, A
     theirs.pop("ResponseMetadata")
 
     assert compile_output(operation.output_shape)(json.loads(raw)) == theirs
+
+
+@pytest.mark.parametrize(("service", "name", "params"), REQUESTS)
+def test_the_callers_parameters_are_never_changed(
+    service: str, name: str, params: dict[str, Any]
+) -> None:
+    before = copy.deepcopy(params)
+
+    compile_input(_operation(service, name).input_shape)(params)
+
+    assert params == before
 
 
 def test_an_unknown_parameter_is_refused_before_sending() -> None:
