@@ -468,28 +468,31 @@ class Emulator:
         settings = self.settings
         names = (settings.connections_table, settings.requests_table, settings.subscriptions_table)
         recreated = 0
-        async with get_session().client("dynamodb", **client_kwargs(settings)) as client:
-            while True:
-                await asyncio.sleep(self.config.table_check_interval_s)
-                seen: dict[str, Any] = {"checked_at": _now_text()}
-                try:
-                    missing = [name for name in names if not await _exists(client, name)]
-                    if missing:
-                        log.warning("tables are missing, creating them again: %s", missing)
-                        await create_tables(settings)
-                        recreated += 1
-                        log.warning("created the missing tables again: %s", missing)
-                        seen.update(last_missing=missing, recreated_at=_now_text())
-                    seen["status"] = "ok"
-                except Exception as exc:  # DynamoDB unreachable: look again at the next tick
-                    log.warning("could not check the tables: %s", type(exc).__name__)
-                    seen["status"] = "unreachable"
-                previous = self._tables
-                for key in ("last_missing", "recreated_at"):
-                    if key not in seen and key in previous:
-                        seen[key] = previous[key]
-                seen["recreated"] = recreated
-                self._tables = seen
+        # The stores' own client: no second client (and its first-call set-up, which
+        # for aiobotocore loads the CA bundle even for http://) just to look.
+        assert self.stores is not None
+        client: Any = self.stores.client
+        while True:
+            await asyncio.sleep(self.config.table_check_interval_s)
+            seen: dict[str, Any] = {"checked_at": _now_text()}
+            try:
+                missing = [name for name in names if not await _exists(client, name)]
+                if missing:
+                    log.warning("tables are missing, creating them again: %s", missing)
+                    await create_tables(settings)
+                    recreated += 1
+                    log.warning("created the missing tables again: %s", missing)
+                    seen.update(last_missing=missing, recreated_at=_now_text())
+                seen["status"] = "ok"
+            except Exception as exc:  # DynamoDB unreachable: look again at the next tick
+                log.warning("could not check the tables: %s", type(exc).__name__)
+                seen["status"] = "unreachable"
+            previous = self._tables
+            for key in ("last_missing", "recreated_at"):
+                if key not in seen and key in previous:
+                    seen[key] = previous[key]
+            seen["recreated"] = recreated
+            self._tables = seen
 
     async def _sweep_forever(self) -> None:
         assert self.services is not None
