@@ -4,6 +4,8 @@ reused for progress within an interval and looked up afresh for outcomes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -97,6 +99,22 @@ def types(core: Core, cid: str) -> list[str]:
     return [m["type"] for m in core.received(cid)]
 
 
+@contextlib.asynccontextmanager
+async def held_lookup(core: Core, request: AsyncRequest) -> AsyncIterator[None]:
+    """A progress message (10 %) whose subscriber lookup waits inside the block
+    and finishes, with the message sent, when the block ends."""
+    subscriptions = core.subscriptions
+    assert isinstance(subscriptions, CountingSubscriptions)
+    hold = subscriptions.hold = asyncio.Event()
+    sending = asyncio.create_task(core.delivery.to_request(request, progress(core, request, 10)))
+    await asyncio.wait_for(subscriptions.holding.wait(), 5)
+    try:
+        yield
+    finally:
+        hold.set()
+        await sending
+
+
 async def test_progress_reuses_the_subscriber_list_within_the_interval(core: Core) -> None:
     request = await running_request(core)
     await follow_elsewhere(core, request, "c2")
@@ -113,14 +131,8 @@ async def test_progress_reuses_the_subscriber_list_within_the_interval(core: Cor
 async def test_a_lookup_slower_than_the_interval_is_still_reused(core: Core) -> None:
     """A busy store: the list is reused for an interval from when it arrived."""
     request = await running_request(core)
-    subscriptions = core.subscriptions
-    assert isinstance(subscriptions, CountingSubscriptions)
-    hold = subscriptions.hold = asyncio.Event()
-    sending = asyncio.create_task(core.delivery.to_request(request, progress(core, request, 10)))
-    await asyncio.wait_for(subscriptions.holding.wait(), 5)
-    core.clock.advance(3)  # the lookup takes three intervals
-    hold.set()
-    await sending
+    async with held_lookup(core, request):
+        core.clock.advance(3)  # the lookup takes three intervals
     for step in range(5):
         core.clock.advance(0.1)
         await core.delivery.to_request(request, progress(core, request, 20 + step))
@@ -165,14 +177,8 @@ async def test_a_subscribe_routed_here_reaches_the_next_progress(core: Core) -> 
 async def test_a_lookup_that_overlaps_a_subscribe_is_not_reused(core: Core) -> None:
     """A list read before a subscription landed is not cached after it."""
     request = await running_request(core)
-    subscriptions = core.subscriptions
-    assert isinstance(subscriptions, CountingSubscriptions)
-    hold = subscriptions.hold = asyncio.Event()
-    sending = asyncio.create_task(core.delivery.to_request(request, progress(core, request, 10)))
-    await asyncio.wait_for(subscriptions.holding.wait(), 5)
-    await core.send(await core.connect("c2"), "subscribe", {"request_id": "r1"})
-    hold.set()
-    await sending
+    async with held_lookup(core, request):
+        await core.send(await core.connect("c2"), "subscribe", {"request_id": "r1"})
     await core.delivery.to_request(request, progress(core, request, 20))
     assert [m["percentage"] for m in core.received("c2")] == [20.0]
 
