@@ -150,8 +150,10 @@ class MotoProtocol(asyncio.Protocol):
         keep_alive = _keep_alive(version, headers)
         status, response_headers, content = self._answer(method, target, headers, body)
         self._write(status, response_headers, content, keep_alive=keep_alive)
-        if not keep_alive and self._transport is not None:
-            self._transport.close()
+        if not keep_alive:
+            self._buffer.clear()  # nothing after a `Connection: close` is answered
+            self.close()
+            return False
         return True
 
     def _answer(
@@ -159,10 +161,10 @@ class MotoProtocol(asyncio.Protocol):
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         host = headers.get("Host") or f"{self._host}:{self._port}"
         dispatch = handler_for_target(headers.get("X-Amz-Target", ""))
-        if dispatch is None or method != "POST":
-            return self._wsgi(method, target, host, headers, body)
         url = f"http://{host}{target}"
         try:
+            if dispatch is None or method != "POST":
+                return self._wsgi(method, target, host, headers, body)
             status, answer_headers, content = dispatch(
                 _MotoRequest(method, url, headers, body), url, headers
             )
@@ -172,7 +174,7 @@ class MotoProtocol(asyncio.Protocol):
             logger.error(
                 "moto raised %s on %s\n%s",
                 type(exc).__name__,
-                headers.get("X-Amz-Target"),
+                headers.get("X-Amz-Target") or f"{method} {target.partition('?')[0]}",
                 "".join(traceback.format_tb(exc.__traceback__)),
             )
             error = b'{"__type":"com.amazonaws.dynamodb.v20120810#InternalFailure"}'

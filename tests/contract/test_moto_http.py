@@ -15,6 +15,7 @@ import pytest
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.test import Client
 
+from adapters.moto_http import MotoProtocol
 from adapters.moto_server import LocalMotoServer
 
 AUTH = (
@@ -163,10 +164,10 @@ def test_pipelined_requests_are_answered_in_order_then_close_is_honoured(
     bad = _request("DynamoDB_20120810.GetItem", b'{"TableName": "missing", "Key": {}}')
     last = _request("DynamoDB_20120810.ListTables", b"{}", close=True)
 
-    received = _raw(front, list_tables + bad + last)
+    received = _raw(front, list_tables + bad + last + list_tables)
 
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
-    assert statuses == [b"200", b"400", b"200"]
+    assert statuses == [b"200", b"400", b"200"]  # nothing after the close
     assert received.count(b"Connection: close") == 1
 
 
@@ -207,6 +208,40 @@ def test_moto_failing_is_a_500_that_quotes_nothing(
     assert b"secret" not in received
     assert "RuntimeError" in caplog.text
     assert secret not in caplog.text
+
+
+class _Transport(asyncio.Transport):
+    """Collects what a protocol writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+
+def test_moto_s_app_failing_is_a_500_too(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(environ: Any, start_response: Any) -> Any:
+        raise RuntimeError("-".join(("secret", "path")))
+
+    protocol = MotoProtocol(broken, ("127.0.0.1", 1), set())
+    transport = _Transport()
+    protocol.connection_made(transport)
+    protocol.data_received(b"GET /moto-api/x?token=t HTTP/1.1\r\nHost: h\r\n\r\n")
+
+    assert transport.written.startswith(b"HTTP/1.1 500 ")
+    assert not transport.closed  # keep-alive: the next request is still read
+    assert "RuntimeError on GET /moto-api/x" in caplog.text
+    assert "secret-path" not in caplog.text
+    assert "token" not in caplog.text
 
 
 def test_stop_closes_open_keep_alive_connections() -> None:
