@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,7 +22,7 @@ from adapters.awsjson import AwsJsonSession
 from adapters.dynamodb.codec import to_item
 from adapters.dynamodb.items import request_attributes
 from adapters.dynamodb.tables import create_tables
-from bench.moto_calls import _request, _start_server
+from bench.moto_calls import _request, _start_server, bench_settings
 from streamer.settings import Settings
 
 SESSIONS: dict[str, Callable[[], Any]] = {"aioboto3": get_session, "awsjson": AwsJsonSession}
@@ -97,14 +96,7 @@ async def _measure(kind: str, settings: Settings, args: argparse.Namespace) -> d
 async def _run(args: argparse.Namespace) -> None:
     server = _start_server(frozenset())
     try:
-        settings = dataclasses.replace(
-            Settings(),
-            connections_table="bench-connections",
-            requests_table="bench-requests",
-            subscriptions_table="bench-subscriptions",
-            dynamodb_endpoint_url=server.http_url,
-            aws_region="us-east-1",
-        )
+        settings = bench_settings(server.http_url)
         await create_tables(settings)
         results = {kind: await _measure(kind, settings, args) for kind in args.kinds}
     finally:

@@ -164,17 +164,22 @@ class Figures:
         )
 
 
+def bench_settings(endpoint: str | None) -> Settings:
+    """Settings naming the bench's three tables on `endpoint`."""
+    return dataclasses.replace(
+        Settings(),
+        connections_table="bench-connections",
+        requests_table="bench-requests",
+        subscriptions_table="bench-subscriptions",
+        dynamodb_endpoint_url=endpoint,
+        aws_region="us-east-1",
+    )
+
+
 async def _run(args: argparse.Namespace, without: frozenset[str]) -> Figures:
     server = _start_server(without)
     try:
-        settings = dataclasses.replace(
-            Settings(),
-            connections_table="bench-connections",
-            requests_table="bench-requests",
-            subscriptions_table="bench-subscriptions",
-            dynamodb_endpoint_url=server.http_url,
-            aws_region="us-east-1",
-        )
+        settings = bench_settings(server.http_url)
         await create_tables(settings)
         session = get_session()
         total = args.warmup + args.requests
