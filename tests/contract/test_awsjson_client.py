@@ -10,7 +10,6 @@ import copy
 import dataclasses
 import json
 import socket
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -305,19 +304,9 @@ def test_the_signature_is_botocores(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def settings(moto_endpoint: str) -> Settings:
+def settings(dynamodb_settings: Settings) -> Settings:
     """Settings naming fresh tables on the shared moto server, created by aioboto3."""
-    suffix = uuid.uuid4().hex[:12]
-    made = dataclasses.replace(
-        Settings(),
-        connections_table=f"c-{suffix}",
-        requests_table=f"r-{suffix}",
-        subscriptions_table=f"s-{suffix}",
-        dynamodb_endpoint_url=moto_endpoint,
-        aws_region="us-east-1",
-    )
-    await create_tables(made)
-    return made
+    return dynamodb_settings
 
 
 @pytest.fixture
