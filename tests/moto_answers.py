@@ -4,17 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["put_answers", "update_answers"]
+__all__ = [
+    "CONDITIONS",
+    "STORE_UPDATES",
+    "condition_answers",
+    "plan_answers",
+    "put_answers",
+    "update_answers",
+]
 
 
-def update_answers(client: Any) -> list[Any]:
-    """A run of UpdateItems (each expression, errors included); every answer moto gives."""
+def _table(client: Any, name: str) -> None:
+    """A table keyed by a string `pk`, nothing else declared."""
     client.create_table(
-        TableName="t",
+        TableName=name,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
+
+
+def update_answers(client: Any) -> list[Any]:
+    """A run of UpdateItems (each expression, errors included); every answer moto gives."""
+    _table(client, "t")
     calls: list[dict[str, Any]] = [
         {
             "UpdateExpression": "SET #s = :s, #a = if_not_exists(#a, :z) + :o",
@@ -61,12 +73,7 @@ def update_answers(client: Any) -> list[Any]:
 def put_answers(client: Any) -> list[Any]:
     """PutItems of every attribute type, nested and near moto's 405,000-byte item
     limit on either side; every answer and the table after."""
-    client.create_table(
-        TableName="p",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    _table(client, "p")
     nested = {
         "M": {
             "s": {"S": "é" * 10},
@@ -249,12 +256,7 @@ malformed one makes moto raise outside its error answers, with or without the ca
 def condition_answers(client: Any) -> list[Any]:
     """Each condition on a PutItem and an UpdateItem, twice (the second time lexed
     from the cache); every answer."""
-    client.create_table(
-        TableName="c",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    _table(client, "c")
     values = {
         ":p": {"S": "PENDING"},
         ":q": {"S": "DONE"},
