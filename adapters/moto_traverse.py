@@ -15,6 +15,7 @@ Used by `LocalMotoServer`, which applies one request at a time.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any
 
@@ -64,8 +65,15 @@ def install() -> None:
                 parent_node.children[child_id] = node
         return node
 
+    walks_as_stock: dict[type, bool] = {}
+    """Traverser class → `takes_cached_walk`, asked once per class."""
+
     def traverse(self: Any, node: Any) -> Any:
-        if not takes_cached_walk(type(self)):
+        kind = type(self)
+        stock = walks_as_stock.get(kind)
+        if stock is None:
+            stock = walks_as_stock[kind] = takes_cached_walk(kind)
+        if not stock:
             return original(self, node)  # a walk of its own: keep it
         return walk(self, self._processing_map(), node, -1)
 
@@ -92,6 +100,7 @@ def takes_cached_walk(kind: type) -> bool:
     )
 
 
+@functools.cache
 def _ast_nodes() -> Any:
     """moto's AST module (untyped: `# type: ignore` at its top)."""
     return importlib.import_module("moto.dynamodb.parsing.ast_nodes")

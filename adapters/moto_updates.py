@@ -22,6 +22,7 @@ Used by `LocalMotoServer`, which applies one request at a time.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from typing import Any
@@ -221,11 +222,10 @@ class _Planner:
             _require(
                 definition["AttributeName"] != token or definition["AttributeType"] == value.type
             )
-        _require(value.value or value.type not in ("S", "B") or token not in self._key_names())
+        _require(
+            value.value or value.type not in ("S", "B") or token not in self._table.attribute_keys
+        )
         return name, value
-
-    def _key_names(self) -> Any:
-        return self._table.attribute_keys
 
     def _target(self, path: Any) -> tuple[str, str]:
         """A top-level attribute path: (its name, the token written: placeholder or name)."""
@@ -303,6 +303,7 @@ def _require(condition: bool) -> None:
         raise _Unplanned()
 
 
+@functools.cache
 def _moto(module: str) -> Any:
     """A module of `moto.dynamodb` (untyped: moto marks its parsers `type: ignore`)."""
     return importlib.import_module(f"moto.dynamodb.{module}")
