@@ -6,7 +6,9 @@ the tree before filling it in; for the emulator's claim and completion, the same
 few strings on every request, each parse costs 0.3-0.8 ms and each
 `copy.deepcopy` 0.25-0.5 ms. `install` wraps `UpdateExpressionParser.make` with a
 bounded cache of the trees it returns and gives the validator a `deepcopy` that
-copies such a tree node by node (~0.07 ms). moto changes a tree as it applies it
+copies such a tree node by node (~0.07 ms). A cached tree, checked once, is read
+into a `TreeCopier` that makes each further copy from that reading, without
+walking the tree or checking it again. moto changes a tree as it applies it
 (the validator's copy gets values in place of placeholders, `normalize` reorders
 its actions), so a cached tree is never handed out: every call gets a copy.
 A copy is made node by node only when that is provably what `copy.deepcopy` would
@@ -31,7 +33,7 @@ import functools
 import importlib
 from typing import Any
 
-__all__ = ["install", "uninstall"]
+__all__ = ["TreeCopier", "install", "uninstall"]
 
 _MARK = "_streamer_cached"
 _CACHED_EXPRESSIONS = 512
@@ -48,19 +50,19 @@ def install() -> None:
     parse = original.__func__
 
     @functools.lru_cache(maxsize=_CACHED_EXPRESSIONS)
-    def pristine(cls: type, expression: str) -> Any:
-        """moto's tree for `expression` (never handed out), or None when it cannot be
-        copied node by node. A string moto refuses raises each time (nothing cached)."""
+    def pristine(cls: type, expression: str) -> TreeCopier | None:
+        """How to copy moto's tree for `expression` (the tree is never handed out), or
+        None when it cannot be copied node by node. A string moto refuses raises each
+        time (nothing cached)."""
         tree = parse(cls, expression)
-        return tree if _checked_copy(tree) is not None else None
+        return TreeCopier(tree) if _checked_copy(tree) is not None else None
 
     @functools.wraps(parse)
     def make(cls: Any, expression_str: str) -> Any:
         if type(expression_str) is not str:
             return parse(cls, expression_str)
-        tree = pristine(cls, expression_str)
-        copied = None if tree is None else _checked_copy(tree)
-        return parse(cls, expression_str) if copied is None else copied
+        copier = pristine(cls, expression_str)
+        return parse(cls, expression_str) if copier is None else copier.copy()
 
     setattr(make, _MARK, True)
     parser.make = classmethod(make)
@@ -169,6 +171,53 @@ def _checked_copy(root: Any) -> Any:
         return copy(root, None, None)
     except _NotPlain:
         return None
+
+
+class TreeCopier:
+    """Makes what `_checked_copy(tree)` makes, for a tree it accepted and nothing
+    changes (the cache's own, never handed out), without walking or checking it again.
+
+    The tree is read once into its nodes in walk order: each node's class, its state
+    and its parent's position; then each node's children, a node by its position or
+    a leaf as it is. A copy is a new node per entry with that state, `parent` set to
+    the copy's node, and new `children` lists.
+    """
+
+    __slots__ = ("_children", "_nodes")
+
+    def __init__(self, tree: Any) -> None:
+        node_type = _moto("ast_nodes").Node
+        positions: dict[int, int] = {}
+        nodes: list[tuple[Any, dict[str, Any], int]] = []
+        children: list[tuple[int, list[tuple[int, Any]]]] = []
+
+        def read(node: Any, parent: int) -> int:
+            position = positions[id(node)] = len(nodes)
+            nodes.append((type(node), dict(node.__dict__), parent))
+            kids = node.__dict__.get("children")
+            if kids is not None:
+                spec = [
+                    (read(kid, position), None) if isinstance(kid, node_type) else (-1, kid)
+                    for kid in kids
+                ]
+                children.append((position, spec))
+            return position
+
+        read(tree, -1)
+        self._nodes = tuple(nodes)
+        self._children = tuple(children)
+
+    def copy(self) -> Any:
+        """A new tree: new nodes and `children` lists, the same immutable state and leaves."""
+        made: list[Any] = []
+        for cls, state, parent in self._nodes:
+            node = cls.__new__(cls)
+            node.__dict__.update(state)
+            node.parent = made[parent] if parent >= 0 else None
+            made.append(node)
+        for position, spec in self._children:
+            made[position].children = [made[j] if j >= 0 else leaf for j, leaf in spec]
+        return made[0]
 
 
 class _NotPlain(Exception):

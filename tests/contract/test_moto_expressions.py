@@ -85,6 +85,28 @@ def test_each_tree_is_the_one_moto_parses_and_shares_no_node(
 
 
 @pytest.mark.parametrize("expression", EXPRESSIONS)
+def test_a_copier_makes_the_checked_copy_again_whatever_its_copies_go_through(
+    expression: str,
+) -> None:
+    tree = UpdateExpressionParser.make(expression)
+    expected = shape(copy.deepcopy(tree))
+    copier = moto_expressions.TreeCopier(tree)
+    first = copier.copy()
+    assert shape(first) == expected
+    assert [list(vars(n)) for n in _nodes(first)] == [list(vars(n)) for n in _nodes(tree)]
+    for node in _nodes(first):  # what moto's validator and normalize do to their copy
+        node.parent = None
+        node.type = "changed"
+        if node.children is not None:
+            node.children.reverse()
+            node.children.append("added")
+    second = copier.copy()
+    assert shape(second) == expected
+    assert shape(tree) == expected
+    assert not {id(n) for n in _nodes(first)} & {id(n) for n in _nodes(second)}
+
+
+@pytest.mark.parametrize("expression", EXPRESSIONS)
 def test_the_validators_copy_is_a_deep_copy(expression: str) -> None:
     tree = UpdateExpressionParser.make(expression)
     copied = moto_expressions.deepcopy_tree(tree)
