@@ -1,5 +1,5 @@
 """moto builds an item checking its size once per attribute, not once per attribute pair,
-and copies items by a direct walk.
+and copies items and writes them out by direct walks.
 
 `moto.dynamodb.models.dynamo_type.Item.__init__` adds attributes one at a time
 to a `LimitedSizeDict`, whose `__setitem__` sums the size of every attribute
@@ -17,11 +17,19 @@ twice, two attributes holding one value after `SET b = a`, is copied twice where
 moto's memo copies it once; moto only reads these copies, for stream images and
 `ReturnValues`, so nothing can tell.)
 
+A map or list attribute is written out (`DynamoType.to_regular_json`, for every
+answer, stream image and `ReturnValues`) by deep-copying its value, then writing
+out each nested value, which deep-copies that value again: each level of nesting
+is copied once more. The walk here writes each value once, into new maps and
+lists holding the same strings (what the stock method gives: its copies share
+nothing mutable either), and base64-decodes a binary as it does.
+
 Used by `LocalMotoServer`, which applies one request at a time.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 from typing import Any
 
@@ -62,6 +70,7 @@ def install() -> None:
     setattr(__init__, _MARK, True)
     Item.__init__ = __init__  # type: ignore[method-assign]
     _install_copies()
+    _install_regular_json()
 
 
 def uninstall() -> None:
@@ -72,6 +81,7 @@ def uninstall() -> None:
     if getattr(method, _MARK, False):
         Item.__init__ = method.__wrapped__  # type: ignore[attr-defined,method-assign]
     _uninstall_copies()
+    _uninstall_regular_json()
 
 
 def _install_copies() -> None:
@@ -129,3 +139,49 @@ def _uninstall_copies() -> None:
         method = owner.__deepcopy__
         if getattr(method, _MARK, False):
             owner.__deepcopy__ = method.__wrapped__
+
+
+def _install_regular_json() -> None:
+    """Write out a value in one walk instead of a deep copy per level of nesting."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    stock = DynamoType.to_regular_json
+    if getattr(stock, _MARK, False):
+        return
+    b64decode = base64.b64decode
+
+    def nested(value: Any) -> Any:
+        """What the stock method puts in a map or list for `value` (a deep copy of it,
+        written out when it is a DynamoType)."""
+        kind = type(value)
+        if kind is DynamoType:
+            return to_regular_json(value)
+        if kind is str:
+            return value
+        copied = copy.deepcopy(value)
+        return copied.to_regular_json() if isinstance(copied, DynamoType) else copied
+
+    def to_regular_json(self: Any) -> dict[str, Any]:
+        value = self.value
+        kind = type(value)
+        if type(self) is not DynamoType or kind not in _PLAIN_VALUES:
+            return stock(self)
+        if kind is dict:
+            value = {key: nested(inner) for key, inner in value.items()}
+        elif kind is list:
+            value = [nested(inner) for inner in value]
+        if self.type == "B":
+            value = b64decode(value)
+        return {self.type: value}
+
+    to_regular_json.__wrapped__ = stock  # type: ignore[attr-defined]
+    setattr(to_regular_json, _MARK, True)
+    DynamoType.to_regular_json = to_regular_json  # type: ignore[method-assign]
+
+
+def _uninstall_regular_json() -> None:
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    method = DynamoType.to_regular_json
+    if getattr(method, _MARK, False):
+        DynamoType.to_regular_json = method.__wrapped__  # type: ignore[attr-defined,method-assign]

@@ -85,6 +85,7 @@ def test_the_stores_updates_are_planned_and_refusals_are_left_to_moto() -> None:
 
 
 def test_install_is_idempotent_and_uninstall_restores() -> None:
+    from moto.dynamodb.models.dynamo_type import DynamoType
     from moto.dynamodb.parsing.validators import UpdateExpressionValidator, Validator
 
     moto_updates.install()
@@ -98,6 +99,7 @@ def test_install_is_idempotent_and_uninstall_restores() -> None:
     for patch, owner, name in (
         (moto_traverse, moto_traverse._ast_nodes().DepthFirstTraverser, "traverse"),
         (moto_items, Item, "__init__"),
+        (moto_items, DynamoType, "to_regular_json"),
     ):
         patched = getattr(owner, name)
         patch.install()
@@ -135,3 +137,51 @@ def test_an_item_s_copy_is_the_tree_deepcopy_makes_and_shares_nothing_mutable() 
     copied.attrs["m"].value["ss"].value.append("b")
     copied.attrs["ns"].value.append("3")
     assert item.to_json() == expected.to_json()
+
+
+def test_a_value_is_written_out_as_moto_writes_it_and_shares_nothing_mutable() -> None:
+    import copy
+
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    values: list[Any] = [
+        {"S": "k"},
+        {"N": "1.50"},
+        {"B": "AAE="},
+        {"B": b"AAE="},
+        {"BOOL": False},
+        {"NULL": True},
+        {"SS": ["a", "b"]},
+        {"NS": ["1", "2"]},
+        {"BS": ["AA==", "AQ=="]},
+        {"L": []},
+        {"M": {}},
+        {
+            "M": {
+                "l": {"L": [{"N": "1"}, {"M": {"b": {"B": "AAE="}, "s": {"SS": ["x"]}}}]},
+                "m": {"M": {"deep": {"M": {"deeper": {"L": [{"NULL": True}, {"S": "é"}]}}}}},
+            }
+        },
+    ]
+    odd = DynamoType({"S": "x"})
+    odd.value = ("a", "tuple")  # not a value moto builds: moto's own method writes it
+    typed = [DynamoType(v) for v in values] + [odd]
+    nested = DynamoType({"M": {}})
+    nested.value["odd"] = odd
+    nested.value["plain"] = "a raw string"
+    typed.append(nested)
+    moto_items.uninstall()
+    expected = [t.to_regular_json() for t in typed]
+    moto_items.install()
+    got = [t.to_regular_json() for t in typed]
+
+    assert got == expected
+    assert [repr(g) for g in got] == [repr(e) for e in expected]
+    before = copy.deepcopy([t.value for t in typed[:-2]])
+    for written in got:  # nothing written out is part of the item
+        for inner in written.values():
+            if isinstance(inner, dict):
+                inner.clear()
+            elif isinstance(inner, list):
+                inner.append("added")
+    assert [t.value for t in typed[:-2]] == before
