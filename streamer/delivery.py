@@ -82,6 +82,10 @@ class Delivery:
         """Send to the origin connection and every subscriber (each once);
         returns how many deliveries succeeded. Never raises for delivery failures."""
         subscribers = await self._subscribers(request, fresh=message.type != "progress")
+        if not subscribers:
+            # The usual case, and on the path of every progress message: one send,
+            # awaited in this task rather than in one gathered for it.
+            return int(await self._send(request.connection_id, request, message))
         targets = dict.fromkeys((request.connection_id, *subscribers))
         unique = [cid for cid in targets if cid not in self._gone]
         results = await asyncio.gather(*(self._send(cid, request, message) for cid in unique))

@@ -122,13 +122,18 @@ class Progress:
         self._message = message
         self._metadata = to_jsonable_python(metadata, fallback=str)
         now = self._clock.monotonic()
-        if self._persist_due(now):
+        persist = self._persist_due(now)
+        if persist:
             self._last_persisted_at = now
             self._start_persist()
         if self._send_due(now):
             await self._send(now)
         else:
             self._unsent = True
+        if persist:
+            # A send that does not wait does not yield: let the write start now,
+            # not at whatever the action awaits next.
+            await asyncio.sleep(0)
 
     async def check_cancelled(self) -> None:
         """Ask the store whether the request was cancelled.
