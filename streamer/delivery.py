@@ -38,14 +38,19 @@ class Delivery:
     """Sends to everyone following a request; a gone connection is cleaned up
     (its record and subscriptions deleted) and never stops the caller.
 
-    A request's subscriber list is looked up once and reused for `progress`
-    messages for up to `subscriber_cache_s`, instead of a store query per
-    message. `complete` and `error` always look it up afresh, so no follower
-    misses an outcome. A `subscribe` routed by this process calls `subscribed`,
-    which drops the request's cached list, so its next progress reaches the new
+    A request nobody follows (`AsyncRequest.followed` is False: no `subscribe`
+    has marked it) goes to its origin alone, with no store query. A followed
+    one's subscriber list is looked up once and reused for `progress` messages
+    for up to `subscriber_cache_s`, instead of a query per message; `complete`
+    and `error` always look it up afresh. Outcomes are delivered with the
+    request their own write returned, and `subscribe` marks the request after
+    adding the subscription, so no follower misses an outcome. A `subscribe`
+    routed by this process calls `subscribed`, which drops the request's cached
+    list and counts it followed here, so its next progress reaches the new
     follower. A subscriber added through another process (another Lambda
-    instance) may miss up to one interval of progress (plus one lookup's round
-    trip), never the completion, and `subscribe` answers with the stored
+    instance) is seen by progress once the running request's next snapshot
+    write returns the mark (about one persist interval while it reports),
+    never later than the outcome, and `subscribe` answers with the stored
     snapshot first anyway.
 
     Args:
@@ -77,6 +82,9 @@ class Delivery:
         )
         self._subscribe_count = 0
         """Bumped by `subscribed`: a lookup that overlapped a subscribe is not cached."""
+        self._followed_here: OrderedDict[RequestKey, None] = OrderedDict()
+        """Requests `subscribed` here: followed even while the copy a sender holds
+        predates the mark."""
 
     async def to_request(self, request: AsyncRequest, message: ServerMessage) -> int:
         """Send to the origin connection and every subscriber (each once);
@@ -96,10 +104,16 @@ class Delivery:
         cached subscriber list."""
         self._subscribe_count += 1
         self._cached.pop(key, None)
+        self._followed_here[key] = None
+        self._followed_here.move_to_end(key)
+        while len(self._followed_here) > CACHED_REQUESTS:
+            self._followed_here.popitem(last=False)
 
     async def _subscribers(self, request: AsyncRequest, *, fresh: bool) -> tuple[ConnectionId, ...]:
         """The request's subscribers: cached unless `fresh` (an outcome) is asked for."""
         key = request.key
+        if not request.followed and key not in self._followed_here:
+            return ()
         cached = self._cached.get(key)
         if not fresh and cached is not None and self._clock.monotonic() - cached[0] < self._cache_s:
             return cached[1]

@@ -174,6 +174,11 @@ class AsyncRequest:
     kicks: int = 0
     """How many times the sweeper re-announced the request while it sat PENDING
     (its stream record was lost); see `RequestStore.kick`."""
+    followed: bool = True
+    """Whether a `subscribe` may have added a follower. The router enqueues with
+    False and `subscribe` sets it (`transitions.follow`) after adding the
+    subscription, so an unfollowed request is delivered to its origin without a
+    subscriber lookup. True (look up) for an item that does not say."""
 
 
 @dataclass(frozen=True, slots=True)

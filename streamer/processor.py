@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import random
@@ -332,7 +333,7 @@ class Processor:
         message = Complete(
             timestamp=self._clock.now(), request_id=request.request_id, result=stored_result
         )
-        await self._delivery.to_request(request, message)
+        await self._delivery.to_request(_as_written(completed, request), message)
         return Outcome.COMPLETED
 
     async def _finish_failed(
@@ -351,6 +352,7 @@ class Processor:
         failed = await self._store_call("fail", lambda: self._requests.apply(request.key, fail))
         if failed is None and not await self._already(request, RequestStatus.FAILED):
             return await self._after_refusal(request)
+        target = _as_written(failed, request)
         message = ErrorMessage(
             timestamp=self._clock.now(),
             request_id=request.request_id,
@@ -358,7 +360,7 @@ class Processor:
                 code=ErrorCode(error.code), message=error.message, details=error.details
             ),
         )
-        await self._delivery.to_request(request, message)
+        await self._delivery.to_request(target, message)
         return Outcome.FAILED
 
     async def _hand_back(self, request: AsyncRequest) -> Outcome:
@@ -459,6 +461,13 @@ class Processor:
                     min(self._backoff_max_s, self._backoff_base_s * 2.0**attempt)
                 )
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _as_written(written: AsyncRequest | None, request: AsyncRequest) -> AsyncRequest:
+    """Who an outcome goes to: the request its write returned (which shows any
+    `subscribe` mark made before it), or, when the write's answer was lost,
+    `request` counted as followed."""
+    return written if written is not None else dataclasses.replace(request, followed=True)
 
 
 def _is_ours(stored: AsyncRequest | None, request: AsyncRequest) -> bool:

@@ -219,6 +219,8 @@ class Progress:
             )
             return
         if saved is not None:
+            # What delivery goes by: whether a subscribe has marked it since.
+            self._request = saved
             return
         try:
             stored = await self._requests.get(self._request.key)

@@ -297,10 +297,14 @@ class Router:
             )
             self._delivery.subscribed(key)
             subscribed = True
-            # It may have finished between the read and the subscription, with the
-            # final message sent before this connection was on the list: re-read so
-            # the snapshot carries the outcome.
-            stored = await self._requests.get(key) or stored
+            # Marked after the subscription exists: an outcome written after the mark
+            # looks the subscribers up; one written before it (the final message sent
+            # before this connection was on the list) is in the snapshot returned.
+            stored = (
+                await self._requests.apply(key, transitions.follow())
+                or await self._requests.get(key)
+                or stored
+            )
         data = {**request_snapshot(stored), "subscribed": subscribed}
         return Response(timestamp=self._clock.now(), request_id=reply_id, data=data)
 
@@ -381,6 +385,7 @@ class Router:
                 "client": dict(message.metadata),
                 "permissions": list(connection.metadata.permissions),
             },
+            followed=False,
         )
         extra = {
             "request_id": reply_id,

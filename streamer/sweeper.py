@@ -119,7 +119,8 @@ class Sweeper:
         fail = transitions.fail_expired(
             attempt=request.attempt, error=error, now=now, expires_at=expires_at
         )
-        if await self._requests.apply(request.key, fail) is None:
+        failed = await self._requests.apply(request.key, fail)
+        if failed is None:
             return False
         logger.warning("expired lease failed; attempts exhausted", extra=_extra(request))
         message = ErrorMessage(
@@ -127,7 +128,8 @@ class Sweeper:
             request_id=request.request_id,
             error=ErrorBody(code=ErrorCode.PROCESSING_FAILED, message=EXHAUSTED_MESSAGE),
         )
-        await self._delivery.to_request(request, message)
+        # As written: it shows whether a subscribe marked the request.
+        await self._delivery.to_request(failed, message)
         return True
 
     async def _kick(self, request: AsyncRequest) -> bool:

@@ -30,6 +30,7 @@ __all__ = [
     "fail",
     "fail_expired",
     "fail_pending",
+    "follow",
     "kick",
     "record_progress",
     "record_retry",
@@ -281,6 +282,14 @@ def fail_pending(
     )
 
 
+def follow() -> Transition:
+    """Mark the request followed, in whatever status: `subscribe` does it after
+    adding the subscription, so an outcome written later looks the subscribers up
+    and one written earlier is in what this write returns. Nothing else changes
+    (not `updated_at`), so no other writer's guard is disturbed."""
+    return Transition("follow", frozenset(RequestStatus), sets={"followed": True})
+
+
 NAMES: Final = frozenset(
     {
         "claim",
@@ -294,6 +303,7 @@ NAMES: Final = frozenset(
         "fail_expired",
         "kick",
         "fail_pending",
+        "follow",
     }
 )
 """The name of every change above (a fake's failure injection accepts them)."""

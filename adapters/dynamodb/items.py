@@ -122,6 +122,7 @@ REQUEST_ATTRIBUTES: Final[Mapping[str, str]] = MappingProxyType(
         "completed_at": "CompletedAt",
         "expires_at": TTL_ATTRIBUTE,
         "kicks": "Kicks",
+        "followed": "Followed",
     }
 )
 """Every `AsyncRequest` field → the attribute that holds it (DESIGN §6 names)."""
@@ -178,6 +179,7 @@ def request_from_item(item: Mapping[str, Any]) -> AsyncRequest:
         completed_at=optional_time(values.get("CompletedAt")),
         expires_at=int(ttl) if ttl is not None else None,
         kicks=int(values.get("Kicks", 0)),
+        followed=bool(values.get("Followed", True)),
     )
 
 

@@ -147,6 +147,26 @@ async def test_pending_request_has_no_ttl_and_a_completed_one_has_a_numeric_ttl(
     )
 
 
+async def test_the_follow_mark_is_a_boolean_and_an_item_without_it_reads_as_followed(
+    dynamodb_settings: Settings, dynamodb_stores: DynamoDBStores
+) -> None:
+    table = dynamodb_settings.requests_table
+    request = replace(a_request(), followed=False)
+    key = {"RequestID": {"S": request.key}}
+    await dynamodb_stores.requests.enqueue(request)
+    assert (await raw_item(dynamodb_stores, table, key))["Followed"] == {"BOOL": False}
+    await dynamodb_stores.requests.apply(request.key, transitions.follow())
+    assert (await raw_item(dynamodb_stores, table, key))["Followed"] == {"BOOL": True}
+
+    # An item written before the mark existed: its subscribers are looked up.
+    await dynamodb_stores.client.update_item(
+        TableName=table, Key=key, UpdateExpression="REMOVE Followed"
+    )
+    stored = await dynamodb_stores.requests.get(request.key)
+    assert stored is not None
+    assert stored.followed is True
+
+
 async def test_failed_request_keeps_error_as_a_map_of_code_message_details(
     dynamodb_settings: Settings, dynamodb_stores: DynamoDBStores
 ) -> None:

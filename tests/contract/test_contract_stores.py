@@ -911,6 +911,30 @@ async def test_kick_touches_a_pending_request_and_counts_the_kick(stores: Stores
     assert stored == replace(request, updated_at=at(800), kicks=2)
 
 
+async def test_follow_marks_a_request_in_any_status_and_changes_nothing_else(
+    stores: Stores,
+) -> None:
+    request = await enqueued(stores, replace(a_request(), followed=False))
+    assert (await stores.requests.get(request.key)) == request
+
+    marked = await stores.requests.apply(request.key, transitions.follow())
+    claimed = await stores.requests.apply(
+        request.key, transitions.claim(now=at(1), lease_until=at(60))
+    )
+    assert claimed is not None
+    done = await stores.requests.apply(
+        request.key, transitions.complete(attempt=1, result="ok", now=at(2), expires_at=9)
+    )
+    again = await stores.requests.apply(request.key, transitions.follow())
+
+    assert marked == replace(request, followed=True)
+    assert claimed.followed
+    assert done is not None
+    assert done.followed
+    assert again == done
+    assert await stores.requests.apply(RequestKey("t#u#nope"), transitions.follow()) is None
+
+
 async def test_kick_with_a_stale_updated_at_is_refused(stores: Stores) -> None:
     request = await enqueued(stores)
     assert await stores.requests.apply(

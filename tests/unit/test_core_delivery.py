@@ -62,19 +62,25 @@ def lookups(core: Core) -> int:
     return core.subscriptions.lookups
 
 
-async def running_request(core: Core, rid: str = "r1") -> AsyncRequest:
+async def running_request(core: Core, rid: str = "r1", *, followed: bool = True) -> AsyncRequest:
+    """A claimed request; `followed`: marked as a `subscribe` marks it (the
+    subscriber lookups these tests count are made for followed requests only)."""
     conn = await core.connect("c1")
     await core.send(conn, "job", {}, id=rid)
+    if followed:
+        await core.requests.apply(core.key(rid), transitions.follow())
     claimed = await core.requests.apply(
         core.key(rid),
         transitions.claim(now=core.clock.now(), lease_until=core.clock.now() + timedelta(hours=1)),
     )
     assert claimed is not None
+    assert claimed.followed is followed
     return claimed
 
 
-async def follow_elsewhere(core: Core, request: AsyncRequest, cid: str) -> None:
-    """A subscription added by another process: straight into the store."""
+async def follow_elsewhere(core: Core, request: AsyncRequest, cid: str) -> AsyncRequest:
+    """What another process's `subscribe` does: the subscription, then the mark,
+    straight into the stores. Returns the request as the mark left it."""
     await core.subscriptions.add(
         Subscription(
             key=request.key,
@@ -83,6 +89,9 @@ async def follow_elsewhere(core: Core, request: AsyncRequest, cid: str) -> None:
             expires_at=0,
         )
     )
+    marked = await core.requests.apply(request.key, transitions.follow())
+    assert marked is not None
+    return marked
 
 
 def progress(core: Core, request: AsyncRequest, percentage: float) -> ServerMessage:
@@ -206,3 +215,46 @@ async def test_the_cache_keeps_the_newest_requests_only(
     assert lookups(core) == 3
     await core.delivery.to_request(requests[0], progress(core, requests[0], 20))
     assert lookups(core) == 4
+
+
+async def test_an_unfollowed_request_goes_to_its_origin_without_a_lookup(core: Core) -> None:
+    request = await running_request(core, followed=False)
+    await core.delivery.to_request(request, progress(core, request, 10))
+    await core.delivery.to_request(request, complete(core, request))
+    assert lookups(core) == 0
+    assert types(core, "c1") == ["progress", "complete"]
+
+
+async def test_an_outcome_written_after_a_mark_elsewhere_reaches_the_follower(core: Core) -> None:
+    """The sender's copy predates the subscribe; the outcome's own write shows the mark."""
+    request = await running_request(core, followed=False)
+    await core.delivery.to_request(request, progress(core, request, 10))
+    await follow_elsewhere(core, request, "c2")
+    written = await core.requests.apply(
+        request.key,
+        transitions.complete(
+            attempt=request.attempt, result=None, now=core.clock.now(), expires_at=0
+        ),
+    )
+    assert written is not None
+    assert written.followed
+    await core.delivery.to_request(written, complete(core, written))
+    assert types(core, "c2") == ["complete"]
+
+
+async def test_a_subscribe_marks_the_request_after_adding_the_subscription(core: Core) -> None:
+    await running_request(core, followed=False)
+    marks: list[int] = []
+    original = core.requests.apply
+
+    async def spy(key: RequestKey, transition: transitions.Transition) -> AsyncRequest | None:
+        if transition.name == "follow":
+            marks.append(len(await core.subscriptions.list_for_request(key)))
+        return await original(key, transition)
+
+    core.requests.apply = spy  # type: ignore[method-assign]
+    reply = await core.send(await core.connect("c2"), "subscribe", {"request_id": "r1"})
+    assert reply["data"]["subscribed"] is True
+    assert marks == [1]
+    stored = await core.stored("r1")
+    assert stored.followed

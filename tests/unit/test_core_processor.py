@@ -774,3 +774,31 @@ async def test_a_failed_request_stores_the_last_progress_it_reported() -> None:
         70.0,
         "step 7",
     )
+
+
+async def test_a_follower_marked_elsewhere_gets_progress_after_the_next_snapshot_and_the_outcome(
+    core: Core, calls: Calls
+) -> None:
+    """Another process's `subscribe` (the subscription, then the mark): this
+    processor's copy of the request predates it. The next snapshot write returns
+    the mark, so the reports after it reach the follower, as does the outcome."""
+    await enqueue(core, "stepwise", {})
+    run = asyncio.create_task(core.process("r1"))
+    await asyncio.wait_for(calls.reported.wait(), 5)
+    await core.connect("c2")
+    await core.subscriptions.add(
+        Subscription(
+            key=core.key("r1"),
+            connection_id=ConnectionId("c2"),
+            created_at=core.clock.now(),
+            expires_at=0,
+        )
+    )
+    assert await core.requests.apply(core.key("r1"), transitions.follow()) is not None
+    core.clock.advance(1.0)  # the second report makes a snapshot write due
+    calls.gate.set()
+    await asyncio.wait_for(calls.reported_again.wait(), 5)
+    calls.gate_again.set()
+    assert await run is Outcome.COMPLETED
+    seen = [(m["type"], m.get("percentage")) for m in core.received("c2")]
+    assert seen == [("progress", 30.0), ("complete", None)]

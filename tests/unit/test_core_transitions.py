@@ -74,6 +74,7 @@ CHANGES: dict[str, Callable[[], Transition]] = {
     "fail_pending": lambda: transitions.fail_pending(
         seen_updated_at=T0, error=ERROR, now=at(1), expires_at=9
     ),
+    "follow": transitions.follow,
 }
 
 FROM: dict[str, set[RequestStatus]] = {
@@ -81,6 +82,7 @@ FROM: dict[str, set[RequestStatus]] = {
     "cancel": {RequestStatus.PENDING, RequestStatus.PROCESSING},
     "kick": {RequestStatus.PENDING},
     "fail_pending": {RequestStatus.PENDING},
+    "follow": set(RequestStatus),
 }
 """Where each change may start; every other one needs PROCESSING."""
 
