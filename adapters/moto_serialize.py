@@ -282,10 +282,13 @@ def _map(shape: Any) -> Convert:
     # moto writes a non-document structure under an empty key into the map itself.
     nested = value_shape.type_name == "structure" and not _is_document(value_shape)
     convert_value: list[Convert] = []
+    plain = _plain_attributes(value_shape) if nested else None
 
     def convert(value: Any) -> Any:
         if type(value) is not dict:
             raise Unsupported(f"{type(value).__name__} for {shape.name}")
+        if plain is not None and plain(value):
+            return value  # what the walk would build, key for key
         if not convert_value:
             convert_value.append(_converter(value_shape))
         each = convert_value[0]
@@ -322,3 +325,84 @@ def _list(shape: Any) -> Convert:
         return out
 
     return convert
+
+
+_PLAIN_TAGS: dict[str, tuple[str, str]] = {
+    "S": ("string", ""),
+    "N": ("string", ""),
+    "BOOL": ("boolean", ""),
+    "NULL": ("boolean", ""),
+    "SS": ("list", "string"),
+    "NS": ("list", "string"),
+    "M": ("map", "self"),
+    "L": ("list", "self"),
+}
+"""The members of an `AttributeValue` whose values the walk writes as they are:
+(the member's type, its list member's or map value's: "self" is `AttributeValue`)."""
+
+
+def _plain_attributes(shape: Any) -> Callable[[dict[str, Any]], bool] | None:
+    """For DynamoDB's `AttributeValue` structure: a test that a map of them (a stream
+    image) is one the walk would rebuild key for key, or None for any other shape.
+
+    The walk writes a string, a boolean, a list of strings, and a map or list of such
+    values as they are, under the member's own name, when each value has one member
+    and it is set. A binary (base64 again), a None, a second member, an unknown one,
+    an empty map key or any other Python type fails the test, and the walk writes it.
+    """
+    if shape.type_name != "structure" or _is_document(shape):
+        return None
+    members = shape.members
+    names = frozenset(members)
+    for tag, (kind, inner) in _PLAIN_TAGS.items():
+        member = members.get(tag)
+        if (
+            member is None
+            or member.type_name != kind
+            or member.serialization.get("name", tag) != tag
+            or set(_keys_tried(shape, tag, member)) & names != {tag}
+        ):
+            return None
+        if kind == "list":
+            item = member.member
+            wanted = shape.name if inner == "self" else None
+            if "name" in item.serialization or (
+                item.name != wanted if wanted else item.type_name != inner
+            ):
+                return None
+        if kind == "map":
+            if member.value.name != shape.name or member.key.type_name != "string":
+                return None
+            if "name" in member.value.serialization:
+                return None
+    if not all(
+        set(_keys_tried(shape, key, member)) & names <= {key} for key, member in members.items()
+    ):
+        return None
+    strings = ("S", "N")
+    booleans = ("BOOL", "NULL")
+    string_lists = ("SS", "NS")
+
+    def value_is_plain(value: Any) -> bool:
+        if type(value) is not dict or len(value) != 1:
+            return False
+        for tag, inner in value.items():
+            if tag in strings:
+                return type(inner) is str
+            if tag in booleans:
+                return type(inner) is bool
+            if tag in string_lists:
+                return type(inner) is list and all(type(x) is str for x in inner)
+            if tag == "M":
+                return type(inner) is dict and map_is_plain(inner)
+            if tag == "L":
+                return type(inner) is list and all(value_is_plain(x) for x in inner)
+        return False
+
+    def map_is_plain(mapping: dict[str, Any]) -> bool:
+        for key, value in mapping.items():
+            if type(key) is not str or not key or not value_is_plain(value):
+                return False
+        return True
+
+    return map_is_plain

@@ -270,6 +270,71 @@ def test_each_result_serializes_as_moto_serializes_it(operation: str, result: An
     assert moto_serialize.serialize(model, result) == _theirs(operation, result)
 
 
+PLAIN_IMAGE: dict[str, Any] = {
+    "pk": {"S": "req#1"},
+    "n": {"N": "-1.5e3"},
+    "flag": {"BOOL": False},
+    "nothing": {"NULL": True},
+    "ss": {"SS": ["a", "ü"]},
+    "ns": {"NS": []},
+    "m": {"M": {"l": {"L": [{"M": {}}, {"L": [{"S": ""}]}, {"NULL": True}]}, "e": {"M": {}}}},
+    'quote"key': {"S": "line\nbreak \\ \u2028"},
+}
+NEAR_PLAIN: list[dict[str, Any]] = [
+    {"m": {"M": {"l": {"L": [{"B": "AAE="}]}}}},  # a binary, deep down
+    {"bs": {"BS": ["AA=="]}},
+    {"two": {"S": "a", "N": "1"}},  # two members: the walk writes them in the model's order
+    {"m": {"M": {"x": {"S": None}}}},
+    {"m": {"M": {"x": {"S": "a"}, "odd": {"X": "not a member"}}}},
+    {"l": {"L": [None, {"S": "a"}]}},
+    {"t": {"SS": ("a", "tuple")}},
+    {"n": {"N": 1}},
+    {"nb": {"BOOL": 1}},
+    {"ss": {"SS": ["a", 2]}},
+    {"m": {"M": {"": {"S": "an empty key deep down"}}}},
+    {"m": {"M": []}},
+    {"empty": {}},
+]
+
+
+def _attribute_map() -> Any:
+    model = get_service_model("dynamodbstreams").operation_model("GetRecords")
+    return model.output_shape.members["Records"].member.members["dynamodb"].members["NewImage"]
+
+
+def test_a_plain_image_is_written_as_it_is_and_as_moto_writes_it() -> None:
+    convert = moto_serialize._converter(_attribute_map())
+    assert convert(PLAIN_IMAGE) is PLAIN_IMAGE
+    assert convert(ITEM) is not ITEM  # binaries: walked
+    for image in (PLAIN_IMAGE, ITEM):
+        result = {"Records": [_record(NewImage=image, OldImage=image)], "NextShardIterator": "i"}
+        model = get_service_model("dynamodbstreams").operation_model("GetRecords")
+        assert moto_serialize.serialize(model, result) == _theirs("GetRecords", result)
+
+
+@pytest.mark.parametrize("image", NEAR_PLAIN, ids=repr)
+def test_an_image_that_is_not_plain_is_walked(image: dict[str, Any]) -> None:
+    convert = moto_serialize._converter(_attribute_map())
+    model = get_service_model("dynamodbstreams").operation_model("GetRecords")
+    merged = {**PLAIN_IMAGE, **image}
+    result = {"Records": [_record(NewImage=merged)]}
+    try:
+        assert convert(merged) is not merged
+    except moto_serialize.Unsupported:
+        with pytest.raises(moto_serialize.Unsupported):
+            moto_serialize.serialize(model, result)
+        return
+    assert moto_serialize.serialize(model, result) == _theirs("GetRecords", result)
+
+
+def test_only_dynamodb_s_attribute_values_are_tested_for_plain_images() -> None:
+    model = get_service_model("dynamodbstreams").operation_model("GetRecords")
+    record = model.output_shape.members["Records"].member
+    assert moto_serialize._plain_attributes(_attribute_map().value) is not None
+    assert moto_serialize._plain_attributes(record) is None
+    assert moto_serialize._plain_attributes(record.members["dynamodb"]) is None
+
+
 class Shard:
     """A model object, not a dict: moto reads its attributes by many names."""
 
