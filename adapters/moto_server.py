@@ -9,8 +9,8 @@ close` and starts a thread for it (a TCP handshake and a thread per DynamoDB
 call), and DynamoDB calls go straight to moto's handler instead of through
 Flask. It also installs the patches of moto in `adapters/moto_*.py`,
 only in this server: queries, stream answers, update expressions, dispatch,
-items, validator walks and flat updates give moto's answers for less CPU; shard iterators
-expire as DynamoDB's do.
+items, validator walks, flat updates and answers' request ids give moto's
+answers for less CPU; shard iterators expire as DynamoDB's do.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class LocalMotoServer:
             moto_expressions,
             moto_items,
             moto_query,
+            moto_responses,
             moto_serialize,
             moto_streams,
             moto_traverse,
@@ -74,6 +75,7 @@ class LocalMotoServer:
         moto_traverse.install()
         moto_items.install()
         moto_updates.install()
+        moto_responses.install()
 
         app = DomainDispatcherApplication(create_backend_app)
         loop = asyncio.new_event_loop()

@@ -115,6 +115,7 @@ PATCHES = (
     "moto_traverse",
     "moto_items",
     "moto_updates",
+    "moto_responses",
 )
 """The server's patches of moto this measures, in the order they were added."""
 
