@@ -20,7 +20,14 @@ A contract test compares the trees and the `UpdateItem` answers with and without
 
 Condition expressions are lexed once per string too (moto lexes each twice per
 conditional write, a dozen regular expressions per token); the tokens are
-immutable tuples, handed out with new `children` lists.
+immutable tuples, handed out with new `children` lists. They are parsed once per
+string as well: the passes that turn tokens into a condition tree read only the
+text, and the only parts of the tree the names and values decide are the nodes
+of `#name` and `:value` placeholders, whose value is the name's string and the
+value's own dict. Each later parse of that string rebuilds the tree with this
+call's placeholders looked up, then makes moto's condition from it with moto's
+own `_make_op_condition`; a placeholder the call does not define, or names or
+values that are not dicts, take moto's parse (and its error).
 
 Used by `LocalMotoServer`, which applies one request at a time.
 """
@@ -92,6 +99,71 @@ def _install_condition_lexing() -> None:
 
     setattr(lex, _MARK, True)
     conditions._lex_condition_expression = lex
+    _install_condition_parsing(conditions)
+
+
+def _install_condition_parsing(conditions: Any) -> None:
+    """Parse each condition string once; later calls rebind its placeholders."""
+    stock = conditions.parse
+    if getattr(stock, _MARK, False):
+        return
+    kind, nonterminal = conditions.Kind, conditions.Nonterminal
+    value_kind, literal, identifier = (
+        kind.EXPRESSION_ATTRIBUTE_VALUE,
+        kind.LITERAL,
+        nonterminal.IDENTIFIER,
+    )
+    parsed: dict[str, tuple[Any, list[str], list[str]]] = {}
+    """expression → (its tree, the names and the values it uses, in moto's order)."""
+
+    def tree_of(self: Any) -> Any:
+        """`ConditionExpressionParser.parse`'s passes, up to the tree (moto's order)."""
+        nodes = self._lex_condition_expression()
+        nodes = self._parse_paths(nodes)
+        nodes = self._apply_functions(nodes)
+        nodes = self._apply_comparator(nodes)
+        nodes = self._apply_in(nodes)
+        nodes = self._apply_between(nodes)
+        nodes = self._apply_parens_and_booleans(nodes)
+        return nodes[0]
+
+    def rebound(node: Any, names: dict[str, Any], values: dict[str, Any]) -> Any:
+        """A new tree like `node`, each placeholder's value looked up (KeyError if absent)."""
+        if node.kind == value_kind:
+            return node._replace(value=values[node.text], children=list(node.children))
+        if node.kind == literal and node.nonterminal == identifier and node.text[:1] == "#":
+            return node._replace(value=names[node.text], children=list(node.children))
+        return node._replace(children=[rebound(child, names, values) for child in node.children])
+
+    @functools.wraps(stock)
+    def parse(self: Any) -> Any:
+        expression = self.condition_expression
+        if type(self) is not conditions or type(expression) is not str or not expression:
+            return stock(self)
+        known = parsed.get(expression)
+        if known is None:
+            node = tree_of(self)  # raises as moto's parse does: nothing is kept
+            used = (self._find_literals(node), self._find_expr_attr_values(node))
+            if len(parsed) < _CACHED_EXPRESSIONS:
+                parsed[expression] = (node, *used)
+        else:
+            names, values = self.expression_attribute_names, self.expression_attribute_values
+            template, used = known[0], (known[1], known[2])
+            if not (
+                (type(names) is dict or not any(u[:1] == "#" for u in used[0]))
+                and (type(values) is dict or not used[1])
+            ):
+                return stock(self)
+            try:
+                node = rebound(template, names or {}, values or {})
+            except KeyError:
+                return stock(self)  # moto's own error, from moto's own lookup
+        self.expr_attr_names_found.extend(used[0])
+        self.expr_attr_values_found.extend(used[1])
+        return self._make_op_condition(node)
+
+    setattr(parse, _MARK, True)
+    conditions.parse = parse
 
 
 def deepcopy_tree(value: Any, memo: dict[int, Any] | None = None) -> Any:
@@ -115,6 +187,9 @@ def uninstall() -> None:
     lex = conditions._lex_condition_expression
     if getattr(lex, _MARK, False):
         conditions._lex_condition_expression = lex.__wrapped__
+    parse = conditions.parse
+    if getattr(parse, _MARK, False):
+        conditions.parse = parse.__wrapped__
 
 
 def _moto(module: str) -> Any:

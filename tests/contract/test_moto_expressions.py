@@ -167,11 +167,77 @@ def test_condition_answers_are_the_ones_moto_gives(installed: None) -> None:
     assert len(codes) < len(expected)
 
 
+def _op_shape(value: Any) -> Any:
+    """A condition's whole state: each operator's and operand's class and attributes."""
+    if isinstance(value, list | tuple):
+        return [_op_shape(v) for v in value]
+    if hasattr(value, "__dict__"):
+        return (type(value).__name__, {k: _op_shape(v) for k, v in vars(value).items()})
+    return value
+
+
+def _parses(calls: list[tuple[str | None, Any, Any]]) -> list[Any]:
+    """Each call's parse: the condition, the names and values it found, or the error."""
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    out: list[Any] = []
+    for expression, names, values in calls:
+        parser = ConditionExpressionParser(expression, names, values)
+        try:
+            op = parser.parse()
+        except Exception as error:
+            out.append((type(error).__name__, str(error)))
+            continue
+        out.append((_op_shape(op), parser.expr_attr_names_found, parser.expr_attr_values_found))
+    return out
+
+
+def test_each_condition_parse_is_moto_s_whatever_the_placeholders_hold(installed: None) -> None:
+    from moto_answers import CONDITIONS
+
+    names = {"#s": "s", "#n": "n"}
+    values: list[dict[str, Any]] = [
+        {":p": {"S": "P"}, ":q": {"S": "D"}, ":one": {"N": "1"}, ":ten": {"N": "10"}},
+        {":p": {"SS": ["x"]}, ":q": {"M": {"k": {"S": "v"}}}, ":one": {"N": "2"}, ":ten": {}},
+    ]
+    for value in values:
+        value.update({":pre": {"S": "PEN"}, ":type": {"S": "S"}})
+    calls: list[tuple[str | None, Any, Any]] = []
+    for condition in [*CONDITIONS, "pk = :p", "a.b[1].#s = :p", "#s = :p AND #s = :p"]:
+        for value in values:
+            calls.append((condition, names, value))
+        calls.append((condition, {"#s": "other", "#n": "n"}, values[0]))
+        calls.append((condition, {}, values[0]))  # a name it uses is not defined
+        calls.append((condition, names, {":p": {"S": "P"}}))  # nor a value
+        calls.append((condition, None, values[0]))
+        calls.append((condition, names, None))
+    calls += [
+        ("", names, values[0]),
+        (None, None, None),
+        ("status = :p", names, values[0]),  # a reserved word
+        ("#s = = :p", names, values[0]),  # refused: never kept
+        ("attribute_exists(:p)", names, values[0]),
+    ]
+    moto_expressions.uninstall()
+    expected = _parses(calls)
+    moto_expressions.install()
+    assert _parses(calls) == expected
+    assert _parses(calls) == expected  # each string parsed before
+    errors = [answer for answer in expected if len(answer) == 2]
+    assert 10 < len(errors) < len(expected) / 2
+
+
 def test_install_is_idempotent_and_uninstall_restores(installed: None) -> None:
     moto_expressions.install()
     wrapped = UpdateExpressionParser.__dict__["make"]
     moto_expressions.install()
     assert UpdateExpressionParser.__dict__["make"] is wrapped
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    parse = ConditionExpressionParser.parse
+    moto_expressions.install()
+    assert ConditionExpressionParser.parse is parse
     moto_expressions.uninstall()
     assert UpdateExpressionParser.__dict__["make"].__func__ is wrapped.__func__.__wrapped__
     assert validators.deepcopy is copy.deepcopy
+    assert ConditionExpressionParser.parse is parse.__wrapped__  # type: ignore[attr-defined]
