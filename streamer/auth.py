@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,8 @@ MAX_TOKEN_BYTES = 8 * 1024
 """Longer tokens are refused before any parsing."""
 MAX_ID_CLAIM_CHARS = 256
 _ALGORITHM = "RS256"
+VERIFIED_TOKENS = 1024
+"""How many signature-checked tokens `authenticate` remembers (the newest used)."""
 
 
 class AuthError(StreamerError):
@@ -76,6 +79,10 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._max_iat_skew_s = max_iat_skew_s
+        self._verified: OrderedDict[str, tuple[str | None, RSAPublicKey, dict[str, Any]]] = (
+            OrderedDict()
+        )
+        """token → its `kid`, the key that verified it, its claims."""
 
     def verify(self, token: str) -> Identity:
         """The identity in a valid token (`sub`, `tenant_id`, optional `permissions`),
@@ -89,7 +96,7 @@ class TokenVerifier:
             AuthError: any reason the token is not acceptable.
         """
         kid = self._header_kid(token)
-        return self._identity(token, self._keys.cached(kid), kid)
+        return self._accept(self._signed(token, self._keys.cached(kid), kid)[0])
 
     async def authenticate(self, token: str) -> Identity:
         """As `verify`, but a token naming a `kid` no cached key has may fetch the
@@ -98,8 +105,28 @@ class TokenVerifier:
         Raises:
             AuthError: any reason the token is not acceptable.
         """
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            kid, key, claims = remembered
+            # The signature stands while the ring still holds that very key (asked
+            # as for any token, so an old JWKS is fetched again); the times, the
+            # issuer and the audience are checked again on every use.
+            if any(known is key for known in await self._keys.candidates(kid)):
+                try:
+                    identity = self._accept(claims)
+                except AuthError:
+                    del self._verified[token]  # expired: it never passes again
+                    raise
+                self._verified.move_to_end(token)
+                return identity
+            del self._verified[token]
         kid = self._header_kid(token)
-        return self._identity(token, await self._keys.candidates(kid), kid)
+        claims, key = self._signed(token, await self._keys.candidates(kid), kid)
+        identity = self._accept(claims)
+        self._verified[token] = (kid, key, claims)
+        while len(self._verified) > VERIFIED_TOKENS:
+            self._verified.popitem(last=False)
+        return identity
 
     def _header_kid(self, token: str) -> str | None:
         import jwt
@@ -123,12 +150,16 @@ class TokenVerifier:
             raise AuthError("kid has a forbidden shape")
         return kid
 
-    def _identity(
+    def _signed(
         self, token: str, candidates: tuple[RSAPublicKey, ...], kid: str | None
-    ) -> Identity:
+    ) -> tuple[dict[str, Any], RSAPublicKey]:
         if not candidates:
             raise AuthError("unknown kid" if kid is not None else "no verification key")
-        claims = self._decode(token, candidates)
+        return self._decode(token, candidates)
+
+    def _accept(self, claims: Mapping[str, Any]) -> Identity:
+        """The identity in signature-checked `claims`, once their times (now),
+        issuer and audience pass."""
         self._check_times(claims)
         if self._issuer is not None and claims.get("iss") != self._issuer:
             raise AuthError("wrong issuer")
@@ -140,7 +171,10 @@ class TokenVerifier:
             permissions=_permissions(claims),
         )
 
-    def _decode(self, token: str, candidates: tuple[RSAPublicKey, ...]) -> dict[str, Any]:
+    def _decode(
+        self, token: str, candidates: tuple[RSAPublicKey, ...]
+    ) -> tuple[dict[str, Any], RSAPublicKey]:
+        """The claims of a token whose signature one of `candidates` checks, and that key."""
         import jwt
 
         for key in candidates:
@@ -167,7 +201,7 @@ class TokenVerifier:
                 continue
             except jwt.PyJWTError as exc:
                 raise AuthError(f"malformed token ({type(exc).__name__})") from None
-            return claims
+            return claims, key
         raise AuthError("bad signature")
 
     def _check_times(self, claims: Mapping[str, Any]) -> None:

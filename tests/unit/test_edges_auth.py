@@ -360,3 +360,60 @@ def test_the_same_token_in_the_query_and_the_header_is_one_token() -> None:
         token_from_request({"Authorization": ["a.b.c"]}, {"Authorization": ["Bearer a.b.c"]})
         == "a.b.c"
     )
+
+
+# -- tokens verified once ------------------------------------------------------------
+
+
+def _counting_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    decoded: list[str] = []
+    original = jwt.decode
+
+    def decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return original(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", decode)
+    return decoded
+
+
+async def test_a_token_seen_before_is_not_verified_again(
+    verifier: TokenVerifier, keys: KeyPair, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded = _counting_decodes(monkeypatch)
+    token = _sign(keys[0], _claims(clock, permissions=["read"]))
+    first = await verifier.authenticate(token)
+    again = await verifier.authenticate(token)
+    assert first == again
+    assert again.permissions == ("read",)
+    assert len(decoded) == 1
+
+
+async def test_a_remembered_token_still_expires(
+    verifier: TokenVerifier, keys: KeyPair, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded = _counting_decodes(monkeypatch)
+    token = _sign(keys[0], _claims(clock))
+    await verifier.authenticate(token)
+    clock.advance(3600)
+    for _ in range(2):
+        with pytest.raises(AuthError) as refused:
+            await verifier.authenticate(token)
+        assert refused.value.reason == "token expired"
+    # Forgotten once it failed: the second refusal checked the signature again.
+    assert len(decoded) == 2
+
+
+async def test_a_token_refused_is_not_remembered(
+    verifier: TokenVerifier, keys: KeyPair, other_keys: KeyPair, clock: ManualClock
+) -> None:
+    early = _sign(keys[0], _claims(clock, nbf=int(clock.now().timestamp()) + 60))
+    forged = _sign(other_keys[0], _claims(clock))
+    with pytest.raises(AuthError):
+        await verifier.authenticate(early)
+    clock.advance(60)
+    assert (await verifier.authenticate(early)).user_id == "user-1"
+    for _ in range(2):
+        with pytest.raises(AuthError) as refused:
+            await verifier.authenticate(forged)
+        assert refused.value.reason == "bad signature"

@@ -308,3 +308,23 @@ async def test_a_token_without_kid_never_fetches_while_static_keys_exist(
     assert fetcher.calls == 0
     assert len(await ring.candidates("a")) == 1
     assert fetcher.calls == 1
+
+
+async def test_a_remembered_token_stops_verifying_once_its_key_is_retired(
+    pems: list[tuple[str, str]],
+) -> None:
+    from streamer.auth import AuthError, TokenVerifier
+
+    clock = ManualClock()
+    fetcher = FakeFetcher(jwks(jwk(pems[0][1], "old")))
+    ring = KeyRing(jwks_url=URL, fetcher=fetcher, clock=clock, max_age_s=600)
+    verifier = TokenVerifier(clock=clock, keys=ring)
+    token = _token(pems[0][0], clock, kid="old", exp=int(clock.now().timestamp()) + 3600)
+    assert (await verifier.authenticate(token)).user_id == "u"
+    fetcher.body = jwks(jwk(pems[1][1], "new"))
+    clock.advance(599)
+    assert (await verifier.authenticate(token)).user_id == "u"
+    clock.advance(1)  # the JWKS is old: fetched again, and "old" is gone
+    with pytest.raises(AuthError) as refused:
+        await verifier.authenticate(token)
+    assert refused.value.reason == "unknown kid"
