@@ -790,15 +790,7 @@ async def test_a_follower_marked_elsewhere_gets_progress_after_the_next_snapshot
     run = asyncio.create_task(core.process("r1"))
     await asyncio.wait_for(calls.reported.wait(), 5)
     await core.connect("c2")
-    await core.subscriptions.add(
-        Subscription(
-            key=core.key("r1"),
-            connection_id=ConnectionId("c2"),
-            created_at=core.clock.now(),
-            expires_at=0,
-        )
-    )
-    assert await core.requests.apply(core.key("r1"), transitions.follow()) is not None
+    await core.follow_elsewhere(core.key("r1"), "c2")
     core.clock.advance(1.0)  # the second report makes a snapshot write due
     calls.gate.set()
     await asyncio.wait_for(calls.reported_again.wait(), 5)
