@@ -50,8 +50,13 @@ class Progress:
       `flush` (the processor calls it before finishing), so the last is never lost.
     - The snapshot is written to the request at most once every
       `settings.progress_persist_interval_s`, in the background: `report` never
-      waits for the store. At most one write is in flight per request; one that
-      falls due meanwhile is made when it finishes, with the latest value.
+      waits for the store. The claim counts as the first write, so an action that
+      ends within one interval of its claim makes none (its outcome's write holds
+      the last report). A report that is not due yet is written when the interval
+      ends (a timer), or by the next report due, whichever comes first, so the
+      stored snapshot is never more than about an interval behind the last
+      report. At most one write is in flight per request; one that falls due
+      meanwhile is made when it finishes, with the latest value.
     - That conditional write is also how a cancellation is noticed: when it is
       refused, a re-read decides, and the next `report` raises `RequestCancelled`
       (or `OwnershipLost`). So a cancel stops the action at the second report
@@ -91,7 +96,9 @@ class Progress:
         self._message = request.progress_message
         self._metadata: dict[str, Any] = dict(request.progress_details)
         self._last_sent_at: float | None = None
-        self._last_persisted_at: float | None = None
+        # The claim that preceded this run wrote the item: it counts as a write.
+        self._last_persisted_at = clock.monotonic()
+        self._trailing: asyncio.TimerHandle | None = None
         self._unsent = False
         self._persisting: asyncio.Task[None] | None = None
         self._persist_again = False
@@ -124,8 +131,12 @@ class Progress:
         now = self._clock.monotonic()
         persist = self._persist_due(now)
         if persist:
-            self._last_persisted_at = now
-            self._start_persist()
+            self._start_persist(now)
+        elif self._trailing is None and not self._closed:
+            # Written when the interval ends, unless a report due comes first. The
+            # wait is the event loop's, as the action's own timeout is.
+            wait_s = self._last_persisted_at + self._persist_interval_s - now
+            self._trailing = asyncio.get_running_loop().call_later(wait_s, self._persist_trailing)
         if self._send_due(now):
             await self._send(now)
         else:
@@ -158,6 +169,7 @@ class Progress:
         coalesced update, if any (the processor's last word before `complete` or
         `error`). Nothing is delivered once a refused write showed the request
         cancelled or taken over."""
+        self._cancel_trailing()  # the outcome's write holds the latest report
         await self._wait_persisted()
         if self._unsent and self._stop is None:
             await self._send(self._clock.monotonic())
@@ -166,22 +178,32 @@ class Progress:
         """Stop writing snapshots: cancel the write in flight, if any, and wait for
         it to end (the processor calls this when a run ends, however it ends)."""
         self._closed = True
+        self._cancel_trailing()
         task = self._persisting
         if task is not None and not task.done():
             task.cancel()
             await asyncio.wait([task])
 
     def _persist_due(self, now: float) -> bool:
-        return self._last_persisted_at is None or (
-            now - self._last_persisted_at >= self._persist_interval_s
-        )
+        return now - self._last_persisted_at >= self._persist_interval_s
 
     def _send_due(self, now: float) -> bool:
         return self._last_sent_at is None or now - self._last_sent_at >= self._min_send_interval_s
 
-    def _start_persist(self) -> None:
+    def _persist_trailing(self) -> None:
+        self._trailing = None
+        self._start_persist(self._clock.monotonic())
+
+    def _cancel_trailing(self) -> None:
+        if self._trailing is not None:
+            self._trailing.cancel()
+            self._trailing = None
+
+    def _start_persist(self, now: float) -> None:
+        self._cancel_trailing()
         if self._closed:
             return
+        self._last_persisted_at = now
         if self._persisting is not None and not self._persisting.done():
             self._persist_again = True
             return

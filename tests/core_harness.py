@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+from streamer import transitions
 from streamer.app import Streamer
 from streamer.auth import TokenVerifier
 from streamer.frames import Close, Send, Verdict
@@ -21,6 +22,7 @@ from streamer.models import (
     ConnectionMetadata,
     RequestKey,
     RequestStatus,
+    Subscription,
     TenantId,
     UserId,
     request_key,
@@ -170,6 +172,22 @@ class Core:
 
     def received(self, connection_id: str = "c1") -> list[dict[str, Any]]:
         return [wire(m) for m in self.notifier.messages(ConnectionId(connection_id))]
+
+    async def follow_elsewhere(self, key: RequestKey, *connection_ids: str) -> AsyncRequest:
+        """What another process's `subscribe` leaves in the stores: each
+        subscription, then the request's mark. Returns the request as marked."""
+        for cid in connection_ids:
+            await self.subscriptions.add(
+                Subscription(
+                    key=key,
+                    connection_id=ConnectionId(cid),
+                    created_at=self.clock.now(),
+                    expires_at=0,
+                )
+            )
+        marked = await self.requests.apply(key, transitions.follow())
+        assert marked is not None, f"no stored request {key!r} to mark"
+        return marked
 
 
 class HeldWrites(InMemoryRequestStore):

@@ -15,7 +15,7 @@ from core_harness import Core, make_core
 import streamer.delivery
 from streamer import Progress, Streamer, transitions
 from streamer.errors import StoreUnavailable
-from streamer.models import AsyncRequest, ConnectionId, RequestKey, Subscription
+from streamer.models import AsyncRequest, RequestKey, Subscription
 from streamer.protocol import Complete, ErrorBody, ErrorMessage, ProgressUpdate, ServerMessage
 from streamer.testing import InMemorySubscriptionStore
 
@@ -79,19 +79,7 @@ async def running_request(core: Core, rid: str = "r1", *, followed: bool = True)
 
 
 async def follow_elsewhere(core: Core, request: AsyncRequest, cid: str) -> AsyncRequest:
-    """What another process's `subscribe` does: the subscription, then the mark,
-    straight into the stores. Returns the request as the mark left it."""
-    await core.subscriptions.add(
-        Subscription(
-            key=request.key,
-            connection_id=ConnectionId(cid),
-            created_at=core.clock.now(),
-            expires_at=0,
-        )
-    )
-    marked = await core.requests.apply(request.key, transitions.follow())
-    assert marked is not None
-    return marked
+    return await core.follow_elsewhere(request.key, cid)
 
 
 def progress(core: Core, request: AsyncRequest, percentage: float) -> ServerMessage:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -658,8 +659,11 @@ def snapshot_writes_running() -> list[asyncio.Task[Any]]:
 
 @pytest.fixture
 def held(core: Core) -> HeldWrites:
+    """Snapshot writes held; every report writes one (no interval, so the first
+    report after the claim does too)."""
     store = HeldWrites()
     core.requests = store
+    core.settings = replace(core.settings, progress_persist_interval_s=0)
     core.__post_init__()
     return store
 
@@ -786,15 +790,7 @@ async def test_a_follower_marked_elsewhere_gets_progress_after_the_next_snapshot
     run = asyncio.create_task(core.process("r1"))
     await asyncio.wait_for(calls.reported.wait(), 5)
     await core.connect("c2")
-    await core.subscriptions.add(
-        Subscription(
-            key=core.key("r1"),
-            connection_id=ConnectionId("c2"),
-            created_at=core.clock.now(),
-            expires_at=0,
-        )
-    )
-    assert await core.requests.apply(core.key("r1"), transitions.follow()) is not None
+    await core.follow_elsewhere(core.key("r1"), "c2")
     core.clock.advance(1.0)  # the second report makes a snapshot write due
     calls.gate.set()
     await asyncio.wait_for(calls.reported_again.wait(), 5)
@@ -802,3 +798,23 @@ async def test_a_follower_marked_elsewhere_gets_progress_after_the_next_snapshot
     assert await run is Outcome.COMPLETED
     seen = [(m["type"], m.get("percentage")) for m in core.received("c2")]
     assert seen == [("progress", 30.0), ("complete", None)]
+
+
+async def test_a_run_that_ends_within_a_persist_interval_writes_claim_and_outcome_only(
+    core: Core,
+) -> None:
+    """The claim counts as the first snapshot write and the outcome holds the last
+    report: a quick action costs two writes, whatever it reports."""
+    await enqueue(core, "total", {"values": [1]})
+    changes: list[str] = []
+    original = core.requests.apply
+
+    async def spy(key: RequestKey, transition: Transition) -> AsyncRequest | None:
+        changes.append(transition.name)
+        return await original(key, transition)
+
+    core.requests.apply = spy  # type: ignore[method-assign]
+    assert await core.process("r1") is Outcome.COMPLETED
+    assert changes == ["claim", "complete"]
+    stored = await core.stored("r1")
+    assert (stored.progress, stored.progress_message) == (100.0, "adding")

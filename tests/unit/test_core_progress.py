@@ -17,8 +17,12 @@ from streamer.progress import OwnershipLost, Progress
 from streamer.transitions import Transition
 
 
-async def claimed_progress(core: Core, rid: str = "r1") -> tuple[Progress, AsyncRequest]:
-    """A request enqueued and claimed, and the Progress the processor would hand out."""
+async def claimed_progress(
+    core: Core, rid: str = "r1", *, first_write_due: bool = True
+) -> tuple[Progress, AsyncRequest]:
+    """A request enqueued and claimed, and the Progress the processor would hand out;
+    `first_write_due`: the clock then moves one persist interval on, so the first
+    report is written at once (the claim counts as a write)."""
     conn = await core.connect("c1")
     reply = await core.send(conn, "job", {}, id=rid)
     assert reply["type"] == "acknowledgment"
@@ -34,6 +38,8 @@ async def claimed_progress(core: Core, rid: str = "r1") -> tuple[Progress, Async
         clock=core.clock,
         settings=core.settings,
     )
+    if first_write_due:
+        core.clock.advance(core.settings.progress_persist_interval_s)
     return progress, claimed
 
 
@@ -116,7 +122,7 @@ async def test_the_snapshot_is_persisted_at_most_once_per_interval(core: Core) -
     for step in range(10):
         await progress.report(step * 10, f"step {step}")
         core.clock.advance(0.25)
-    # Reports at 0, 0.25 … 2.25 s: written at 0, 1.0 and 2.0 s.
+    # Reports at 1.0, 1.25 … 3.25 s after the claim: written at 1.0, 2.0 and 3.0 s.
     assert writes == [0.0, 40.0, 80.0]
     stored = await core.stored("r1")
     assert (stored.progress, stored.progress_message) == (80.0, "step 8")
@@ -274,6 +280,7 @@ async def test_a_store_outage_drops_the_snapshot_and_keeps_delivering(core: Core
 async def test_a_reclaimed_request_continues_from_its_stored_percentage(core: Core) -> None:
     progress, claimed = await claimed_progress(core)
     await progress.report(60, "most of it")
+    await progress.flush()
     await core.requests.apply(claimed.key, transitions.release(attempt=1, now=core.clock.now()))
     again = await core.requests.apply(
         claimed.key, transitions.claim(now=core.clock.now(), lease_until=core.clock.now())
@@ -288,3 +295,69 @@ async def test_a_reclaimed_request_continues_from_its_stored_percentage(core: Co
     )
     await resumed.report(5, "restarted")
     assert resumed.percentage == 60.0
+
+
+# -- the claim counts as the first write ---------------------------------------------
+
+
+def spied_writes(core: Core) -> tuple[list[float], asyncio.Event]:
+    """The percentage of every snapshot write, and an event set by each."""
+    writes: list[float] = []
+    written = asyncio.Event()
+    original = core.requests.apply
+
+    async def spy(key: RequestKey, transition: Transition) -> AsyncRequest | None:
+        if transition.name == "record_progress":
+            writes.append(transition.sets["progress"])
+            written.set()
+        return await original(key, transition)
+
+    core.requests.apply = spy  # type: ignore[method-assign]
+    return writes, written
+
+
+async def test_reports_within_an_interval_of_the_claim_write_nothing(core: Core) -> None:
+    progress, _ = await claimed_progress(core, first_write_due=False)
+    writes, _ = spied_writes(core)
+    for step in range(4):
+        await progress.report(step * 20, f"step {step}")
+        core.clock.advance(0.2)
+    await progress.flush()  # the processor's last word before the outcome: no write
+    await progress.close()
+    assert writes == []
+    assert [p for p, _ in updates(core)] == [0.0, 20.0, 40.0, 60.0]
+    assert (await core.stored("r1")).progress == 0.0
+
+
+async def test_a_report_due_after_the_claims_interval_is_written_at_once(core: Core) -> None:
+    progress, _ = await claimed_progress(core, first_write_due=False)
+    writes, _ = spied_writes(core)
+    await progress.report(10)
+    core.clock.advance(core.settings.progress_persist_interval_s)
+    await progress.report(20)
+    await progress.flush()
+    assert writes == [20.0]
+
+
+async def test_a_report_not_due_is_written_when_the_interval_ends() -> None:
+    """The action reports once and keeps working: the snapshot still follows."""
+    core = make_core(job_app(), progress_persist_interval_s=0.05)
+    progress, _ = await claimed_progress(core, first_write_due=False)
+    writes, written = spied_writes(core)
+    await progress.report(10, "downloading")
+    await asyncio.wait_for(written.wait(), 5)
+    await progress.close()
+    assert writes == [10.0]
+    stored = await core.stored("r1")
+    assert (stored.progress, stored.progress_message) == (10.0, "downloading")
+
+
+async def test_close_cancels_a_write_not_yet_due() -> None:
+    core = make_core(job_app(), progress_persist_interval_s=0.05)
+    progress, _ = await claimed_progress(core, first_write_due=False)
+    writes, written = spied_writes(core)
+    await progress.report(10)
+    await progress.close()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(written.wait(), 0.2)
+    assert writes == []

@@ -10,7 +10,7 @@ from core_harness import Core, make_core
 
 from streamer import Streamer, transitions
 from streamer.errors import StoreUnavailable
-from streamer.models import ConnectionId, RequestStatus, Subscription
+from streamer.models import ConnectionId, RequestStatus
 from streamer.progress import Progress
 from streamer.protocol import Response
 from streamer.ratelimit import RateLimiter
@@ -189,24 +189,10 @@ async def test_one_failing_kick_does_not_stop_the_sweep(lossy: Core) -> None:
 # -- delivery ---------------------------------------------------------------------------
 
 
-async def follow(core: Core, rid: str, *cids: str) -> None:
-    """What `subscribe` leaves in the stores: each subscription, then the request's mark."""
-    for cid in cids:
-        await core.subscriptions.add(
-            Subscription(
-                key=core.key(rid),
-                connection_id=ConnectionId(cid),
-                created_at=core.clock.now(),
-                expires_at=0,
-            )
-        )
-    await core.requests.apply(core.key(rid), transitions.follow())
-
-
 async def test_delivery_reaches_origin_and_subscribers_once_each(core: Core) -> None:
     conn = await core.connect("c1")
     await core.send(conn, "job", {}, id="r1")
-    await follow(core, "r1", "c1", "c2", "c3")
+    await core.follow_elsewhere(core.key("r1"), "c1", "c2", "c3")
     message = Response(timestamp=core.clock.now(), request_id="r1")
     delivered = await core.delivery.to_request(await core.stored("r1"), message)
     assert delivered == 3
@@ -216,7 +202,7 @@ async def test_delivery_reaches_origin_and_subscribers_once_each(core: Core) -> 
 async def test_a_failing_connection_is_skipped_and_the_rest_still_receive(core: Core) -> None:
     conn = await core.connect("c1")
     await core.send(conn, "job", {}, id="r1")
-    await follow(core, "r1", "c2")
+    await core.follow_elsewhere(core.key("r1"), "c2")
     core.notifier.fail_sends(RuntimeError("throttled"), connection_id=ConnectionId("c1"))
     message = Response(timestamp=core.clock.now(), request_id="r1")
     assert await core.delivery.to_request(await core.stored("r1"), message) == 1
@@ -227,7 +213,7 @@ async def test_a_failing_connection_is_skipped_and_the_rest_still_receive(core: 
 async def test_subscribers_unreadable_still_reaches_the_origin(core: Core) -> None:
     conn = await core.connect("c1")
     await core.send(conn, "job", {}, id="r1")
-    await follow(core, "r1")
+    await core.follow_elsewhere(core.key("r1"))
     core.subscriptions.inject_failure("list_for_request", StoreUnavailable())
     message = Response(timestamp=core.clock.now(), request_id="r1")
     assert await core.delivery.to_request(await core.stored("r1"), message) == 1
