@@ -77,6 +77,9 @@ def install() -> None:
     @functools.wraps(original_add)
     def add(self: Any, old: Any, new: Any) -> None:
         _trim(self)
+        if not getattr(self, _TRIMMED, 0):
+            original_add(self, old, new)
+            return
         with _counting_dropped(self):
             original_add(self, old, new)
 
@@ -147,7 +150,11 @@ def _error(code: str, message: str) -> Exception:
 def _trim(shard: Any) -> None:
     """Drop the records past their retention from the front of `shard`."""
     records = shard.items
+    if not records:
+        return
     oldest_allowed = clock() - RECORD_RETENTION_S
+    if getattr(records[0], "made_at", oldest_allowed + 1) > oldest_allowed:
+        return  # the oldest is young: nothing to drop (the usual case)
     gone = 0
     for record in records:
         if getattr(record, "made_at", oldest_allowed + 1) > oldest_allowed:
