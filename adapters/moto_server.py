@@ -9,8 +9,9 @@ close` and starts a thread for it (a TCP handshake and a thread per DynamoDB
 call), and DynamoDB calls go straight to moto's handler instead of through
 Flask. It also installs the patches of moto in `adapters/moto_*.py`,
 only in this server: queries, stream answers, update expressions, dispatch,
-items, validator walks, flat updates and answers' request ids give moto's
-answers for less CPU; shard iterators expire as DynamoDB's do.
+items, validator walks, flat updates, answers' request ids and the item
+read before an update give moto's answers for less CPU; shard iterators expire
+and stream records are trimmed as DynamoDB's are.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class LocalMotoServer:
             moto_query,
             moto_responses,
             moto_serialize,
+            moto_snapshots,
             moto_streams,
             moto_traverse,
             moto_updates,
@@ -76,6 +78,7 @@ class LocalMotoServer:
         moto_items.install()
         moto_updates.install()
         moto_responses.install()
+        moto_snapshots.install()
 
         app = DomainDispatcherApplication(create_backend_app)
         loop = asyncio.new_event_loop()

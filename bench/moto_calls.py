@@ -116,6 +116,7 @@ PATCHES = (
     "moto_items",
     "moto_updates",
     "moto_responses",
+    "moto_snapshots",
 )
 """The server's patches of moto this measures, in the order they were added."""
 
