@@ -26,10 +26,37 @@ from collections.abc import Sequence
 
 from adapters.moto_http import MotoProtocol
 
-__all__ = ["LocalMotoServer", "main"]
+__all__ = ["LocalMotoServer", "install_patches", "main"]
 
 _BACKLOG = 1024
 """Pending connections: above any client pool (aiobotocore keeps 50) times a test run's clients."""
+
+
+def install_patches() -> None:
+    """Install this server's patches of moto in this process (each is idempotent)."""
+    from adapters import (
+        moto_dispatch,
+        moto_expressions,
+        moto_items,
+        moto_query,
+        moto_responses,
+        moto_serialize,
+        moto_snapshots,
+        moto_streams,
+        moto_traverse,
+        moto_updates,
+    )
+
+    moto_query.install()
+    moto_serialize.install()
+    moto_expressions.install()
+    moto_streams.install()
+    moto_dispatch.install()
+    moto_traverse.install()
+    moto_items.install()
+    moto_updates.install()
+    moto_responses.install()
+    moto_snapshots.install()
 
 
 class LocalMotoServer:
@@ -56,29 +83,7 @@ class LocalMotoServer:
         """Bind and serve on a daemon thread; returns once the socket is listening."""
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-        from adapters import (
-            moto_dispatch,
-            moto_expressions,
-            moto_items,
-            moto_query,
-            moto_responses,
-            moto_serialize,
-            moto_snapshots,
-            moto_streams,
-            moto_traverse,
-            moto_updates,
-        )
-
-        moto_query.install()
-        moto_serialize.install()
-        moto_expressions.install()
-        moto_streams.install()
-        moto_dispatch.install()
-        moto_traverse.install()
-        moto_items.install()
-        moto_updates.install()
-        moto_responses.install()
-        moto_snapshots.install()
+        install_patches()
 
         app = DomainDispatcherApplication(create_backend_app)
         loop = asyncio.new_event_loop()

@@ -8,8 +8,12 @@ ALL_NEW), the subscribers (a Query), plus one `GetRecords` of the requests
 stream every 5 requests. Prints calls/s and the server's CPU per call, the
 figure that bounds how many calls the one-at-a-time server can apply per
 second. `--ladder` runs it without the patches of moto in `PATCHES`, then adds
-them one at a time; `--profile` records the server with py-spy. Evidence for
-`docs/design-notes.md`; not part of `make bench`.
+them one at a time; `--profile` records the server with py-spy. `--instructions`
+records the requests of a run with one in flight, replays them through the
+server's front in a process of their own under valgrind, and prints the
+instructions per call: a count the machine's load does not move, where CPU time
+does (`--without` applies to it too). Evidence for `docs/design-notes.md`; not
+part of `make bench`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import pickle
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -258,6 +265,130 @@ def _profile(pid: int) -> subprocess.Popen[bytes]:
     )
 
 
+async def _record(requests: int) -> dict[str, list[bytes]]:
+    """The raw requests of a run with one in flight: the set-up, then the calls."""
+    from adapters import moto_http
+    from adapters.moto_server import LocalMotoServer
+
+    chunks: list[bytes] = []
+    stock = moto_http.MotoProtocol.data_received
+
+    def data_received(self: moto_http.MotoProtocol, data: bytes) -> None:
+        chunks.append(bytes(data))
+        stock(self, data)
+
+    moto_http.MotoProtocol.data_received = data_received  # type: ignore[method-assign]
+    server = LocalMotoServer()
+    server.start()
+    try:
+        settings = bench_settings(server.endpoint)
+        await create_tables(settings)
+        async with (
+            open_stores(settings) as stores,
+            get_session().client("dynamodbstreams", **client_kwargs(settings)) as streams,
+        ):
+            table = await stores.client.describe_table(TableName=settings.requests_table)
+            arn = table["Table"]["LatestStreamArn"]
+            shard = (await streams.describe_stream(StreamArn=arn))["StreamDescription"]["Shards"][0]
+            iterator = (
+                await streams.get_shard_iterator(
+                    StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+                )
+            )["ShardIterator"]
+            for n in range(requests):
+                await stores.subscriptions.add(
+                    Subscription(
+                        _request(n).key, ConnectionId("WyHPAfymhcwCENw="), T0, 2_000_000_000
+                    )
+                )
+            setup = len(chunks)
+            for n in range(requests):
+                await _one(stores, n, Counts())
+                if n % READ_EVERY == 0:
+                    page = await streams.get_records(ShardIterator=iterator, Limit=1000)
+                    iterator = page["NextShardIterator"]
+    finally:
+        server.stop()
+        moto_http.MotoProtocol.data_received = stock  # type: ignore[method-assign]
+    return {"setup": chunks[:setup], "calls": chunks[setup:]}
+
+
+def _replay(path: Path, calls: int, without: frozenset[str]) -> None:
+    """Feed the recorded set-up and the first `calls` calls to the server's front in
+    this process (each `GetRecords` with the iterator the last answer gave)."""
+    import importlib
+    import json
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    from adapters import moto_server
+    from adapters.moto_http import MotoProtocol
+
+    for name in without:
+        importlib.import_module(f"adapters.{name}").install = lambda: None
+    moto_server.install_patches()
+    recorded = pickle.loads(path.read_bytes())
+    written: list[bytes] = []
+
+    class Transport(asyncio.Transport):
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            written.append(bytes(data))
+
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return (HOST, 1) if name == "peername" else default
+
+        def close(self) -> None:
+            pass
+
+    front = MotoProtocol(DomainDispatcherApplication(create_backend_app), (HOST, 5000), set())
+    front.connection_made(Transport())
+    iterator: str | None = None
+    failed = 0
+    for chunk in [*recorded["setup"], *recorded["calls"][:calls]]:
+        if b"DynamoDBStreams_20120810.GetRecords" in chunk:
+            head, _, body = chunk.partition(b"\r\n\r\n")
+            new_body = json.dumps({**json.loads(body), "ShardIterator": iterator}).encode()
+            head = re.sub(rb"Content-Length: \d+", b"Content-Length: %d" % len(new_body), head)
+            chunk = head + b"\r\n\r\n" + new_body
+        written.clear()
+        front.data_received(chunk)
+        for answer in written:
+            failed += not answer.startswith(b"HTTP/1.1 200")
+            body = answer.partition(b"\r\n\r\n")[2]
+            if b"ShardIterator" in body:
+                got = json.loads(body)
+                iterator = got.get("NextShardIterator") or got.get("ShardIterator") or iterator
+    if failed:
+        raise SystemExit(f"{failed} answers were not 200: the replay is not the run")
+
+
+def _instructions(args: argparse.Namespace, without: frozenset[str]) -> None:
+    """Instructions per call of the recorded calls, replayed under valgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind")
+    path = CACHE_DIR / "moto_calls.requests.pickle"
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    recorded = asyncio.run(_record(args.requests))
+    path.write_bytes(pickle.dumps(recorded))
+    calls = len(recorded["calls"])
+    counts = []
+    for replayed in (0, calls):
+        argv = [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+        argv += [sys.executable, "-m", "bench.moto_calls", "--replay", str(path)]
+        argv += ["--calls", str(replayed), *(f"--without={name}" for name in sorted(without))]
+        done = subprocess.run(argv, env=python_env(), capture_output=True, text=True, check=True)
+        found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+        if found is None:
+            raise SystemExit(f"no instruction count from valgrind:\n{done.stderr[-2000:]}")
+        counts.append(int(found.group(1).replace(",", "")))
+    label = "without " + ", ".join(sorted(without)) if without else "LocalMotoServer"
+    print(
+        f"{label:<34} {(counts[1] - counts[0]) / calls / 1e6:6.3f} M instructions/call "
+        f"({calls} calls)"
+    )
+
+
 def main() -> None:
     """Parse arguments and run once."""
     parser = argparse.ArgumentParser(prog="python -m bench.moto_calls", description=__doc__)
@@ -273,7 +404,17 @@ def main() -> None:
         action="store_true",
         help="run moto's own, then each patch added in turn (one line each)",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instructions per call of a recorded run (1 in flight), replayed under valgrind",
+    )
+    parser.add_argument("--replay", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--calls", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.replay is not None:
+        _replay(args.replay, args.calls, frozenset(args.without))
+        return
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -281,6 +422,9 @@ def main() -> None:
         f"{args.requests} requests, {args.concurrency} in flight: per request 1 PutItem, "
         f"2 UpdateItem, 1 Query; 1 GetRecords per {READ_EVERY} requests"
     )
+    if args.instructions:
+        _instructions(args, frozenset(args.without))
+        return
     if not args.ladder:
         without = frozenset(args.without)
         label = "without " + ", ".join(sorted(without)) if without else "LocalMotoServer"
