@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -154,7 +155,19 @@ def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with fixed-width microseconds, so strings sort as times do."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    elif value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # strftime goes through the C library for every call: the date and time are
+    # formatted once a second (a request's writes carry several of one second).
+    whole = _whole_second(
+        value.year, value.month, value.day, value.hour, value.minute, value.second
+    )
+    return f"{whole}.{value.microsecond:06d}Z"
+
+
+@functools.lru_cache(maxsize=16)
+def _whole_second(year: int, month: int, day: int, hour: int, minute: int, second: int) -> str:
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
 
 
 def parse_time(value: str) -> datetime:

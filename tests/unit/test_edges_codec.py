@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -89,3 +90,19 @@ def test_numbers_read_back_as_int_when_integral_else_float() -> None:
     assert codec.from_attribute_value({"N": "0.1"}) == 0.1
     assert codec.from_attribute_value({"N": "1E+100"}) == 1e100
     assert isinstance(codec.from_attribute_value({"B": b"x"}), Binary | bytes)
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        datetime(2026, 12, 1, 17, 50, 32, 123456, tzinfo=UTC),
+        datetime(2026, 12, 1, 17, 50, 32),  # naive: taken as UTC
+        datetime(2026, 12, 1, 23, 20, 32, 5, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ],
+    ids=str,
+)
+def test_times_are_written_as_strftime_writes_them(at: datetime) -> None:
+    utc = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+    assert codec.format_time(at) == utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert codec.parse_time(codec.format_time(at)) == utc
