@@ -111,15 +111,17 @@ class TokenVerifier:
             # The signature stands while the ring still holds that very key (asked
             # as for any token, so an old JWKS is fetched again); the times, the
             # issuer and the audience are checked again on every use.
+            # (Other calls may change the cache while this one waits on the ring.)
             if any(known is key for known in await self._keys.candidates(kid)):
                 try:
                     identity = self._accept(claims)
                 except AuthError:
-                    del self._verified[token]  # expired: it never passes again
+                    self._verified.pop(token, None)  # expired: it never passes again
                     raise
-                self._verified.move_to_end(token)
+                if token in self._verified:
+                    self._verified.move_to_end(token)
                 return identity
-            del self._verified[token]
+            self._verified.pop(token, None)
         kid = self._header_kid(token)
         claims, key = self._signed(token, await self._keys.candidates(kid), kid)
         identity = self._accept(claims)

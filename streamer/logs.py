@@ -79,14 +79,14 @@ class JsonFormatter(logging.Formatter):
 def _timestamp(created: float) -> str:
     # The date and time are formatted once a second (strftime took a third of a
     # record's formatting); the milliseconds are truncated, as before.
-    second = int(created)
-    millis = min(999, int((created - second) * 1000))
-    return _second_prefix(second) + _MILLIS[millis]
+    at = datetime.fromtimestamp(created, UTC)
+    whole = _second_prefix(at.year, at.month, at.day, at.hour, at.minute, at.second)
+    return whole + _MILLIS[at.microsecond // 1000]
 
 
 @functools.lru_cache(maxsize=4)
-def _second_prefix(second: int) -> str:
-    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+def _second_prefix(year: int, month: int, day: int, hour: int, minute: int, second: int) -> str:
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}."
 
 
 _MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))

@@ -192,7 +192,8 @@ class Progress:
 
     def _persist_trailing(self) -> None:
         self._trailing = None
-        self._start_persist(self._clock.monotonic())
+        if self._stop is None:  # a refused write already decided the run
+            self._start_persist(self._clock.monotonic())
 
     def _cancel_trailing(self) -> None:
         if self._trailing is not None:

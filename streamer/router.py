@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -300,11 +301,15 @@ class Router:
             # Marked after the subscription exists: an outcome written after the mark
             # looks the subscribers up; one written before it (the final message sent
             # before this connection was on the list) is in the snapshot returned.
-            stored = (
-                await self._requests.apply(key, transitions.follow())
-                or await self._requests.get(key)
-                or stored
-            )
+            try:
+                marked = await self._requests.apply(key, transitions.follow())
+            except Exception:
+                # Unmarked, an outcome written elsewhere would skip this follower:
+                # take the subscription back, and the client sees the store error.
+                with contextlib.suppress(Exception):
+                    await self._subscriptions.remove(key, connection.connection_id)
+                raise
+            stored = marked or await self._requests.get(key) or stored
         data = {**request_snapshot(stored), "subscribed": subscribed}
         return Response(timestamp=self._clock.now(), request_id=reply_id, data=data)
 

@@ -162,7 +162,8 @@ async def test_outcomes_always_look_up_afresh(core: Core) -> None:
 
 
 async def test_a_subscribe_routed_here_reaches_the_next_progress(core: Core) -> None:
-    request = await running_request(core)
+    """The sender's copy predates the mark: this process counts the request followed."""
+    request = await running_request(core, followed=False)
     await core.delivery.to_request(request, progress(core, request, 10))
     watcher = await core.connect("c2")
     reply = await core.send(watcher, "subscribe", {"request_id": "r1"})

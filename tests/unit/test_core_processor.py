@@ -98,6 +98,12 @@ def build_app(calls: Calls) -> Streamer:
         await calls.gate.wait()
         return "finished anyway"
 
+    @app.action("waits_then_refuses", mode="async")
+    async def waits_then_refuses(req: Request[dict[str, Any]], progress: Progress) -> None:
+        calls.reported.set()
+        await calls.gate.wait()
+        raise StreamerError("VALIDATION_ERROR", "start date is a Sunday")
+
     @app.action("reports_then_retries", mode="async")
     async def reports_then_retries(req: Request[dict[str, Any]], progress: Progress) -> None:
         await progress.report(10, "started")
@@ -818,3 +824,52 @@ async def test_a_run_that_ends_within_a_persist_interval_writes_claim_and_outcom
     assert changes == ["claim", "complete"]
     stored = await core.stored("r1")
     assert (stored.progress, stored.progress_message) == (100.0, "adding")
+
+
+async def test_a_failure_reaches_a_follower_marked_after_the_claim(
+    core: Core, calls: Calls
+) -> None:
+    """The outcome goes by the copy its own write returned, not the claimed one."""
+    await enqueue(core, "waits_then_refuses", {})
+    run = asyncio.create_task(core.process("r1"))
+    await asyncio.wait_for(calls.reported.wait(), 5)
+    await core.connect("c2")
+    await core.follow_elsewhere(core.key("r1"), "c2")
+    calls.gate.set()
+    assert await run is Outcome.FAILED
+    assert [m["type"] for m in core.received("c2")] == ["error"]
+
+
+class LostAnswers(InMemoryRequestStore):
+    """The first `complete` lands, but its answer is lost (the call raises)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = False
+
+    async def apply(self, key: RequestKey, transition: Transition) -> AsyncRequest | None:
+        applied = await super().apply(key, transition)
+        if transition.name == "complete" and not self.lost:
+            self.lost = True
+            raise StoreUnavailable("the answer was lost")
+        return applied
+
+
+async def test_an_outcome_whose_write_answer_was_lost_still_reaches_followers(
+    calls: Calls,
+) -> None:
+    """Its retry is refused (already completed): with no copy from the write, the
+    request counts as followed and its subscribers are looked up."""
+    core = make_core(build_app(calls))
+    core.requests = LostAnswers()
+    core.__post_init__()
+    await enqueue(core, "stepwise", {})
+    run = asyncio.create_task(core.process("r1"))
+    await asyncio.wait_for(calls.reported.wait(), 5)
+    await core.connect("c2")
+    await core.follow_elsewhere(core.key("r1"), "c2")
+    calls.gate.set()
+    calls.gate_again.set()
+    assert await run is Outcome.COMPLETED
+    assert core.requests.lost
+    assert [m["type"] for m in core.received("c2")][-1] == "complete"

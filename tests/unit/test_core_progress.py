@@ -361,3 +361,17 @@ async def test_close_cancels_a_write_not_yet_due() -> None:
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(written.wait(), 0.2)
     assert writes == []
+
+
+async def test_flush_cancels_a_write_not_yet_due() -> None:
+    """The outcome's write holds the last report: flush leaves no timer to write
+    it again while the outcome is being written."""
+    core = make_core(job_app(), progress_persist_interval_s=0.05)
+    progress, _ = await claimed_progress(core, first_write_due=False)
+    writes, written = spied_writes(core)
+    await progress.report(10)
+    await progress.flush()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(written.wait(), 0.2)
+    await progress.close()
+    assert writes == []

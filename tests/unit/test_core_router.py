@@ -486,6 +486,18 @@ async def test_subscribe_follows_a_running_request_from_another_connection(core:
     assert core.received("c2") == core.received("c1")
 
 
+async def test_a_subscribe_whose_mark_fails_takes_its_subscription_back(core: Core) -> None:
+    """A subscription without the mark would be skipped by an outcome written
+    elsewhere: the client gets the store error and no subscription is left."""
+    first = await core.connect("c1")
+    await core.send(first, "job", {}, id="r1")
+    core.requests.inject_failure("follow", StoreUnavailable())
+    reply = await core.send(await core.connect("c2"), "subscribe", {"request_id": "r1"})
+    assert reply["type"] == "error"
+    assert core.subscriptions.subscriptions == []
+    assert (await core.stored("r1")).followed is False
+
+
 async def test_subscribe_sets_the_subscription_ttl_from_the_connection_ttl(core: Core) -> None:
     conn = await core.connect()
     await core.send(conn, "job", {}, id="r1")

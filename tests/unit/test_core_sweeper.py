@@ -10,7 +10,7 @@ from core_harness import Core, make_core
 
 from streamer import Streamer, transitions
 from streamer.errors import StoreUnavailable
-from streamer.models import ConnectionId, RequestStatus
+from streamer.models import AsyncRequest, ConnectionId, RequestStatus
 from streamer.progress import Progress
 from streamer.protocol import Response
 from streamer.ratelimit import RateLimiter
@@ -78,6 +78,49 @@ async def test_an_expired_lease_with_attempts_spent_fails_and_tells_the_follower
     assert stored.expires_at == int((core.clock.now() + timedelta(days=7)).timestamp())
     (message,) = core.received("c1")
     assert (message["request_id"], message["error"]["code"]) == ("r1", "PROCESSING_FAILED")
+
+
+def marked_after_listing(core: Core, lister: str, cid: str) -> None:
+    """The sweeper's list is read, then another process's `subscribe` lands: the
+    sweeper holds copies that predate the mark."""
+    original = getattr(core.requests, lister)
+
+    async def listed(**kwargs: Any) -> list[AsyncRequest]:
+        found = await original(**kwargs)
+        for request in found:
+            await core.follow_elsewhere(request.key, cid)
+        return found
+
+    setattr(core.requests, lister, listed)
+
+
+async def test_an_exhausted_lease_fails_to_a_follower_marked_after_the_listing(
+    core: Core,
+) -> None:
+    conn = await core.connect()
+    await core.send(conn, "job", {}, id="r1")
+    await core.connect("c2")
+    for sweep in range(2):  # max_retries=1: two claims in all
+        await claim(core)
+        core.clock.advance(91)
+        if sweep == 1:
+            marked_after_listing(core, "list_expired_leases", "c2")
+        await core.sweeper.sweep_once()
+    assert [m["type"] for m in core.received("c2")] == ["error"]
+
+
+async def test_a_request_never_picked_up_fails_to_a_follower_marked_after_the_listing(
+    lossy: Core,
+) -> None:
+    conn = await lossy.connect()
+    await lossy.send(conn, "job", {}, id="r1")
+    await lossy.connect("c2")
+    for sweep in range(3):
+        lossy.clock.advance(61)
+        if sweep == 2:
+            marked_after_listing(lossy, "list_stale_pending", "c2")
+        await lossy.sweeper.sweep_once()
+    assert [m["error"]["message"] for m in lossy.received("c2")] == [NOT_PICKED_UP_MESSAGE]
 
 
 async def test_one_failing_item_does_not_stop_the_sweep(core: Core) -> None:

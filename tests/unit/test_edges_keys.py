@@ -328,3 +328,28 @@ async def test_a_remembered_token_stops_verifying_once_its_key_is_retired(
     with pytest.raises(AuthError) as refused:
         await verifier.authenticate(token)
     assert refused.value.reason == "unknown kid"
+
+
+@pytest.mark.parametrize("case", ["expired", "retired"])
+async def test_two_reconnects_with_a_remembered_token_during_a_fetch_are_both_refused(
+    pems: list[tuple[str, str]], case: str
+) -> None:
+    """Both wait on one JWKS fetch and both find the kept token no longer good:
+    each is refused (401), neither fails on the cache the other changed."""
+    from streamer.auth import AuthError, TokenVerifier
+
+    clock = ManualClock()
+    fetcher = FakeFetcher(jwks(jwk(pems[0][1], "old")))
+    ring = KeyRing(jwks_url=URL, fetcher=fetcher, clock=clock, max_age_s=600)
+    verifier = TokenVerifier(clock=clock, keys=ring)
+    token = _token(pems[0][0], clock, kid="old", exp=int(clock.now().timestamp()) + 300)
+    await verifier.authenticate(token)
+    if case == "retired":
+        fetcher.body = jwks(jwk(pems[1][1], "new"))
+    clock.advance(600)  # the JWKS is old (and the token expired)
+    fetcher.gate = asyncio.Event()
+    both = [asyncio.create_task(verifier.authenticate(token)) for _ in range(2)]
+    await asyncio.sleep(0)
+    fetcher.gate.set()
+    results = await asyncio.gather(*both, return_exceptions=True)
+    assert [type(r) for r in results] == [AuthError, AuthError]
