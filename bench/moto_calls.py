@@ -418,8 +418,9 @@ def main() -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    in_flight = 1 if args.instructions else args.concurrency
     print(
-        f"{args.requests} requests, {args.concurrency} in flight: per request 1 PutItem, "
+        f"{args.requests} requests, {in_flight} in flight: per request 1 PutItem, "
         f"2 UpdateItem, 1 Query; 1 GetRecords per {READ_EVERY} requests"
     )
     if args.instructions:
