@@ -215,7 +215,7 @@ class Processor:
         while True:
             bound_s, bounded_by_deadline = self._time_bound(request.timeout_s, deadline)
             if bounded_by_deadline and bound_s <= 0:
-                return await self._hand_back(request)
+                return await self._hand_back(request, progress)
             req: Request[Any] = _build_request(
                 request, payload, run_number=request.attempt + retry_count, push=self._pusher
             )
@@ -230,7 +230,7 @@ class Processor:
                 return Outcome.LOST
             except TimeoutError:
                 if scope.expired() and bounded_by_deadline:
-                    return await self._hand_back(request)
+                    return await self._hand_back(request, progress)
                 error = RequestError(
                     ErrorCode.TIMEOUT, f"action timed out after {request.timeout_s:g} s"
                 )
@@ -260,7 +260,7 @@ class Processor:
                 return await self._finish_failed(request, error, progress)
             delay_s = self._backoff_s(retry_count)
             if deadline is not None and self.seconds_left(deadline) <= delay_s:
-                return await self._hand_back(request)
+                return await self._hand_back(request, progress)
             logger.info(
                 "transient failure; retrying in %.2f s",
                 delay_s,
@@ -271,7 +271,11 @@ class Processor:
                 seconds=delay_s + request.timeout_s + self._settings.lease_grace_s
             )
             retry = transitions.record_retry(
-                attempt=request.attempt, error=error, now=now, lease_until=lease_until
+                attempt=request.attempt,
+                error=error,
+                now=now,
+                lease_until=lease_until,
+                progress=progress.snapshot(),
             )
             recorded = await self._store_call(
                 "record_retry", functools.partial(self._requests.apply, request.key, retry)
@@ -363,7 +367,7 @@ class Processor:
         await self._delivery.to_request(target, message)
         return Outcome.FAILED
 
-    async def _hand_back(self, request: AsyncRequest) -> Outcome:
+    async def _hand_back(self, request: AsyncRequest, progress: Progress) -> Outcome:
         """Release the request before the deadline, unless that would loop forever.
 
         Every hand-back is followed by a new claim, and every claim is an attempt:
@@ -379,9 +383,13 @@ class Processor:
                 f"{request.attempt} attempts; its timeout ({request.timeout_s:g} s) must "
                 "fit in one processor invocation",
             )
-            return await self._finish_failed(request, error, None)
+            return await self._finish_failed(request, error, progress)
         logger.info("deadline near; handing the request back", extra=_extra(request))
-        release = transitions.release(attempt=request.attempt, now=self._clock.now())
+        # The last report goes with it (not waiting for a snapshot write in flight):
+        # the next run starts from it, not from an older one (percentages never go back).
+        release = transitions.release(
+            attempt=request.attempt, now=self._clock.now(), progress=progress.snapshot()
+        )
         released = await self._store_call(
             "release", lambda: self._requests.apply(request.key, release)
         )

@@ -147,13 +147,20 @@ def record_progress(*, attempt: int, progress: ProgressSnapshot, now: datetime) 
 
 
 def record_retry(
-    *, attempt: int, error: RequestError, now: datetime, lease_until: datetime
+    *,
+    attempt: int,
+    error: RequestError,
+    now: datetime,
+    lease_until: datetime,
+    progress: ProgressSnapshot | None = None,
 ) -> Transition:
-    """Count one retry under `attempt`: `retry_count` + 1, the error kept, the lease extended."""
+    """Count one retry under `attempt`: `retry_count` + 1, the error kept, the lease
+    extended, and `progress`, when given, stored (the last value reported)."""
     return Transition(
         "record_retry",
         frozenset({RequestStatus.PROCESSING}),
-        sets={"error": error, "lease_until": lease_until, "updated_at": now},
+        sets={"error": error, "lease_until": lease_until, "updated_at": now}
+        | (_progress(progress) if progress else {}),
         increments=frozenset({"retry_count"}),
         attempt=attempt,
     )
@@ -209,12 +216,13 @@ def fail(
     )
 
 
-def release(*, attempt: int, now: datetime) -> Transition:
-    """PROCESSING (under `attempt`) → PENDING: handed back for another claim."""
+def release(*, attempt: int, now: datetime, progress: ProgressSnapshot | None = None) -> Transition:
+    """PROCESSING (under `attempt`) → PENDING: handed back for another claim, with
+    `progress`, when given, stored (so the next run resumes from the last report)."""
     return Transition(
         "release",
         frozenset({RequestStatus.PROCESSING}),
-        sets=_pending_again(now),
+        sets=_pending_again(now) | (_progress(progress) if progress else {}),
         removes=frozenset({"lease_until"}),
         attempt=attempt,
     )

@@ -873,3 +873,32 @@ async def test_an_outcome_whose_write_answer_was_lost_still_reaches_followers(
     assert await run is Outcome.COMPLETED
     assert core.requests.lost
     assert [m["type"] for m in core.received("c2")][-1] == "complete"
+
+
+async def test_a_request_handed_back_keeps_the_last_report_for_its_next_run(core: Core) -> None:
+    """Reported within the claim's interval (so not written yet), then handed back:
+    the release stores it, and the next run starts from it."""
+    await enqueue(core, "reports_then_retries", {})
+    deadline = core.clock.now() + timedelta(seconds=DEADLINE_MARGIN_S + 0.2)
+    assert await core.processor.run(core.key("r1"), deadline=deadline) is Outcome.HANDED_BACK
+    stored = await core.stored("r1")
+    assert (stored.status, stored.progress, stored.progress_message) == (
+        RequestStatus.PENDING,
+        10.0,
+        "started",
+    )
+
+
+async def test_a_recorded_retry_keeps_the_last_report(core: Core, calls: Calls) -> None:
+    seen: list[float] = []
+    original = core.requests.apply
+
+    async def spy(key: RequestKey, transition: Transition) -> AsyncRequest | None:
+        if transition.name == "record_retry":
+            seen.append(transition.sets["progress"])
+        return await original(key, transition)
+
+    core.requests.apply = spy  # type: ignore[method-assign]
+    await enqueue(core, "reports_then_retries", {})
+    assert await core.process("r1") is Outcome.FAILED  # Retryable every time
+    assert seen == [10.0] * 3  # each retry stored the report its run made
