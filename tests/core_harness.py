@@ -173,6 +173,22 @@ class Core:
     def received(self, connection_id: str = "c1") -> list[dict[str, Any]]:
         return [wire(m) for m in self.notifier.messages(ConnectionId(connection_id))]
 
+    def spy_transitions(self, name: str, field: str) -> tuple[list[Any], asyncio.Event]:
+        """What each `name` transition applied from now on sets `field` to, and an
+        event set at each (the requests store's `apply` is wrapped)."""
+        seen: list[Any] = []
+        applied = asyncio.Event()
+        original = self.requests.apply
+
+        async def spy(key: RequestKey, transition: Transition) -> AsyncRequest | None:
+            if transition.name == name:
+                seen.append(transition.sets[field])
+                applied.set()
+            return await original(key, transition)
+
+        self.requests.apply = spy  # type: ignore[method-assign]
+        return seen, applied
+
     async def follow_elsewhere(self, key: RequestKey, *connection_ids: str) -> AsyncRequest:
         """What another process's `subscribe` leaves in the stores: each
         subscription, then the request's mark. Returns the request as marked."""

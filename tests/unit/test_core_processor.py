@@ -369,15 +369,7 @@ async def test_retries_exhausted_fail_with_processing_failed(core: Core, calls: 
 
 async def test_each_retry_extends_the_lease(core: Core) -> None:
     await enqueue(core, "always_retryable", {})
-    leases: list[Any] = []
-    original = core.requests.apply
-
-    async def spy(key: RequestKey, transition: Transition) -> AsyncRequest | None:
-        if transition.name == "record_retry":
-            leases.append(transition.sets["lease_until"])
-        return await original(key, transition)
-
-    core.requests.apply = spy  # type: ignore[method-assign]
+    leases, _ = core.spy_transitions("record_retry", "lease_until")
     await core.process("r1")
     assert len(leases) == 3
     assert leases == sorted(leases)
@@ -890,15 +882,7 @@ async def test_a_request_handed_back_keeps_the_last_report_for_its_next_run(core
 
 
 async def test_a_recorded_retry_keeps_the_last_report(core: Core, calls: Calls) -> None:
-    seen: list[float] = []
-    original = core.requests.apply
-
-    async def spy(key: RequestKey, transition: Transition) -> AsyncRequest | None:
-        if transition.name == "record_retry":
-            seen.append(transition.sets["progress"])
-        return await original(key, transition)
-
-    core.requests.apply = spy  # type: ignore[method-assign]
+    seen, _ = core.spy_transitions("record_retry", "progress")
     await enqueue(core, "reports_then_retries", {})
     assert await core.process("r1") is Outcome.FAILED  # Retryable every time
     assert seen == [10.0] * 3  # each retry stored the report its run made

@@ -12,9 +12,8 @@ from core_harness import Core, HeldWrites, make_core
 
 from streamer import RequestCancelled, Streamer, transitions
 from streamer.errors import StoreUnavailable
-from streamer.models import AsyncRequest, RequestKey
+from streamer.models import AsyncRequest
 from streamer.progress import OwnershipLost, Progress
-from streamer.transitions import Transition
 
 
 async def claimed_progress(
@@ -41,6 +40,11 @@ async def claimed_progress(
     if first_write_due:
         core.clock.advance(core.settings.progress_persist_interval_s)
     return progress, claimed
+
+
+def spied_writes(core: Core) -> tuple[list[Any], asyncio.Event]:
+    """The percentage of every snapshot write, and an event set by each."""
+    return core.spy_transitions("record_progress", "progress")
 
 
 def job_app() -> Streamer:
@@ -110,15 +114,7 @@ async def test_metadata_travels_with_the_update_and_is_made_json_safe(core: Core
 
 async def test_the_snapshot_is_persisted_at_most_once_per_interval(core: Core) -> None:
     progress, _ = await claimed_progress(core)
-    writes: list[float] = []
-    original = core.requests.apply
-
-    async def spy(key: RequestKey, transition: Transition) -> AsyncRequest | None:
-        if transition.name == "record_progress":
-            writes.append(transition.sets["progress"])
-        return await original(key, transition)
-
-    core.requests.apply = spy  # type: ignore[method-assign]
+    writes, _ = spied_writes(core)
     for step in range(10):
         await progress.report(step * 10, f"step {step}")
         core.clock.advance(0.25)
@@ -300,22 +296,6 @@ async def test_a_reclaimed_request_continues_from_its_stored_percentage(core: Co
 # -- the claim counts as the first write ---------------------------------------------
 
 
-def spied_writes(core: Core) -> tuple[list[float], asyncio.Event]:
-    """The percentage of every snapshot write, and an event set by each."""
-    writes: list[float] = []
-    written = asyncio.Event()
-    original = core.requests.apply
-
-    async def spy(key: RequestKey, transition: Transition) -> AsyncRequest | None:
-        if transition.name == "record_progress":
-            writes.append(transition.sets["progress"])
-            written.set()
-        return await original(key, transition)
-
-    core.requests.apply = spy  # type: ignore[method-assign]
-    return writes, written
-
-
 async def test_reports_within_an_interval_of_the_claim_write_nothing(core: Core) -> None:
     progress, _ = await claimed_progress(core, first_write_due=False)
     writes, _ = spied_writes(core)
@@ -352,25 +332,15 @@ async def test_a_report_not_due_is_written_when_the_interval_ends() -> None:
     assert (stored.progress, stored.progress_message) == (10.0, "downloading")
 
 
-async def test_close_cancels_a_write_not_yet_due() -> None:
+@pytest.mark.parametrize("ending", ["flush", "close"])
+async def test_the_run_ending_cancels_a_write_not_yet_due(ending: str) -> None:
+    """`flush` (the outcome's write holds the last report) and `close` leave no
+    timer to write it afterwards."""
     core = make_core(job_app(), progress_persist_interval_s=0.05)
     progress, _ = await claimed_progress(core, first_write_due=False)
     writes, written = spied_writes(core)
     await progress.report(10)
-    await progress.close()
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(written.wait(), 0.2)
-    assert writes == []
-
-
-async def test_flush_cancels_a_write_not_yet_due() -> None:
-    """The outcome's write holds the last report: flush leaves no timer to write
-    it again while the outcome is being written."""
-    core = make_core(job_app(), progress_persist_interval_s=0.05)
-    progress, _ = await claimed_progress(core, first_write_due=False)
-    writes, written = spied_writes(core)
-    await progress.report(10)
-    await progress.flush()
+    await getattr(progress, ending)()
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(written.wait(), 0.2)
     await progress.close()
