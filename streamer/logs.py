@@ -9,13 +9,14 @@ credential, token or body.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import re
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any
+
+from streamer.clock import MILLISECONDS_Z, utc_second
 
 __all__ = [
     "CONTEXT_FIELDS",
@@ -77,19 +78,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def _timestamp(created: float) -> str:
-    # The date and time are formatted once a second (strftime took a third of a
-    # record's formatting); the milliseconds are truncated, as before.
+    # strftime took a third of a record's formatting: the second is formatted once,
+    # the milliseconds truncated, as before.
     at = datetime.fromtimestamp(created, UTC)
-    whole = _second_prefix(at.year, at.month, at.day, at.hour, at.minute, at.second)
-    return whole + _MILLIS[at.microsecond // 1000]
-
-
-@functools.lru_cache(maxsize=4)
-def _second_prefix(year: int, month: int, day: int, hour: int, minute: int, second: int) -> str:
-    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}."
-
-
-_MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))
+    return utc_second(at) + MILLISECONDS_Z[at.microsecond // 1000]
 
 
 WIRE_LOGGERS = (

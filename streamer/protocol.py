@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, TypeGuard
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from streamer.clock import MILLISECONDS_Z, utc_second
 from streamer.errors import ErrorCode, StreamerError
 
 __all__ = [
@@ -58,16 +59,7 @@ def format_timestamp(at: datetime) -> str:
     # `isoformat` goes through printf, several µs with two timestamps per reply:
     # the date and time are formatted once a second, the milliseconds looked up
     # (truncated, as `isoformat(timespec="milliseconds")` does).
-    whole = _whole_second(at.year, at.month, at.day, at.hour, at.minute, at.second)
-    return whole + _MILLIS[at.microsecond // 1000]
-
-
-@functools.lru_cache(maxsize=16)
-def _whole_second(year: int, month: int, day: int, hour: int, minute: int, second: int) -> str:
-    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
-
-
-_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
+    return utc_second(at) + MILLISECONDS_Z[at.microsecond // 1000]
 
 
 Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str)]

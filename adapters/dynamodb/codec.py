@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -11,6 +10,7 @@ from typing import Any
 
 from boto3.dynamodb.types import DYNAMODB_CONTEXT, TypeDeserializer, TypeSerializer
 
+from streamer.clock import utc_second
 from streamer.errors import UnstorableValue
 
 __all__ = [
@@ -157,17 +157,7 @@ def format_time(value: datetime) -> str:
         value = value.replace(tzinfo=UTC)
     elif value.tzinfo is not UTC:
         value = value.astimezone(UTC)
-    # strftime goes through the C library for every call: the date and time are
-    # formatted once a second (a request's writes carry several of one second).
-    whole = _whole_second(
-        value.year, value.month, value.day, value.hour, value.minute, value.second
-    )
-    return f"{whole}.{value.microsecond:06d}Z"
-
-
-@functools.lru_cache(maxsize=16)
-def _whole_second(year: int, month: int, day: int, hour: int, minute: int, second: int) -> str:
-    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+    return f"{utc_second(value)}.{value.microsecond:06d}Z"
 
 
 def parse_time(value: str) -> datetime:
