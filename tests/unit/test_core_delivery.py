@@ -78,10 +78,6 @@ async def running_request(core: Core, rid: str = "r1", *, followed: bool = True)
     return claimed
 
 
-async def follow_elsewhere(core: Core, request: AsyncRequest, cid: str) -> AsyncRequest:
-    return await core.follow_elsewhere(request.key, cid)
-
-
 def progress(core: Core, request: AsyncRequest, percentage: float) -> ServerMessage:
     return ProgressUpdate(
         timestamp=core.clock.now(), request_id=request.request_id, percentage=percentage
@@ -114,7 +110,7 @@ async def held_lookup(core: Core, request: AsyncRequest) -> AsyncIterator[None]:
 
 async def test_progress_reuses_the_subscriber_list_within_the_interval(core: Core) -> None:
     request = await running_request(core)
-    await follow_elsewhere(core, request, "c2")
+    await core.follow_elsewhere(request.key, "c2")
     for step in range(5):
         await core.delivery.to_request(request, progress(core, request, step))
         core.clock.advance(0.1)
@@ -141,7 +137,7 @@ async def test_a_follower_added_elsewhere_misses_at_most_an_interval_never_the_o
 ) -> None:
     request = await running_request(core)
     await core.delivery.to_request(request, progress(core, request, 10))
-    await follow_elsewhere(core, request, "c2")
+    await core.follow_elsewhere(request.key, "c2")
     await core.delivery.to_request(request, progress(core, request, 20))
     assert types(core, "c2") == []
     await core.delivery.to_request(request, complete(core, request))
@@ -183,7 +179,7 @@ async def test_a_lookup_that_overlaps_a_subscribe_is_not_reused(core: Core) -> N
 
 async def test_a_failed_lookup_falls_back_to_the_last_known_followers(core: Core) -> None:
     request = await running_request(core)
-    await follow_elsewhere(core, request, "c2")
+    await core.follow_elsewhere(request.key, "c2")
     await core.delivery.to_request(request, progress(core, request, 10))
     core.clock.advance(1)
     core.subscriptions.inject_failure("list_for_request", StoreUnavailable())
@@ -218,7 +214,7 @@ async def test_an_outcome_written_after_a_mark_elsewhere_reaches_the_follower(co
     """The sender's copy predates the subscribe; the outcome's own write shows the mark."""
     request = await running_request(core, followed=False)
     await core.delivery.to_request(request, progress(core, request, 10))
-    await follow_elsewhere(core, request, "c2")
+    await core.follow_elsewhere(request.key, "c2")
     written = await core.requests.apply(
         request.key,
         transitions.complete(

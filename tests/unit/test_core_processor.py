@@ -778,6 +778,16 @@ async def test_a_failed_request_stores_the_last_progress_it_reported() -> None:
     )
 
 
+async def running_then_followed(core: Core, calls: Calls) -> asyncio.Task[Outcome]:
+    """Run r1 until its action reports, then add c2 as another process's
+    `subscribe` would (this processor's copy of the request predates the mark)."""
+    run = asyncio.create_task(core.process("r1"))
+    await asyncio.wait_for(calls.reported.wait(), 5)
+    await core.connect("c2")
+    await core.follow_elsewhere(core.key("r1"), "c2")
+    return run
+
+
 async def test_a_follower_marked_elsewhere_gets_progress_after_the_next_snapshot_and_the_outcome(
     core: Core, calls: Calls
 ) -> None:
@@ -785,10 +795,7 @@ async def test_a_follower_marked_elsewhere_gets_progress_after_the_next_snapshot
     processor's copy of the request predates it. The next snapshot write returns
     the mark, so the reports after it reach the follower, as does the outcome."""
     await enqueue(core, "stepwise", {})
-    run = asyncio.create_task(core.process("r1"))
-    await asyncio.wait_for(calls.reported.wait(), 5)
-    await core.connect("c2")
-    await core.follow_elsewhere(core.key("r1"), "c2")
+    run = await running_then_followed(core, calls)
     core.clock.advance(1.0)  # the second report makes a snapshot write due
     calls.gate.set()
     await asyncio.wait_for(calls.reported_again.wait(), 5)
@@ -823,10 +830,7 @@ async def test_a_failure_reaches_a_follower_marked_after_the_claim(
 ) -> None:
     """The outcome goes by the copy its own write returned, not the claimed one."""
     await enqueue(core, "waits_then_refuses", {})
-    run = asyncio.create_task(core.process("r1"))
-    await asyncio.wait_for(calls.reported.wait(), 5)
-    await core.connect("c2")
-    await core.follow_elsewhere(core.key("r1"), "c2")
+    run = await running_then_followed(core, calls)
     calls.gate.set()
     assert await run is Outcome.FAILED
     assert [m["type"] for m in core.received("c2")] == ["error"]
@@ -856,10 +860,7 @@ async def test_an_outcome_whose_write_answer_was_lost_still_reaches_followers(
     core.requests = LostAnswers()
     core.__post_init__()
     await enqueue(core, "stepwise", {})
-    run = asyncio.create_task(core.process("r1"))
-    await asyncio.wait_for(calls.reported.wait(), 5)
-    await core.connect("c2")
-    await core.follow_elsewhere(core.key("r1"), "c2")
+    run = await running_then_followed(core, calls)
     calls.gate.set()
     calls.gate_again.set()
     assert await run is Outcome.COMPLETED
