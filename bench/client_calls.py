@@ -22,7 +22,7 @@ from adapters.awsjson import AwsJsonSession
 from adapters.dynamodb.codec import to_item
 from adapters.dynamodb.items import request_attributes
 from adapters.dynamodb.tables import create_tables
-from bench.moto_calls import _request, _start_server, bench_settings
+from bench.moto_calls import _request, _start_server, bench_settings, first_shard_iterator
 from streamer.settings import Settings
 
 SESSIONS: dict[str, Callable[[], Any]] = {"aioboto3": get_session, "awsjson": AwsJsonSession}
@@ -77,14 +77,7 @@ async def _measure(kind: str, settings: Settings, args: argparse.Namespace) -> d
         figures["update_item"] = await _per_call_us(args.calls, update)
         figures["get_item"] = await _per_call_us(args.calls, get)
 
-        described = await dynamodb.describe_table(TableName=table)
-        arn = described["Table"]["LatestStreamArn"]
-        shard = (await streams.describe_stream(StreamArn=arn))["StreamDescription"]["Shards"][0]
-        iterator = (
-            await streams.get_shard_iterator(
-                StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-            )
-        )["ShardIterator"]
+        iterator = await first_shard_iterator(dynamodb, streams, table)
 
         async def records(_: int) -> object:
             return await streams.get_records(ShardIterator=iterator, Limit=args.records)

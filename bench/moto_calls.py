@@ -32,6 +32,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from adapters.aws import client_kwargs, get_session
 from adapters.dynamodb.stores import DynamoDBStores, open_stores
@@ -173,6 +174,18 @@ class Figures:
         )
 
 
+async def first_shard_iterator(dynamodb: Any, streams: Any, table: str) -> str:
+    """A `TRIM_HORIZON` iterator of the first shard of `table`'s stream (the one
+    shard a fresh moto table has)."""
+    described = await dynamodb.describe_table(TableName=table)
+    arn = described["Table"]["LatestStreamArn"]
+    shard = (await streams.describe_stream(StreamArn=arn))["StreamDescription"]["Shards"][0]
+    found = await streams.get_shard_iterator(
+        StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+    )
+    return str(found["ShardIterator"])
+
+
 def bench_settings(endpoint: str | None) -> Settings:
     """Settings naming the bench's three tables on `endpoint`."""
     return dataclasses.replace(
@@ -196,14 +209,7 @@ async def _run(args: argparse.Namespace, without: frozenset[str]) -> Figures:
             open_stores(settings) as stores,
             session.client("dynamodbstreams", **client_kwargs(settings)) as streams,
         ):
-            table = await stores.client.describe_table(TableName=settings.requests_table)
-            arn = table["Table"]["LatestStreamArn"]
-            shard = (await streams.describe_stream(StreamArn=arn))["StreamDescription"]["Shards"][0]
-            iterator = (
-                await streams.get_shard_iterator(
-                    StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-                )
-            )["ShardIterator"]
+            iterator = await first_shard_iterator(stores.client, streams, settings.requests_table)
             for n in range(total):
                 key = _request(n).key
                 await stores.subscriptions.add(
@@ -287,14 +293,7 @@ async def _record(requests: int) -> dict[str, list[bytes]]:
             open_stores(settings) as stores,
             get_session().client("dynamodbstreams", **client_kwargs(settings)) as streams,
         ):
-            table = await stores.client.describe_table(TableName=settings.requests_table)
-            arn = table["Table"]["LatestStreamArn"]
-            shard = (await streams.describe_stream(StreamArn=arn))["StreamDescription"]["Shards"][0]
-            iterator = (
-                await streams.get_shard_iterator(
-                    StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-                )
-            )["ShardIterator"]
+            iterator = await first_shard_iterator(stores.client, streams, settings.requests_table)
             for n in range(requests):
                 await stores.subscriptions.add(
                     Subscription(
