@@ -1,4 +1,5 @@
-"""Runs of DynamoDB calls whose every answer (errors included) a patch of moto must not change."""
+"""Runs of DynamoDB calls whose every answer (errors included) a patch of moto must not
+change, and the install/uninstall check every patch passes."""
 
 from __future__ import annotations
 
@@ -7,11 +8,25 @@ from typing import Any
 __all__ = [
     "CONDITIONS",
     "STORE_UPDATES",
+    "assert_installs_once",
     "condition_answers",
     "plan_answers",
     "put_answers",
     "update_answers",
 ]
+
+
+def assert_installs_once(patch: Any, owner: Any, name: str) -> None:
+    """Installing `patch` twice wraps `owner.name` once; uninstalling, twice, puts
+    the original it wraps back; the patch is left installed."""
+    patch.install()
+    patched = getattr(owner, name)
+    patch.install()
+    assert getattr(owner, name) is patched
+    for _ in range(2):
+        patch.uninstall()
+        assert getattr(owner, name) is patched.__wrapped__
+    patch.install()
 
 
 def _table(client: Any, name: str) -> None:

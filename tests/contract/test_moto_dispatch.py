@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto_answers import assert_installs_once
 
 from adapters import moto_dispatch
 
@@ -46,13 +47,7 @@ def test_every_host_gets_the_backend_moto_finds(dispatcher: DomainDispatcherAppl
 
 
 def test_install_is_idempotent_and_uninstall_restores() -> None:
-    moto_dispatch.install()
-    wrapped = DomainDispatcherApplication.get_backend_for_host
-    moto_dispatch.install()
-    assert DomainDispatcherApplication.get_backend_for_host is wrapped
-    moto_dispatch.uninstall()
-    assert DomainDispatcherApplication.get_backend_for_host is wrapped.__wrapped__  # type: ignore[attr-defined]
-    moto_dispatch.install()
+    assert_installs_once(moto_dispatch, DomainDispatcherApplication, "get_backend_for_host")
 
 
 def test_a_handler_s_method_names_are_moto_s_and_kept_per_class() -> None:

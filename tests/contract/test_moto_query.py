@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from moto_answers import assert_installs_once
 
 from adapters import moto_query
 
@@ -176,10 +177,4 @@ def test_every_page_is_the_one_moto_gives(client: Any, spec: dict[str, Any]) -> 
 def test_install_is_idempotent_and_uninstall_restores() -> None:
     from moto.dynamodb.models.table import Table
 
-    moto_query.install()
-    wrapped = Table.query
-    moto_query.install()
-    assert Table.query is wrapped
-    moto_query.uninstall()
-    assert Table.query is wrapped.__wrapped__  # type: ignore[attr-defined]
-    moto_query.install()
+    assert_installs_once(moto_query, Table, "query")

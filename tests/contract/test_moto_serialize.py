@@ -13,6 +13,7 @@ from moto import mock_aws
 from moto.core.responses import ActionResult
 from moto.core.serialize import JSONSerializer, XFormedAttributePicker
 from moto.core.utils import get_service_model
+from moto_answers import assert_installs_once
 
 from adapters import moto_serialize
 
@@ -367,13 +368,7 @@ def test_blobs_are_base64_of_what_moto_holds() -> None:
 
 
 def test_install_is_idempotent_and_uninstall_restores() -> None:
-    moto_serialize.install()
-    wrapped = ActionResult.execute_result
-    moto_serialize.install()
-    assert ActionResult.execute_result is wrapped
-    moto_serialize.uninstall()
-    assert ActionResult.execute_result is wrapped.__wrapped__  # type: ignore[attr-defined]
-    moto_serialize.install()
+    assert_installs_once(moto_serialize, ActionResult, "execute_result")
 
 
 TIMESTAMPS = [

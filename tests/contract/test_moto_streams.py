@@ -10,6 +10,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
+from moto_answers import assert_installs_once
 
 from adapters import moto_streams
 
@@ -195,12 +196,4 @@ def test_until_a_record_is_24_hours_old_every_answer_is_moto_s(clock: Clock) -> 
 def test_install_is_idempotent_and_uninstall_restores() -> None:
     from moto.dynamodb.models.table import StreamShard
 
-    moto_streams.install()
-    patched = StreamShard.add
-    moto_streams.install()
-    assert StreamShard.add is patched
-    moto_streams.uninstall()
-    assert StreamShard.add is patched.__wrapped__  # type: ignore[attr-defined]
-    moto_streams.uninstall()
-    assert StreamShard.add is patched.__wrapped__  # type: ignore[attr-defined]
-    moto_streams.install()
+    assert_installs_once(moto_streams, StreamShard, "add")

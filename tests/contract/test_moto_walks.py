@@ -9,7 +9,13 @@ import boto3
 import pytest
 from moto import mock_aws
 from moto.dynamodb.models.dynamo_type import Item
-from moto_answers import STORE_UPDATES, plan_answers, put_answers, update_answers
+from moto_answers import (
+    STORE_UPDATES,
+    assert_installs_once,
+    plan_answers,
+    put_answers,
+    update_answers,
+)
 
 from adapters import moto_items, moto_traverse, moto_updates
 
@@ -101,14 +107,7 @@ def test_install_is_idempotent_and_uninstall_restores() -> None:
         (moto_items, Item, "__init__"),
         (moto_items, DynamoType, "to_regular_json"),
     ):
-        patched = getattr(owner, name)
-        patch.install()
-        assert getattr(owner, name) is patched
-        patch.uninstall()
-        assert getattr(owner, name) is patched.__wrapped__
-        patch.uninstall()
-        assert getattr(owner, name) is patched.__wrapped__
-        patch.install()
+        assert_installs_once(patch, owner, name)
 
 
 def test_an_item_s_copy_is_the_tree_deepcopy_makes_and_shares_nothing_mutable() -> None:
