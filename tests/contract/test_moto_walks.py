@@ -184,3 +184,57 @@ def test_a_value_is_written_out_as_moto_writes_it_and_shares_nothing_mutable() -
             elif isinstance(inner, list):
                 inner.append("added")
     assert [t.value for t in typed[:-2]] == before
+
+
+def test_a_value_is_sized_as_moto_sizes_it() -> None:
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    values: list[Any] = [
+        {"S": "k"},
+        {"S": "é—𝄞"},
+        {"S": ""},
+        {"N": "1.50"},
+        {"N": "-1E+3"},
+        {"B": "AAE="},
+        {"B": b"\x00\x01"},
+        {"BOOL": False},
+        {"NULL": True},
+        {"SS": ["a", "bé"]},
+        {"NS": ["1", "2.5"]},
+        {"BS": ["AA==", b"\x01"]},
+        {"L": []},
+        {"M": {}},
+        {"M": {"é": {"S": "x"}, "n": {"N": "10"}, "t": {"BOOL": True}, "b": {"B": b"ab"}}},
+        {
+            "M": {
+                "l": {"L": [{"N": "1"}, {"M": {"b": {"B": "AAE="}, "s": {"SS": ["x"]}}}]},
+                "m": {"M": {"deep": {"M": {"deeper": {"L": [{"NULL": True}, {"S": "é"}]}}}}},
+            }
+        },
+        {"L": [{"L": [{"L": [{"S": "three deep"}]}]}, {"NS": ["7"]}]},
+    ]
+    typed = [DynamoType(v) for v in values]
+    raw_inside = DynamoType({"M": {}})
+    raw_inside.value["raw"] = {"M": {"s": {"S": "a raw dict, as moto's copy takes it"}}}
+    raw_list = DynamoType({"L": [{"S": "x"}]})
+    raw_list.value.append({"S": "not a DynamoType"})  # the stock method refuses it
+    odd = DynamoType({"S": "x"})
+    odd.value = ("a", "tuple")
+    typed += [raw_inside, raw_list, odd]
+
+    def sizes() -> list[Any]:
+        out: list[Any] = []
+        for value in typed:
+            try:
+                out.append(value.size())
+            except Exception as exc:  # the stock method's own refusal, compared by type
+                out.append(type(exc))
+        return out
+
+    moto_items.uninstall()
+    expected = sizes()
+    moto_items.install()
+    assert sizes() == expected
+    assert AttributeError in expected
+    assert expected[0] == 1
+    assert_installs_once(moto_items, DynamoType, "size")
