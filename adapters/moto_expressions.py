@@ -10,7 +10,11 @@ copies such a tree node by node (~0.07 ms). A cached tree, checked once, is read
 into a `TreeCopier` that makes each further copy from that reading, without
 walking the tree or checking it again. moto changes a tree as it applies it
 (the validator's copy gets values in place of placeholders, `normalize` reorders
-its actions), so a cached tree is never handed out: every call gets a copy.
+its actions), so a cached tree is handed only to the three places of moto that
+read it and nothing else: the handler's two listings of an expression's
+placeholders and the backend's `update_item`, whose validator copies the tree
+before changing it (`_install_shared_reads`, installed only when moto's source
+reads as that says). Every other caller gets a copy.
 A copy is made node by node only when that is provably what `copy.deepcopy` would
 give: each node a plain object (no `__deepcopy__`, `__reduce__`, slots or state
 hooks) reached once, whose state besides `children` and `parent` is immutable,
@@ -74,7 +78,111 @@ def install() -> None:
     setattr(make, _MARK, True)
     parser.make = classmethod(make)
     validators.deepcopy = deepcopy_tree
+    _install_shared_reads(parser, pristine)
     _install_condition_lexing()
+
+
+def _install_shared_reads(parser: Any, pristine: Any) -> None:
+    """Hand the cached tree itself to the three places of moto that only read it, and
+    keep the backend's rewrite of each expression string.
+
+    moto's DynamoDB handler parses an `UpdateExpression` (in `update_item` and in
+    `transact_write_items`) only to list its placeholders (`find_clauses`), and the
+    backend's `update_item` only hands its tree to `UpdateExpressionValidator`, whose
+    `__init__` deep-copies it before anything is changed (or, planned, reads it:
+    `adapters.moto_updates`). Those modules get a parser whose `make` returns the
+    cached tree; every other caller of moto's parser still gets a copy. Installed
+    only when moto's source uses the trees that way (`_reads_only`); a tree that
+    cannot be copied node by node is parsed afresh, as before. The backend's
+    `re.sub` of each expression (spaces around `=`, `+`, `-`) is kept per string.
+    """
+    responses, models = _dynamodb("responses"), _dynamodb("models")
+    if getattr(responses.UpdateExpressionParser, _MARK, False) or not _reads_only(
+        responses, models
+    ):
+        return
+
+    class SharedTreeParser(parser):  # type: ignore[misc]
+        """moto's parser, whose `make` hands out the cached tree (read, never changed)."""
+
+        @classmethod
+        def make(cls: Any, expression_str: str) -> Any:
+            copier = pristine(parser, expression_str) if type(expression_str) is str else None
+            return parser.make(expression_str) if copier is None else copier.tree
+
+    setattr(SharedTreeParser, _MARK, True)
+    responses.UpdateExpressionParser = SharedTreeParser
+    models.UpdateExpressionParser = SharedTreeParser
+    models.re = _rewrites_kept(models.re)
+
+
+def _reads_only(responses: Any, models: Any) -> bool:
+    """Whether moto's source uses the handler's and the backend's trees as
+    `_install_shared_reads` says (any change, and the copies stay)."""
+    import inspect
+
+    try:
+        handler = inspect.getsource(responses.DynamoHandler.update_item)
+        transact = inspect.getsource(responses.DynamoHandler.transact_write_items)
+        backend = inspect.getsource(models.DynamoDBBackend.update_item)
+        validator = inspect.getsource(_moto("validators").Validator.__init__)
+        handler_module, backend_module = inspect.getsource(responses), inspect.getsource(models)
+    except (OSError, TypeError):
+        return False
+    return (
+        handler_module.count("UpdateExpressionParser.make(") == 2
+        and _uses(handler, "update_expression_ast") == _HANDLER_USES
+        and _uses(transact, "update_expression_ast") == _TRANSACT_USES
+        and backend_module.count("UpdateExpressionParser.make(") == 1
+        and _uses(backend, "update_expression_ast") == _BACKEND_USES
+        and _uses(validator, "expression") == _VALIDATOR_USES
+        and _uses(backend_module, "re") == _RE_USES
+    )
+
+
+_HANDLER_USES = [" = UpdateExpress", ".find_clauses(\n ", ".find_clauses(\n "]
+_TRANSACT_USES = [" = UpdateExpress", ".find_clauses(\n "]
+_BACKEND_USES = [" = UpdateExpress", ",\n              ", ",\n              "]
+_VALIDATOR_USES = [": Node,\n        ", "(Node): The root", " to be validated", ")\n"]
+_RE_USES = ["\nfrom collection", '.sub(r"\\s*([=\\+-']
+"""moto 5.1's uses (each with the 16 characters after it); the validator's last is
+`self.node_to_validate = deepcopy(expression)`."""
+
+
+def _uses(source: str, name: str) -> list[str]:
+    """Each use of the name `name` in `source`, with the 16 characters after it."""
+    import re
+
+    return [source[m.end() : m.end() + 16] for m in re.finditer(rf"\b{name}\b", source)]
+
+
+def _rewrites_kept(module: Any) -> Any:
+    """`re`, with `sub` of three strings (no count, no flags) kept per string."""
+    import types
+
+    stock = module.sub
+
+    @functools.lru_cache(maxsize=_CACHED_EXPRESSIONS)
+    def kept(pattern: str, repl: str, string: str) -> str:
+        return str(stock(pattern, repl, string))
+
+    def sub(pattern: Any, repl: Any, string: Any, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs or not all(type(a) is str for a in (pattern, repl, string)):
+            return stock(pattern, repl, string, *args, **kwargs)
+        return kept(pattern, repl, string)
+
+    shim = types.ModuleType("re", "`re`, the backend's rewrite of each expression kept")
+    for name in module.__all__:
+        setattr(shim, name, getattr(module, name))
+    shim.sub = sub  # type: ignore[attr-defined]
+    setattr(shim, _MARK, True)
+    shim._streamer_stock = module  # type: ignore[attr-defined]
+    return shim
+
+
+def _dynamodb(module: str) -> Any:
+    """A module of `moto.dynamodb`."""
+    return importlib.import_module(f"moto.dynamodb.{module}")
 
 
 def _install_condition_lexing() -> None:
@@ -183,6 +291,11 @@ def uninstall() -> None:
     if getattr(make, _MARK, False):
         parser.make = classmethod(make.__wrapped__)
     validators.deepcopy = copy.deepcopy
+    responses, models = _dynamodb("responses"), _dynamodb("models")
+    shared = responses.UpdateExpressionParser
+    if getattr(shared, _MARK, False):
+        responses.UpdateExpressionParser = models.UpdateExpressionParser = shared.__base__
+        models.re = models.re._streamer_stock
     conditions = importlib.import_module("moto.dynamodb.comparisons").ConditionExpressionParser
     lex = conditions._lex_condition_expression
     if getattr(lex, _MARK, False):
@@ -250,7 +363,8 @@ def _checked_copy(root: Any) -> Any:
 
 class TreeCopier:
     """Makes what `_checked_copy(tree)` makes, for a tree it accepted and nothing
-    changes (the cache's own, never handed out), without walking or checking it again.
+    changes (the cache's own, handed only to moto's readers), without walking or
+    checking it again.
 
     The tree is read once into its nodes in walk order: each node's class, its state
     and its parent's position; then each node's children, a node by its position or
@@ -258,7 +372,7 @@ class TreeCopier:
     the copy's node, and new `children` lists.
     """
 
-    __slots__ = ("_children", "_nodes")
+    __slots__ = ("_children", "_nodes", "tree")
 
     def __init__(self, tree: Any) -> None:
         node_type = _moto("ast_nodes").Node
@@ -279,6 +393,8 @@ class TreeCopier:
             return position
 
         read(tree, -1)
+        self.tree = tree
+        """The tree read: handed only to moto's readers (`_install_shared_reads`)."""
         self._nodes = tuple(nodes)
         self._children = tuple(children)
 

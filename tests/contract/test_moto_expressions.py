@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -241,3 +243,106 @@ def test_install_is_idempotent_and_uninstall_restores(installed: None) -> None:
     assert UpdateExpressionParser.__dict__["make"].__func__ is wrapped.__func__.__wrapped__
     assert validators.deepcopy is copy.deepcopy
     assert ConditionExpressionParser.parse is parse.__wrapped__  # type: ignore[attr-defined]
+    from moto.dynamodb import models, responses
+
+    assert responses.UpdateExpressionParser is models.UpdateExpressionParser
+    assert responses.UpdateExpressionParser is UpdateExpressionParser
+    assert models.re is re
+    moto_expressions.uninstall()
+    assert models.re is re
+
+
+def _transact_answers(client: Any) -> list[Any]:
+    """A transaction of two updates (their placeholders listed by the handler too)."""
+    client.create_table(
+        TableName="x",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    update = {"TableName": "x", "UpdateExpression": EXPRESSIONS[2]}
+    client.transact_write_items(
+        TransactItems=[
+            {"Update": {**update, "Key": {"pk": {"S": key}}, **_PLACEHOLDERS}} for key in "ab"
+        ]
+    )
+    got = client.scan(TableName="x")["Items"]
+    return sorted(got, key=lambda item: item["pk"]["S"])
+
+
+_PLACEHOLDERS: dict[str, Any] = {
+    "ExpressionAttributeNames": {"#n": "n"},
+    "ExpressionAttributeValues": {":d": {"N": "2"}},
+}
+
+
+_NAMES = {f"#{name}": name for name in re.findall(r"#(\w+)", " ".join(EXPRESSIONS))}
+_VALUES: dict[str, Any] = {
+    f":{name}": {"N": "1"} for name in re.findall(r":(\w+)", " ".join(EXPRESSIONS))
+} | {":empty": {"L": []}, ":more": {"L": []}, ":gone": {"SS": ["x"]}, ":at": {"S": "t"}}
+
+
+def test_the_readers_share_the_cached_tree_and_nothing_changes_it(installed: None) -> None:
+    from moto.dynamodb import models, responses
+
+    moto_expressions.uninstall()
+    with mock_aws():
+        expected = _transact_answers(boto3.client("dynamodb", region_name="us-east-1"))
+    moto_expressions.install()
+    shared = responses.UpdateExpressionParser
+    assert shared is not UpdateExpressionParser
+    assert models.UpdateExpressionParser is shared
+    trees = {expression: shared.make(expression) for expression in EXPRESSIONS}
+    before = {expression: shape(tree) for expression, tree in trees.items()}
+    made = 0
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        update_answers(client)
+        assert _transact_answers(client) == expected
+        for expression in EXPRESSIONS:  # each through the planned or the stock validator
+            request: dict[str, Any] = {"UpdateExpression": expression}
+            names = {k: v for k, v in _NAMES.items() if re.search(rf"{k}\b", expression)}
+            values = {k: v for k, v in _VALUES.items() if re.search(rf"{k}\b", expression)}
+            if names:
+                request["ExpressionAttributeNames"] = names
+            if values:
+                request["ExpressionAttributeValues"] = values
+            for _ in range(2):  # the first call makes the item, the second updates it
+                with contextlib.suppress(client.exceptions.ClientError):  # moto's refusal
+                    client.update_item(TableName="x", Key={"pk": {"S": "new"}}, **request)
+                    made += 1
+    assert made == 2 * (len(EXPRESSIONS) - 2)  # all but the two nested paths
+    for expression, tree in trees.items():
+        assert shared.make(expression) is tree
+        assert shape(tree) == before[expression]
+        copied = UpdateExpressionParser.make(expression)  # any other caller: its own copy
+        assert copied is not tree
+        assert shape(copied) == before[expression]
+
+
+def test_a_moto_that_uses_its_trees_otherwise_keeps_its_copies(
+    installed: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.dynamodb import models, responses
+
+    moto_expressions.uninstall()
+    monkeypatch.setattr(moto_expressions, "_HANDLER_USES", [*moto_expressions._HANDLER_USES, "x"])
+    moto_expressions.install()
+    assert responses.UpdateExpressionParser is UpdateExpressionParser
+    assert models.UpdateExpressionParser is UpdateExpressionParser
+    tree = UpdateExpressionParser.make(EXPRESSIONS[0])
+    assert UpdateExpressionParser.make(EXPRESSIONS[0]) is not tree
+    moto_expressions.uninstall()
+
+
+def test_the_backend_s_rewrite_is_re_sub_s() -> None:
+    from moto.dynamodb import models
+
+    moto_expressions.install()
+    assert models.re is not re
+    for expression in [*EXPRESSIONS, "SET a =  b  +  :c", "SET a=b-c"]:
+        for _ in range(2):
+            got = models.re.sub(r"\s*([=\+-])\s*", "\\1", expression)
+            assert got == re.sub(r"\s*([=\+-])\s*", "\\1", expression)
+    assert models.re.sub("a", "b", "aaa", count=1) == "baa"
+    assert models.re.sub("a", "b", "AAA", flags=re.IGNORECASE) == "bbb"
