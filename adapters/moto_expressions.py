@@ -235,13 +235,17 @@ def _install_condition_parsing(conditions: Any) -> None:
         nodes = self._apply_parens_and_booleans(nodes)
         return nodes[0]
 
+    make = tuple.__new__  # what `Node._replace` ends in, without its field-by-field pops
+
     def rebound(node: Any, names: dict[str, Any], values: dict[str, Any]) -> Any:
         """A new tree like `node`, each placeholder's value looked up (KeyError if absent)."""
-        if node.kind == value_kind:
-            return node._replace(value=values[node.text], children=list(node.children))
-        if node.kind == literal and node.nonterminal == identifier and node.text[:1] == "#":
-            return node._replace(value=names[node.text], children=list(node.children))
-        return node._replace(children=[rebound(child, names, values) for child in node.children])
+        nonterminal, node_kind, text, value, children = node
+        if node_kind == value_kind:
+            return make(type(node), (nonterminal, node_kind, text, values[text], list(children)))
+        if node_kind == literal and nonterminal == identifier and text[:1] == "#":
+            return make(type(node), (nonterminal, node_kind, text, names[text], list(children)))
+        rebuilt = [rebound(child, names, values) for child in children]
+        return make(type(node), (nonterminal, node_kind, text, value, rebuilt))
 
     @functools.wraps(stock)
     def parse(self: Any) -> Any:
