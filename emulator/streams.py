@@ -25,7 +25,9 @@ Semantics (as Lambda's mapping, with the differences said):
 - An expired iterator (or any failed call) re-acquires an iterator after the
   last record read; one shard's failures never stop the others. An unreadable
   record is logged and stepped over (Lambda would retry it until the mapping
-  gives up).
+  gives up). When the records after the checkpoint were trimmed unread (24 h
+  old), the shard is read on from the oldest record kept, as Lambda skips
+  expired records; the sweeper kicks any request whose record went with them.
 - Polling: after a non-empty read the next read follows at once; after an
   empty one it waits `poll_interval_s`. After `idle_polls_before_backoff` empty
   reads in a row the wait doubles on each further empty read, up to
@@ -431,7 +433,27 @@ class StreamPoller:
                 log.info("shard iterator expired; re-acquiring", extra={"shard": shard_id})
                 iterator = None
                 continue
-            except (StreamGone, TrimmedData) as exc:
+            except TrimmedData as exc:
+                if iterator is None and tracker.last_read is not None:
+                    # Asked for the records after our position and told they are
+                    # gone: more than 24 h unread. Read on from the oldest one kept,
+                    # as Lambda's event-source mapping skips expired records; the
+                    # sweeper kicks any request whose record went with them.
+                    log.warning(
+                        "records after the checkpoint were trimmed unread; "
+                        "reading from the oldest record kept",
+                        extra={"shard": shard_id},
+                    )
+                    tracker.last_read = None
+                else:
+                    log.warning(
+                        "GetRecords failed (%s); retrying", exc.code, extra={"shard": shard_id}
+                    )
+                iterator = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            except StreamGone as exc:
                 log.warning("GetRecords failed (%s); retrying", exc.code, extra={"shard": shard_id})
                 self._refresh.set()  # the table may have a new stream
                 iterator = None

@@ -482,3 +482,31 @@ async def test_a_checkpoint_is_fsynced_before_it_replaces_the_file(
     await checkpoints.flush()
     assert steps == ["fsync", "replace"]
     assert checkpoints.state.is_known
+
+
+async def test_records_trimmed_unread_are_stepped_over_from_the_oldest_kept(
+    dynamodb_settings: Settings,
+    stores: DynamoDBStores,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A restart whose checkpoint's next record is past DynamoDB's 24 hours: moto
+    refuses `AFTER_SEQUENCE_NUMBER` with `TrimmedDataAccessException`, and the
+    poller reads on from `TRIM_HORIZON` rather than asking again for ever."""
+    from adapters import moto_streams
+
+    checkpoint = tmp_path / "cp.json"
+    first = ScriptedProcessor()
+    async with running_poller(dynamodb_settings, stores, first, checkpoint):
+        await stores.requests.enqueue(_pending("done"))
+        await first.wait_for(lambda: len(first.finished) == 1)
+    now = [moto_streams.clock()]
+    monkeypatch.setattr(moto_streams, "clock", lambda: now[0])
+    await stores.requests.enqueue(_pending("lost"))  # never read
+    now[0] += moto_streams.RECORD_RETENTION_S + 60
+    await stores.requests.enqueue(_pending("kept"))  # this write trims "done" and "lost"
+
+    second = ScriptedProcessor()
+    async with running_poller(dynamodb_settings, stores, second, checkpoint):
+        await second.wait_for(lambda: len(second.finished) == 1)
+    assert second.started_keys() == [request_key("t", "u", "kept")]
