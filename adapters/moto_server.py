@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import socket
 import sys
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 
 from adapters.moto_http import MotoProtocol
 
-__all__ = ["LocalMotoServer", "install_patches", "main"]
+__all__ = ["GC_THRESHOLDS", "LocalMotoServer", "install_patches", "main", "tune_garbage_collector"]
 
 _BACKLOG = 1024
 """Pending connections: above any client pool (aiobotocore keeps 50) times a test run's clients."""
@@ -156,6 +157,24 @@ class LocalMotoServer:
         loop.close()
 
 
+GC_THRESHOLDS = (700, 10, 1000)
+"""CPython's young-generation thresholds, and a full collection after 1,000 collections
+of the middle generation rather than 10."""
+
+
+def tune_garbage_collector() -> None:
+    """Collect the whole heap a hundred times less often, in the server's own process.
+
+    What moto keeps (tables, items, their values, stream records) is long-lived data,
+    and nearly everything it frees goes by reference count. Yet CPython's
+    default thresholds walked that whole heap every ~500 `echo_async` requests: under
+    the emulator's async load 7 full collections of 130-150 ms each, 9-11% of the
+    server's CPU, each one a pause every queued call waits out. The young generations
+    keep their thresholds, so cycles made by a call still go at once.
+    """
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m adapters.moto_server [--host H] [--port N] [--until-stdin-closes]`: the
     server in a process of its own (the emulator's embedded DynamoDB, the benchmarks'
@@ -171,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="stop when standard input closes: the parent stopped it or died",
     )
     args = parser.parse_args(argv)
+    tune_garbage_collector()
     server = LocalMotoServer(args.host, args.port)
     server.start()
     print(f"DynamoDB {server.endpoint}", flush=True)
