@@ -7,6 +7,7 @@ blocks it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -132,6 +133,22 @@ class ServerProcess:
                 continue
             total += child_times.user + child_times.system
         return main, total
+
+    async def quiet(
+        self, *, window_s: float = 0.05, below_s: float = 0.002, timeout_s: float = 10.0
+    ) -> None:
+        """Return once the process, children included, used under `below_s` of CPU in
+        a `window_s` window: what a round left behind (closing sockets, deleting
+        their records) is done before the next round is timed. Raises TimeoutError
+        after `timeout_s`."""
+        async with asyncio.timeout(timeout_s):
+            before = self.cpu_seconds()[1]
+            while True:
+                await asyncio.sleep(window_s)
+                now = self.cpu_seconds()[1]
+                if now - before < below_s:
+                    return
+                before = now
 
     def health(self) -> dict[str, Any]:
         """The emulator's `GET /health` body."""
