@@ -8,5 +8,6 @@ take either.
 """
 
 from adapters.awsjson.client import AwsJsonClient, AwsJsonSession, ClientMeta, get_awsjson_session
+from adapters.awsjson.http import UNDER_WAY
 
-__all__ = ["AwsJsonClient", "AwsJsonSession", "ClientMeta", "get_awsjson_session"]
+__all__ = ["UNDER_WAY", "AwsJsonClient", "AwsJsonSession", "ClientMeta", "get_awsjson_session"]

@@ -8,11 +8,21 @@ before answering (its keep-alive ended at that moment) is sent once more on a
 new connection, as urllib3 and aiohttp do. A protocol, not asyncio streams:
 one future per exchange and the response parsed where its bytes arrive cost
 the loop about a third less.
+
+When every connection is busy, a request waits for one in turn, except that the
+requests of work already under way (`UNDER_WAY`: in the emulator, the stream
+processor's and the sweeper's) go before new work (the router's enqueues). In
+production those calls come from other Lambda invocations and never queue behind
+the router's; a shared pool served first come, first served made a burst's
+claims and completions wait for all of its enqueues.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import deque
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Final
 
@@ -23,7 +33,11 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-__all__ = ["ConnectionPool", "HttpResponse"]
+__all__ = ["UNDER_WAY", "ConnectionPool", "HttpResponse"]
+
+UNDER_WAY: ContextVar[bool] = ContextVar("streamer_awsjson_under_way", default=False)
+"""True in the tasks whose calls are work already under way: when the pool is full they
+are given a connection before the others waiting."""
 
 _HEAD_LIMIT: Final = 64 * 1024
 """Longest response head accepted; a DynamoDB head is a few hundred bytes."""
@@ -230,6 +244,63 @@ def _dechunk(buffer: bytearray, start: int) -> bytes | None:
         at += size + 2
 
 
+_UNDER_WAY_STREAK: Final = 4
+"""Turns given to waiters under way in a row while others wait, before one of those:
+work under way can delay new work, never starve it (a thousand running requests'
+progress writes would otherwise hold every connection)."""
+
+
+class _Slots:
+    """`count` connections' worth of turns. A request waiting for one is served in the
+    order it came, those under way (`UNDER_WAY`) before the others, but for one other
+    after every `_UNDER_WAY_STREAK` of them."""
+
+    def __init__(self, count: int) -> None:
+        self._free = count
+        self._waiting: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque())
+        """Waiters under way, then the others."""
+        self._streak = 0
+        """Turns given in a row to waiters under way while others waited."""
+
+    async def acquire(self) -> None:
+        """Take a turn, waiting for one when none is free."""
+        under_way, others = self._waiting
+        if self._free > 0 and not under_way and not others:
+            self._free -= 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = under_way if UNDER_WAY.get() else others
+        queue.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # given a turn as it was cancelled: hand it on
+            else:
+                with contextlib.suppress(ValueError):
+                    queue.remove(turn)
+            raise
+
+    @property
+    def waiting(self) -> int:
+        """Waiters not yet given a turn."""
+        return sum(not turn.done() for queue in self._waiting for turn in queue)
+
+    def release(self) -> None:
+        """Give the turn back: to the first waiter under way, else the first other (and
+        to the first other after a streak of `_UNDER_WAY_STREAK` under way)."""
+        under_way, others = self._waiting
+        for queue in (others, under_way) if self._streak >= _UNDER_WAY_STREAK else self._waiting:
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    turn.set_result(None)
+                    self._streak = self._streak + 1 if queue is under_way and others else 0
+                    return
+        self._streak = 0
+        self._free += 1
+
+
 class ConnectionPool:
     """At most `max_connections` connections to `host:port`, each reused.
 
@@ -255,7 +326,7 @@ class ConnectionPool:
         self._host = host
         self._port = port
         self._endpoint_url = endpoint_url
-        self._slots = asyncio.Semaphore(max_connections)
+        self._slots = _Slots(max_connections)
         self._idle: list[_HttpConnection] = []
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
@@ -268,6 +339,11 @@ class ConnectionPool:
         """Connections open and waiting for a request."""
         return len(self._idle)
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a connection (every one busy)."""
+        return self._slots.waiting
+
     async def request(self, data: bytes) -> HttpResponse:
         """Send one whole request (head and body) and read its response.
 
@@ -279,7 +355,8 @@ class ConnectionPool:
         """
         if self._is_closed:
             raise EndpointConnectionError(endpoint_url=self._endpoint_url, error="pool closed")
-        async with self._slots:
+        await self._slots.acquire()
+        try:
             connection = self._take_idle()
             if connection is not None:
                 try:
@@ -292,6 +369,8 @@ class ConnectionPool:
                 return await self._exchange(connection, data)
             except _Closed as closed:
                 raise self._closed_error(closed) from closed.cause
+        finally:
+            self._slots.release()
 
     def close(self) -> None:
         """Close every idle connection; one under way closes when its exchange ends."""

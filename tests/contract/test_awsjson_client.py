@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import copy
 import dataclasses
 import json
@@ -30,7 +31,7 @@ from botocore.parsers import create_parser
 from botocore.serialize import create_serializer
 
 from adapters.aws import client_config, client_kwargs, get_session
-from adapters.awsjson import AwsJsonClient, AwsJsonSession
+from adapters.awsjson import UNDER_WAY, AwsJsonClient, AwsJsonSession
 from adapters.awsjson.shapes import compile_input, compile_output
 from adapters.awsjson.signing import SigV4Signer, StaticCredentials
 from adapters.dynamodb import create_tables
@@ -653,3 +654,99 @@ async def test_an_answer_cut_short_is_a_closed_connection_after_the_retries() ->
             await lean.list_tables()
 
     assert tries == 2
+
+
+async def test_a_full_pool_serves_work_under_way_first_and_a_cancelled_wait_frees_nothing() -> None:
+    """One connection, held by a first call: the calls waiting for it are served in
+    turn, those made under `UNDER_WAY` (the emulator's processor) before the others;
+    a waiter cancelled takes no turn with it."""
+    served: list[str] = []
+    first_in = asyncio.Event()
+    release_first = asyncio.Event()
+
+    async def in_order(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            while True:
+                name = json.loads(await _read_request(reader))["ExclusiveStartTableName"]
+                served.append(name)
+                if name == "first":
+                    first_in.set()
+                    await release_first.wait()
+                body = b'{"TableNames":[]}'
+                writer.write(_answer(body, b"Content-Length: %d" % len(body)))
+                await writer.drain()
+
+    async with raw_server(in_order) as url, _lean_client(url, max_pool_connections=1) as lean:
+
+        def call(name: str) -> asyncio.Task[Any]:
+            return asyncio.create_task(lean.list_tables(ExclusiveStartTableName=name))
+
+        def call_under_way(name: str) -> asyncio.Task[Any]:
+            context = contextvars.copy_context()
+            context.run(UNDER_WAY.set, True)
+            return asyncio.create_task(
+                lean.list_tables(ExclusiveStartTableName=name), context=context
+            )
+
+        first = call("first")
+        async with asyncio.timeout(5):
+            await first_in.wait()
+        tasks = [call("new-1"), call_under_way("claim"), call("new-2"), call_under_way("gone")]
+        await asyncio.sleep(0)  # one turn of the loop: each call runs up to its wait
+        assert lean.pool.waiting == 4
+        tasks[3].cancel()
+        await asyncio.sleep(0)
+        assert lean.pool.waiting == 3
+        release_first.set()
+        async with asyncio.timeout(5):
+            await asyncio.gather(first, *tasks[:3])
+            await lean.list_tables(ExclusiveStartTableName="after")
+
+    assert served == ["first", "claim", "new-1", "new-2", "after"]
+    assert tasks[3].cancelled()
+    assert lean.pool.waiting == 0
+
+
+async def test_a_turn_given_to_a_waiter_cancelled_before_it_runs_is_handed_on() -> None:
+    from adapters.awsjson.http import _Slots
+
+    slots = _Slots(1)
+    await slots.acquire()
+    waiter = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    assert slots.waiting == 1
+    slots.release()  # the turn goes to the waiter...
+    waiter.cancel()  # ...cancelled before it runs
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert waiter.cancelled()
+    async with asyncio.timeout(5):
+        await slots.acquire()  # the turn was handed on, not lost
+
+
+async def test_new_work_gets_a_turn_after_every_streak_of_work_under_way() -> None:
+    from adapters.awsjson.http import _UNDER_WAY_STREAK, _Slots
+
+    slots = _Slots(1)
+    await slots.acquire()
+    order: list[str] = []
+
+    async def wait_turn(name: str) -> None:
+        await slots.acquire()
+        order.append(name)
+        slots.release()
+
+    def waiter(name: str, *, under_way: bool) -> asyncio.Task[None]:
+        context = contextvars.copy_context()
+        context.run(UNDER_WAY.set, under_way)
+        return asyncio.create_task(wait_turn(name), context=context)
+
+    streak = _UNDER_WAY_STREAK
+    tasks = [waiter(f"new-{i}", under_way=False) for i in range(2)]
+    tasks += [waiter(f"claim-{i}", under_way=True) for i in range(streak + 2)]
+    await asyncio.sleep(0)
+    slots.release()
+    async with asyncio.timeout(5):
+        await asyncio.gather(*tasks)
+
+    claims = [f"claim-{i}" for i in range(streak + 2)]
+    assert order == [*claims[:streak], "new-0", *claims[streak:], "new-1"]
