@@ -44,6 +44,8 @@ import functools
 import importlib
 from typing import Any
 
+from adapters.moto_source import uses
+
 __all__ = ["TreeCopier", "install", "uninstall"]
 
 _MARK = "_streamer_cached"
@@ -131,12 +133,12 @@ def _reads_only(responses: Any, models: Any) -> bool:
         return False
     return (
         handler_module.count("UpdateExpressionParser.make(") == 2
-        and _uses(handler, "update_expression_ast") == _HANDLER_USES
-        and _uses(transact, "update_expression_ast") == _TRANSACT_USES
+        and uses(handler, "update_expression_ast") == _HANDLER_USES
+        and uses(transact, "update_expression_ast") == _TRANSACT_USES
         and backend_module.count("UpdateExpressionParser.make(") == 1
-        and _uses(backend, "update_expression_ast") == _BACKEND_USES
-        and _uses(validator, "expression") == _VALIDATOR_USES
-        and _uses(backend_module, "re") == _RE_USES
+        and uses(backend, "update_expression_ast") == _BACKEND_USES
+        and uses(validator, "expression") == _VALIDATOR_USES
+        and uses(backend_module, "re") == _RE_USES
     )
 
 
@@ -147,13 +149,6 @@ _VALIDATOR_USES = [": Node,\n        ", "(Node): The root", " to be validated", 
 _RE_USES = ["\nfrom collection", '.sub(r"\\s*([=\\+-']
 """moto 5.1's uses (each with the 16 characters after it); the validator's last is
 `self.node_to_validate = deepcopy(expression)`."""
-
-
-def _uses(source: str, name: str) -> list[str]:
-    """Each use of the name `name` in `source`, with the 16 characters after it."""
-    import re
-
-    return [source[m.end() : m.end() + 16] for m in re.finditer(rf"\b{name}\b", source)]
 
 
 def _rewrites_kept(module: Any) -> Any:

@@ -182,17 +182,13 @@ def _install_regular_json() -> None:
             value = b64decode(value)
         return {self.type: value}
 
-    to_regular_json.__wrapped__ = stock  # type: ignore[attr-defined]
-    setattr(to_regular_json, _MARK, True)
-    DynamoType.to_regular_json = to_regular_json  # type: ignore[method-assign]
+    _replace(DynamoType, "to_regular_json", to_regular_json, stock)
 
 
 def _uninstall_regular_json() -> None:
     from moto.dynamodb.models.dynamo_type import DynamoType
 
-    method = DynamoType.to_regular_json
-    if getattr(method, _MARK, False):
-        DynamoType.to_regular_json = method.__wrapped__  # type: ignore[attr-defined,method-assign]
+    _restore(DynamoType, "to_regular_json")
 
 
 def _install_sizes() -> None:
@@ -238,14 +234,24 @@ def _install_sizes() -> None:
             return 1
         return int(bytesize(value))
 
-    size.__wrapped__ = stock  # type: ignore[attr-defined]
-    setattr(size, _MARK, True)
-    DynamoType.size = size  # type: ignore[method-assign]
+    _replace(DynamoType, "size", size, stock)
 
 
 def _uninstall_sizes() -> None:
     from moto.dynamodb.models.dynamo_type import DynamoType
 
-    method = DynamoType.size
+    _restore(DynamoType, "size")
+
+
+def _replace(owner: Any, name: str, function: Any, stock: Any) -> None:
+    """Put `function` in place of `owner.name` (`stock`), marked, the stock one kept."""
+    function.__wrapped__ = stock
+    setattr(function, _MARK, True)
+    setattr(owner, name, function)
+
+
+def _restore(owner: Any, name: str) -> None:
+    """Put back the method `_replace` replaced, if it did."""
+    method = getattr(owner, name)
     if getattr(method, _MARK, False):
-        DynamoType.size = method.__wrapped__  # type: ignore[attr-defined,method-assign]
+        setattr(owner, name, method.__wrapped__)

@@ -28,10 +28,11 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
-import re
 import types
 from collections.abc import Callable
 from typing import Any
+
+from adapters.moto_source import uses
 
 __all__ = ["Snapshot", "install", "uninstall"]
 
@@ -132,13 +133,13 @@ def _reads_as_described(responses: Any, models: Any) -> bool:
     return (
         handler_module.count("copy.") == 1
         and "copy.deepcopy(self.dynamodb_backend.get_item(name, key))" in handler
-        and _uses(handler, "existing_item") == _HANDLER_USES
+        and uses(handler, "existing_item") == _HANDLER_USES
         and backend_module.count("copy.deepcopy(item)") == 1
-        and _uses(backend, "orig_item") == _BACKEND_USES
+        and uses(backend, "orig_item") == _BACKEND_USES
         and "self.items.append(StreamRecord(self.table, t, event_name, old, new, seq))" in add
-        and _uses(add, "old") == _ADD_USES
-        and _uses(record, "old") == _RECORD_OLD_USES
-        and _uses(record, "rec") == _RECORD_REC_USES
+        and uses(add, "old") == _ADD_USES
+        and uses(record, "old") == _RECORD_OLD_USES
+        and uses(record, "rec") == _RECORD_REC_USES
     )
 
 
@@ -154,8 +155,3 @@ _RECORD_OLD_USES = [
 ]
 _RECORD_REC_USES = [" = old if old is", ".hash_key.to_jso", " is not None:\n  ", ".range_key.to_js"]
 """moto 5.1's uses of the copies (each with the 16 characters after it): any change, no install."""
-
-
-def _uses(source: str, name: str) -> list[str]:
-    """Each use of the name `name` in `source`, with the 16 characters after it."""
-    return [source[m.end() : m.end() + 16] for m in re.finditer(rf"\b{name}\b", source)]
