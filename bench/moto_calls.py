@@ -324,7 +324,8 @@ def _replay(path: Path, calls: int, without: frozenset[str]) -> None:
     from adapters.moto_http import MotoProtocol
 
     for name in without:
-        importlib.import_module(f"adapters.{name}").install = lambda: None
+        patch: Any = importlib.import_module(f"adapters.{name}")
+        patch.install = lambda: None
     moto_server.install_patches()
     recorded = pickle.loads(path.read_bytes())
     written: list[bytes] = []
