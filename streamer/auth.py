@@ -6,6 +6,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from streamer.bounded import remember
 from streamer.errors import StreamerError
 from streamer.keys import MAX_KID_CHARS, KeyRing
 from streamer.models import Identity, TenantId, UserId
@@ -125,9 +126,7 @@ class TokenVerifier:
         kid = self._header_kid(token)
         claims, key = self._signed(token, await self._keys.candidates(kid), kid)
         identity = self._accept(claims)
-        self._verified[token] = (kid, key, claims)
-        while len(self._verified) > VERIFIED_TOKENS:
-            self._verified.popitem(last=False)
+        remember(self._verified, token, (kid, key, claims), VERIFIED_TOKENS)
         return identity
 
     def _header_kid(self, token: str) -> str | None:

@@ -6,8 +6,8 @@ import asyncio
 import logging
 from collections import OrderedDict
 from enum import StrEnum
-from typing import TypeVar
 
+from streamer.bounded import remember
 from streamer.clock import SystemClock
 from streamer.errors import ConnectionGone
 from streamer.models import AsyncRequest, ConnectionId, RequestKey
@@ -18,8 +18,6 @@ __all__ = ["CACHED_REQUESTS", "Delivery", "SendOutcome"]
 
 logger = logging.getLogger(__name__)
 
-K = TypeVar("K")
-V = TypeVar("V")
 
 _REMEMBERED_GONE = 1024
 """How many gone connection ids are remembered, so a running request does not
@@ -108,7 +106,7 @@ class Delivery:
         cached subscriber list."""
         self._subscribe_count += 1
         self._cached.pop(key, None)
-        _remember(self._followed_here, key, None, CACHED_REQUESTS)
+        remember(self._followed_here, key, None, CACHED_REQUESTS)
 
     async def _subscribers(self, request: AsyncRequest, *, fresh: bool) -> tuple[ConnectionId, ...]:
         """The request's subscribers: cached unless `fresh` (an outcome) is asked for."""
@@ -136,7 +134,7 @@ class Delivery:
             # Reused for an interval from when the answer came: stamped when the
             # lookup started, a lookup slower than the interval (a busy store) would
             # never be reused, and every progress message would query again.
-            _remember(self._cached, key, (self._clock.monotonic(), subscribers), CACHED_REQUESTS)
+            remember(self._cached, key, (self._clock.monotonic(), subscribers), CACHED_REQUESTS)
         return subscribers
 
     async def _send(
@@ -168,7 +166,7 @@ class Delivery:
         return SendOutcome.SENT
 
     async def _forget_connection(self, connection_id: ConnectionId, request_id: str | None) -> None:
-        _remember(self._gone, connection_id, None, _REMEMBERED_GONE)
+        remember(self._gone, connection_id, None, _REMEMBERED_GONE)
         logger.info(
             "connection gone; deleting its record and subscriptions",
             extra={"request_id": request_id, "connection_id": connection_id},
@@ -182,11 +180,3 @@ class Delivery:
                 extra={"connection_id": connection_id},
                 exc_info=True,
             )
-
-
-def _remember(cache: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
-    """Keep `key` as the newest entry of `cache`, dropping the oldest beyond `limit`."""
-    cache[key] = value
-    cache.move_to_end(key)
-    while len(cache) > limit:
-        cache.popitem(last=False)
