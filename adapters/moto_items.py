@@ -72,9 +72,7 @@ def install() -> None:
             dict.__setitem__(built, key, typed)
         self.attrs = built
 
-    __init__.__wrapped__ = original  # type: ignore[attr-defined]
-    setattr(__init__, _MARK, True)
-    Item.__init__ = __init__  # type: ignore[method-assign]
+    _replace(Item, "__init__", __init__, original)
     _install_copies()
     _install_regular_json()
     _install_sizes()
@@ -84,9 +82,7 @@ def uninstall() -> None:
     """Put moto's own `Item.__init__` back (tests compare the two)."""
     from moto.dynamodb.models.dynamo_type import Item
 
-    method = Item.__init__
-    if getattr(method, _MARK, False):
-        Item.__init__ = method.__wrapped__  # type: ignore[attr-defined,method-assign]
+    _restore(Item, "__init__")
     _uninstall_copies()
     _uninstall_regular_json()
     _uninstall_sizes()
@@ -132,21 +128,15 @@ def _install_copies() -> None:
         result.attrs = attrs
         return result
 
-    for function, stock in ((copy_value, stock_value), (copy_item, stock_item)):
-        function.__wrapped__ = stock  # type: ignore[attr-defined]
-        setattr(function, _MARK, True)
-    DynamoType.__deepcopy__ = copy_value  # type: ignore[method-assign]
-    Item.__deepcopy__ = copy_item  # type: ignore[method-assign]
+    _replace(DynamoType, "__deepcopy__", copy_value, stock_value)
+    _replace(Item, "__deepcopy__", copy_item, stock_item)
 
 
 def _uninstall_copies() -> None:
     from moto.dynamodb.models.dynamo_type import DynamoType, Item
 
-    owners: tuple[Any, ...] = (DynamoType, Item)
-    for owner in owners:
-        method = owner.__deepcopy__
-        if getattr(method, _MARK, False):
-            owner.__deepcopy__ = method.__wrapped__
+    _restore(DynamoType, "__deepcopy__")
+    _restore(Item, "__deepcopy__")
 
 
 def _install_regular_json() -> None:
