@@ -10,6 +10,7 @@ __all__ = [
     "STORE_UPDATES",
     "assert_installs_once",
     "condition_answers",
+    "pk_table",
     "plan_answers",
     "put_answers",
     "update_answers",
@@ -29,19 +30,24 @@ def assert_installs_once(patch: Any, owner: Any, name: str) -> None:
     patch.install()
 
 
-def _table(client: Any, name: str) -> None:
-    """A table keyed by a string `pk`, nothing else declared."""
-    client.create_table(
+def pk_table(client: Any, name: str, *, stream: str | None = None) -> Any:
+    """A table keyed by a string `pk`, nothing else declared but, given `stream` (a
+    `StreamViewType`), a stream; `CreateTable`'s answer."""
+    extra: dict[str, Any] = {}
+    if stream is not None:
+        extra["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream}
+    return client.create_table(
         TableName=name,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
+        **extra,
     )
 
 
 def update_answers(client: Any) -> list[Any]:
     """A run of UpdateItems (each expression, errors included); every answer moto gives."""
-    _table(client, "t")
+    pk_table(client, "t")
     calls: list[dict[str, Any]] = [
         {
             "UpdateExpression": "SET #s = :s, #a = if_not_exists(#a, :z) + :o",
@@ -88,7 +94,7 @@ def update_answers(client: Any) -> list[Any]:
 def put_answers(client: Any) -> list[Any]:
     """PutItems of every attribute type, nested and near moto's 405,000-byte item
     limit on either side; every answer and the table after."""
-    _table(client, "p")
+    pk_table(client, "p")
     nested = {
         "M": {
             "s": {"S": "é" * 10},
@@ -271,7 +277,7 @@ malformed one makes moto raise outside its error answers, with or without the ca
 def condition_answers(client: Any) -> list[Any]:
     """Each condition on a PutItem and an UpdateItem, twice (the second time lexed
     from the cache); every answer."""
-    _table(client, "c")
+    pk_table(client, "c")
     values = {
         ":p": {"S": "PENDING"},
         ":q": {"S": "DONE"},

@@ -14,7 +14,7 @@ from moto import mock_aws
 from moto.dynamodb.parsing import validators
 from moto.dynamodb.parsing.ast_nodes import Node
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser
-from moto_answers import condition_answers, update_answers
+from moto_answers import condition_answers, pk_table, update_answers
 
 from adapters import moto_expressions
 
@@ -254,12 +254,7 @@ def test_install_is_idempotent_and_uninstall_restores(installed: None) -> None:
 
 def _transact_answers(client: Any) -> list[Any]:
     """A transaction of two updates (their placeholders listed by the handler too)."""
-    client.create_table(
-        TableName="x",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    pk_table(client, "x")
     update = {"TableName": "x", "UpdateExpression": EXPRESSIONS[2]}
     client.transact_write_items(
         TransactItems=[

@@ -13,7 +13,7 @@ from moto import mock_aws
 from moto.core.responses import ActionResult
 from moto.core.serialize import JSONSerializer, XFormedAttributePicker
 from moto.core.utils import get_service_model
-from moto_answers import assert_installs_once
+from moto_answers import assert_installs_once, pk_table
 
 from adapters import moto_serialize
 
@@ -63,13 +63,7 @@ def test_every_stream_answer_is_the_one_moto_writes(answers: list[Any]) -> None:
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
         streams = boto3.client("dynamodbstreams", region_name="us-east-1")
-        dynamodb.create_table(
-            TableName="requests",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )
+        pk_table(dynamodb, "requests", stream="NEW_AND_OLD_IMAGES")
         dynamodb.create_table(
             TableName="keys-only",
             KeySchema=[
@@ -142,13 +136,7 @@ def test_dynamodb_answers_never_reach_the_serializer(answers: list[Any]) -> None
     """moto's DynamoDB handler writes its own JSON (errors too): nothing of it changes."""
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-        dynamodb.create_table(
-            TableName="t",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )
+        pk_table(dynamodb, "t", stream="NEW_AND_OLD_IMAGES")
         dynamodb.describe_table(TableName="t")
         key = {"pk": {"S": "req#1"}}
         dynamodb.put_item(TableName="t", Item=ITEM, ReturnValues="ALL_OLD")

@@ -10,7 +10,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
-from moto_answers import assert_installs_once
+from moto_answers import assert_installs_once, pk_table
 
 from adapters import moto_streams
 
@@ -36,16 +36,10 @@ def streams(clock: Clock) -> Iterator[tuple[Any, Any, str]]:
     moto_streams.install()
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-        table = dynamodb.create_table(
-            TableName="t",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
-        )
+        created = pk_table(dynamodb, "t", stream="NEW_IMAGE")
         dynamodb.put_item(TableName="t", Item={"pk": {"S": "a"}})
         client = boto3.client("dynamodbstreams", region_name="us-east-1")
-        arn = table["TableDescription"]["LatestStreamArn"]
+        arn = created["TableDescription"]["LatestStreamArn"]
         shard = client.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]
         iterator = client.get_shard_iterator(
             StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
@@ -156,13 +150,7 @@ def test_until_a_record_is_24_hours_old_every_answer_is_moto_s(clock: Clock) -> 
     def answers() -> list[Any]:
         with mock_aws():
             dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-            dynamodb.create_table(
-                TableName="t",
-                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                BillingMode="PAY_PER_REQUEST",
-                StreamSpecification={"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"},
-            )
+            pk_table(dynamodb, "t", stream="KEYS_ONLY")
             client = boto3.client("dynamodbstreams", region_name="us-east-1")
             got: list[Any] = []
             for n in range(4):
