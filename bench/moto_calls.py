@@ -198,6 +198,14 @@ def bench_settings(endpoint: str | None) -> Settings:
     )
 
 
+async def _subscribe(stores: DynamoDBStores, requests: int) -> None:
+    """One subscriber for each of the first `requests` requests (what `_one` looks up)."""
+    for n in range(requests):
+        await stores.subscriptions.add(
+            Subscription(_request(n).key, ConnectionId("WyHPAfymhcwCENw="), T0, 2_000_000_000)
+        )
+
+
 async def _run(args: argparse.Namespace, without: frozenset[str]) -> Figures:
     server = _start_server(without)
     try:
@@ -210,11 +218,7 @@ async def _run(args: argparse.Namespace, without: frozenset[str]) -> Figures:
             session.client("dynamodbstreams", **client_kwargs(settings)) as streams,
         ):
             iterator = await first_shard_iterator(stores.client, streams, settings.requests_table)
-            for n in range(total):
-                key = _request(n).key
-                await stores.subscriptions.add(
-                    Subscription(key, ConnectionId("WyHPAfymhcwCENw="), T0, 2_000_000_000)
-                )
+            await _subscribe(stores, total)
             counts = Counts()
             queue: asyncio.Queue[int] = asyncio.Queue()
 
@@ -294,12 +298,7 @@ async def _record(requests: int) -> dict[str, list[bytes]]:
             get_session().client("dynamodbstreams", **client_kwargs(settings)) as streams,
         ):
             iterator = await first_shard_iterator(stores.client, streams, settings.requests_table)
-            for n in range(requests):
-                await stores.subscriptions.add(
-                    Subscription(
-                        _request(n).key, ConnectionId("WyHPAfymhcwCENw="), T0, 2_000_000_000
-                    )
-                )
+            await _subscribe(stores, requests)
             setup = len(chunks)
             for n in range(requests):
                 await _one(stores, n, Counts())
