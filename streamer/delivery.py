@@ -18,7 +18,6 @@ __all__ = ["CACHED_REQUESTS", "Delivery", "SendOutcome"]
 
 logger = logging.getLogger(__name__)
 
-
 _REMEMBERED_GONE = 1024
 """How many gone connection ids are remembered, so a running request does not
 post (and clean up) again for every progress update. Ids are never reused."""
