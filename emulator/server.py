@@ -480,7 +480,11 @@ class Emulator:
                 missing = [name for name in names if not await _exists(client, name)]
                 if missing:
                     log.warning("tables are missing, creating them again: %s", missing)
-                    await create_tables(settings)
+                    # The looks above are three calls: a moto restarted between them
+                    # answered for some tables before it lost them. What the creation
+                    # made was missing too, so report both.
+                    created = await create_tables(settings)
+                    missing = [name for name in names if name in missing or name in created]
                     recreated += 1
                     log.warning("created the missing tables again: %s", missing)
                     seen.update(last_missing=missing, recreated_at=_now_text())

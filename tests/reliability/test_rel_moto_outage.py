@@ -14,12 +14,14 @@ import contextlib
 import dataclasses
 import functools
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from conftest import EmulatorStarter, Runs
 from rel_support import Inbox, MotoProcess, log_events
 
 import adapters.aws
+import emulator.server
 from adapters.dynamodb import create_tables
 from emulator.testing import EmulatorHarness
 from streamer.settings import Settings
@@ -297,3 +299,43 @@ async def test_after_moto_restarts_empty_the_emulator_creates_the_tables_again_b
         base.requests_table,
         base.subscriptions_table,
     }
+
+
+async def test_tables_lost_between_the_watchers_looks_are_all_reported(
+    start_emulator: EmulatorStarter,
+    dynamodb_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    quick_aws_retries: None,
+) -> None:
+    """The watcher looks at the tables one call at a time. When moto loses them all
+    between two looks (a restart), the ones it saw before still count as missing:
+    `/health` names every table the watcher had to create, not only the last one seen."""
+    settings = dynamodb_settings
+    real_exists = emulator.server._exists
+    armed = asyncio.Event()
+
+    async def exists_then_lose_all(client: Any, name: str) -> bool:
+        if armed.is_set() and name == settings.subscriptions_table:
+            armed.clear()
+            for table in (
+                settings.connections_table,
+                settings.requests_table,
+                settings.subscriptions_table,
+            ):
+                await client.delete_table(TableName=table)
+        return await real_exists(client, name)
+
+    monkeypatch.setattr(emulator.server, "_exists", exists_then_lose_all)
+    with log_events() as events:
+        recreated = events.on("created the missing tables again")
+        async with start_emulator(create_tables=True, table_check_interval_s=0.05) as harness:
+            armed.set()
+            await asyncio.wait_for(recreated.wait(), 30)
+            health = harness.emulator.health()["tables"]
+
+    assert health["recreated"] == 1
+    assert health["last_missing"] == [
+        settings.connections_table,
+        settings.requests_table,
+        settings.subscriptions_table,
+    ]
