@@ -42,7 +42,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)
+bench: $(STAMP) $(TS_STAMP)
 	$(PY) -m bench --full
 
 bench-quick: $(STAMP)
