@@ -134,6 +134,20 @@ class ServerProcess:
             total += child_times.user + child_times.system
         return main, total
 
+    def children_cpu_seconds(self) -> float:
+        """CPU time so far of the child processes alone (the emulator's embedded moto)."""
+        if self._process is None:
+            self._process = psutil.Process(self.popen.pid)
+        times = self._process.cpu_times()
+        total = times.children_user + times.children_system
+        for child in self._process.children(recursive=True):
+            try:
+                child_times = child.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += child_times.user + child_times.system
+        return total
+
     async def quiet(
         self, *, window_s: float = 0.05, below_s: float = 0.002, timeout_s: float = 10.0
     ) -> None:

@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 
 import aioboto3
 
@@ -24,6 +25,13 @@ PUTS = 200
 """Sequential `put_item` calls per round of the floor."""
 PUT_RATE = MetricSpec("put_item_per_s", "calls/s", note="floor: sequential, the emulator's moto")
 COMPLETIONS = MetricSpec("async_completions_per_s_at_500", "req/s")
+EMULATOR_CPU = MetricSpec(
+    "async_emulator_cpu_ms_per_request", "ms", note="at 500 in flight, the event-loop thread"
+)
+MOTO_CPU = MetricSpec("async_moto_cpu_ms_per_request", "ms", note="at 500 in flight, its moto")
+MOTO_BUSY = MetricSpec(
+    "async_moto_busy_at_500", "x", note="moto's CPU ÷ the burst's wall time (1 = saturated)"
+)
 _DYNAMODB_LINE = re.compile(r"DynamoDB\s+(http://\S+)")
 
 
@@ -100,10 +108,21 @@ async def _put_rate(endpoint: str, rounds: int) -> float:
     return median(rates)
 
 
+@dataclass
+class _Burst:
+    """One round at `SCALING_AT`: completions/s, and CPU per request of the emulator's
+    event-loop thread and of its moto, with moto's share of the wall time."""
+
+    completions_per_s: float
+    emulator_cpu_ms: float
+    moto_cpu_ms: float
+    moto_busy: float
+
+
 async def _in_flight(
-    bench: Bench, emulator: ServerProcess, completions: list[float]
+    bench: Bench, emulator: ServerProcess, bursts: list[_Burst]
 ) -> dict[int, float]:
-    """The p50 per level; `completions` gets each round's completions/s at `SCALING_AT`."""
+    """The p50 per level; `bursts` gets each round's figures at `SCALING_AT`."""
     sizes = bench.sizes
     points: dict[int, float] = {}
     async with AsyncExitStack() as stack:
@@ -119,6 +138,10 @@ async def _in_flight(
             p50s: list[float] = []
             for _ in range(sizes.in_flight_rounds):
                 used = pipes[: min(level, len(pipes))]
+                loop_before, moto_before = (
+                    emulator.cpu_seconds()[0],
+                    emulator.children_cpu_seconds(),
+                )
                 tracks = await asyncio.gather(
                     *(
                         used[i % len(used)].submit("echo_async", {"message": "hello"})
@@ -130,9 +153,19 @@ async def _in_flight(
                 )
                 p50s.append(percentile([_check(t)[1] for t in tracks], 50))
                 if level == SCALING_AT:
+                    loop_s = emulator.cpu_seconds()[0] - loop_before
+                    moto_s = emulator.children_cpu_seconds() - moto_before
                     first = min(t.sent_ns for t in tracks)
                     last = max(t.done_ns or first for t in tracks)
-                    completions.append(level / ((last - first) / 1e9))
+                    wall_s = (last - first) / 1e9
+                    bursts.append(
+                        _Burst(
+                            completions_per_s=level / wall_s,
+                            emulator_cpu_ms=loop_s / level * 1e3,
+                            moto_cpu_ms=moto_s / level * 1e3,
+                            moto_busy=moto_s / wall_s,
+                        )
+                    )
             points[level] = median(p50s)
     return points
 
@@ -145,16 +178,21 @@ def run(bench: Bench, emulator: ServerProcess) -> None:
     asyncio.run(_sequential(bench, emulator))
     endpoint = _moto_endpoint(emulator)
     put_before = asyncio.run(_put_rate(endpoint, 1))
-    completions: list[float] = []
-    points = asyncio.run(_in_flight(bench, emulator, completions))
+    bursts: list[_Burst] = []
+    points = asyncio.run(_in_flight(bench, emulator, bursts))
     put_rate = median([put_before, asyncio.run(_put_rate(endpoint, 1))])
     results = bench.results
     results.record(PUT_RATE.name, put_rate, PUT_RATE)
     if SCALING_AT in points and 1 in points:
         results.record("async_scaling_500", points[SCALING_AT] / points[1])
-    if completions:
-        results.record(COMPLETIONS.name, median(completions), COMPLETIONS)
-        results.record("async_completions_per_put", median(completions) / put_rate)
+    if bursts:
+        completions = median([b.completions_per_s for b in bursts])
+        results.record(COMPLETIONS.name, completions, COMPLETIONS)
+        results.record("async_completions_per_put", completions / put_rate)
+        # Which process a burst waits on: moto near 1 is the database, not the emulator.
+        results.record(EMULATOR_CPU.name, median([b.emulator_cpu_ms for b in bursts]), EMULATOR_CPU)
+        results.record(MOTO_CPU.name, median([b.moto_cpu_ms for b in bursts]), MOTO_CPU)
+        results.record(MOTO_BUSY.name, median([b.moto_busy for b in bursts]), MOTO_BUSY)
     bench.results.record_curve(
         "async_complete_vs_in_flight",
         x_label="in flight",
