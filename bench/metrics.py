@@ -42,6 +42,18 @@ class Goal:
             return value >= self.threshold
         return value == self.threshold
 
+    @classmethod
+    def parse(cls, text: str) -> Goal | None:
+        """The goal `str(goal)` wrote (`<= 2`), or None for any other text (a note):
+        a goal a scenario gave its own metric survives a results file."""
+        op, _, threshold = text.partition(" ")
+        if op not in ("<=", ">=", "=="):
+            return None
+        try:
+            return cls(op, float(threshold))  # type: ignore[arg-type]
+        except ValueError:
+            return None
+
     def __str__(self) -> str:
         threshold = self.threshold
         text = f"{int(threshold)}" if float(threshold).is_integer() else f"{threshold}"
@@ -161,8 +173,10 @@ class Results:
         """Results read back from a results file (growth curves are set apart)."""
         results = cls(mode)
         for name, entry in metrics.items():
+            text = str(entry["goal"])
+            goal = Goal.parse(text)
             spec = METRICS.get(name) or MetricSpec(
-                name, str(entry["unit"]), note=str(entry["goal"])
+                name, str(entry["unit"]), goal, note="" if goal else text
             )
             results.record(name, float(entry["value"]), spec)  # type: ignore[arg-type]
         return results
