@@ -102,10 +102,8 @@ class ServerProcess:
 
     def rss_bytes(self) -> int:
         """Resident memory of the server and any children it started."""
-        if self._process is None:
-            self._process = psutil.Process(self.popen.pid)
-        total = self._process.memory_info().rss
-        for child in self._process.children(recursive=True):
+        total = self._psutil().memory_info().rss
+        for child in self._psutil().children(recursive=True):
             try:
                 total += child.memory_info().rss
             except psutil.NoSuchProcess:
@@ -118,35 +116,31 @@ class ServerProcess:
         The main thread runs the event loop; the rest is other threads (an
         embedded moto server, worker threads) and child processes.
         """
-        if self._process is None:
-            self._process = psutil.Process(self.popen.pid)
+        process = self._psutil()
         main = next(
-            (t.user_time + t.system_time for t in self._process.threads() if t.id == self.pid),
+            (t.user_time + t.system_time for t in process.threads() if t.id == self.pid),
             0.0,
         )
-        times = self._process.cpu_times()
-        total = times.user + times.system + times.children_user + times.children_system
-        for child in self._process.children(recursive=True):
-            try:
-                child_times = child.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += child_times.user + child_times.system
-        return main, total
+        times = process.cpu_times()
+        return main, times.user + times.system + self.children_cpu_seconds()
 
     def children_cpu_seconds(self) -> float:
-        """CPU time so far of the child processes alone (the emulator's embedded moto)."""
-        if self._process is None:
-            self._process = psutil.Process(self.popen.pid)
-        times = self._process.cpu_times()
+        """CPU time so far of the child processes alone (the emulator's embedded moto),
+        the ones that exited included."""
+        times = self._psutil().cpu_times()
         total = times.children_user + times.children_system
-        for child in self._process.children(recursive=True):
+        for child in self._psutil().children(recursive=True):
             try:
                 child_times = child.cpu_times()
             except psutil.NoSuchProcess:
                 continue
             total += child_times.user + child_times.system
         return total
+
+    def _psutil(self) -> psutil.Process:
+        if self._process is None:
+            self._process = psutil.Process(self.popen.pid)
+        return self._process
 
     async def quiet(
         self, *, window_s: float = 0.05, below_s: float = 0.002, timeout_s: float = 10.0
