@@ -77,13 +77,31 @@ class DynamoDBConnectionStore:
         self._write_lock = asyncio.Lock()
 
     async def put(self, connection: Connection) -> None:
-        """Store a connection record (replacing any with the same id); a new one counts."""
-        with map_client_errors():
-            response = await self._client.put_item(
-                TableName=self._table, Item=connection_item(connection), ReturnValues="ALL_OLD"
-            )
-        if not response.get("Attributes"):
-            await self._add_to_count(+1)
+        """Store a connection record (replacing any with the same id); a new one counts.
+
+        The count's `ADD` goes out with the `PutItem`, not after it: a `$connect`
+        waits for one round trip, not two. Almost every record is new; one that
+        replaced a record, or a put that failed, takes its one back. The counter
+        can read one too many meanwhile, never one too few, and it includes the
+        record by the time this returns.
+        """
+        counting = asyncio.ensure_future(self._add_to_count(+1))
+        try:
+            with map_client_errors():
+                response = await self._client.put_item(
+                    TableName=self._table, Item=connection_item(connection), ReturnValues="ALL_OLD"
+                )
+        except asyncio.CancelledError:
+            # Whether the record was written is not known: keep the count (the
+            # recount corrects it), and let the write carrying it finish on its own.
+            raise
+        except BaseException:
+            await counting
+            await self._add_to_count(-1)
+            raise
+        await counting
+        if response.get("Attributes"):
+            await self._add_to_count(-1)  # it replaced a record that was counted
 
     async def get(self, connection_id: ConnectionId) -> Connection | None:
         """The record, or None."""

@@ -3,6 +3,7 @@ never listed as a connection, corrected by a recount."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from adapters.aws_lambda.runtime import ActiveConnectionsGauge
 from adapters.dynamodb import DynamoDBStores
 from adapters.dynamodb.connections import COUNTER_ID
 from adapters.dynamodb.items import connection_item
+from streamer.errors import StoreUnavailable
 from streamer.models import Connection, ConnectionId, TenantId, UserId
 from streamer.ports import ConnectionStore
 from streamer.settings import Settings
@@ -159,8 +161,6 @@ class _CountingClient:
 async def test_concurrent_connects_share_counter_writes_and_each_sees_its_own(
     dynamodb_stores: DynamoDBStores, dynamodb_settings: Settings
 ) -> None:
-    import asyncio
-
     from adapters.dynamodb.connections import DynamoDBConnectionStore
 
     client = _CountingClient(dynamodb_stores.client)
@@ -183,3 +183,57 @@ async def test_concurrent_connects_share_counter_writes_and_each_sees_its_own(
     )
     assert await count(dynamodb_stores) == 40
     assert client.adds < 80
+
+
+class _PutAfterAdd:
+    """The real client, whose `PutItem` of a record starts only once a counter `ADD`
+    is on its way: a store that counts after the put never gets there."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.add_started = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def update_item(self, **kwargs: Any) -> Any:
+        if kwargs.get("UpdateExpression") == "ADD #n :d":
+            self.add_started.set()
+        return await self._client.update_item(**kwargs)
+
+    async def put_item(self, **kwargs: Any) -> Any:
+        await asyncio.wait_for(self.add_started.wait(), 5)
+        return await self._client.put_item(**kwargs)
+
+
+async def test_a_connects_count_goes_out_with_its_put(
+    dynamodb_stores: DynamoDBStores, dynamodb_settings: Settings
+) -> None:
+    """One round trip for a `$connect`, not two, and the count still includes it."""
+    from adapters.dynamodb.connections import DynamoDBConnectionStore
+
+    client = _PutAfterAdd(dynamodb_stores.client)
+    store = DynamoDBConnectionStore(client, dynamodb_settings.connections_table)  # type: ignore[arg-type]
+    await store.put(a_connection("a"))
+    assert await count(dynamodb_stores) == 1
+    assert await store.get(ConnectionId("a")) is not None
+
+
+async def test_a_put_that_fails_takes_its_count_back(
+    dynamodb_stores: DynamoDBStores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's error reaches the caller, and no record is counted that is not there."""
+    connections = dynamodb_stores.connections
+    client = dynamodb_stores.client
+
+    async def refused_put(**kwargs: Any) -> Any:
+        error = {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}
+        raise ClientError({"Error": error}, "PutItem")
+
+    monkeypatch.setattr(client, "put_item", refused_put)
+    with pytest.raises(StoreUnavailable):
+        await connections.put(a_connection("a"))
+    monkeypatch.undo()
+
+    assert await connections.get(ConnectionId("a")) is None
+    assert await count(dynamodb_stores) == 0
