@@ -83,7 +83,9 @@ class DynamoDBConnectionStore:
         waits for one round trip, not two. Almost every record is new; one that
         replaced a record, or a put that failed, takes its one back. The counter
         can read one too many meanwhile, never one too few, and it includes the
-        record by the time this returns.
+        record by the time this returns. A put cancelled mid-call may have been
+        written, so its count stays (the write carrying it finishes on its own);
+        the recount corrects it if need be.
         """
         counting = asyncio.ensure_future(self._add_to_count(+1))
         try:
@@ -91,11 +93,7 @@ class DynamoDBConnectionStore:
                 response = await self._client.put_item(
                     TableName=self._table, Item=connection_item(connection), ReturnValues="ALL_OLD"
                 )
-        except asyncio.CancelledError:
-            # Whether the record was written is not known: keep the count (the
-            # recount corrects it), and let the write carrying it finish on its own.
-            raise
-        except BaseException:
+        except Exception:  # not written: take the count back
             await counting
             await self._add_to_count(-1)
             raise
