@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from adapters.aws_lambda.runtime import ActiveConnectionsGauge
 from adapters.dynamodb import DynamoDBStores
-from adapters.dynamodb.connections import COUNTER_ID
+from adapters.dynamodb.connections import COUNTER_ID, DynamoDBConnectionStore
 from adapters.dynamodb.items import connection_item
 from streamer.errors import StoreUnavailable
 from streamer.models import Connection, ConnectionId, TenantId, UserId
@@ -143,10 +143,14 @@ async def test_the_sweepers_gauge_recounts_at_most_hourly(
 
 
 class _CountingClient:
-    """The real client, counting the counter's `ADD`s."""
+    """The real client, counting the counter's `ADD`s. With `puts_wait_for_an_add`,
+    a `PutItem` starts only once an `ADD` is on its way: a store that counts after
+    the put never gets there."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, *, puts_wait_for_an_add: bool = False) -> None:
         self._client = client
+        self._puts_wait = puts_wait_for_an_add
+        self._added = asyncio.Event()
         self.adds = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -155,14 +159,18 @@ class _CountingClient:
     async def update_item(self, **kwargs: Any) -> Any:
         if kwargs.get("UpdateExpression") == "ADD #n :d":
             self.adds += 1
+            self._added.set()
         return await self._client.update_item(**kwargs)
+
+    async def put_item(self, **kwargs: Any) -> Any:
+        if self._puts_wait:
+            await asyncio.wait_for(self._added.wait(), 5)
+        return await self._client.put_item(**kwargs)
 
 
 async def test_concurrent_connects_share_counter_writes_and_each_sees_its_own(
     dynamodb_stores: DynamoDBStores, dynamodb_settings: Settings
 ) -> None:
-    from adapters.dynamodb.connections import DynamoDBConnectionStore
-
     client = _CountingClient(dynamodb_stores.client)
     store = DynamoDBConnectionStore(client, dynamodb_settings.connections_table)  # type: ignore[arg-type]
     seen: list[int] = []
@@ -185,34 +193,11 @@ async def test_concurrent_connects_share_counter_writes_and_each_sees_its_own(
     assert client.adds < 80
 
 
-class _PutAfterAdd:
-    """The real client, whose `PutItem` of a record starts only once a counter `ADD`
-    is on its way: a store that counts after the put never gets there."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.add_started = asyncio.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-    async def update_item(self, **kwargs: Any) -> Any:
-        if kwargs.get("UpdateExpression") == "ADD #n :d":
-            self.add_started.set()
-        return await self._client.update_item(**kwargs)
-
-    async def put_item(self, **kwargs: Any) -> Any:
-        await asyncio.wait_for(self.add_started.wait(), 5)
-        return await self._client.put_item(**kwargs)
-
-
 async def test_a_connects_count_goes_out_with_its_put(
     dynamodb_stores: DynamoDBStores, dynamodb_settings: Settings
 ) -> None:
     """One round trip for a `$connect`, not two, and the count still includes it."""
-    from adapters.dynamodb.connections import DynamoDBConnectionStore
-
-    client = _PutAfterAdd(dynamodb_stores.client)
+    client = _CountingClient(dynamodb_stores.client, puts_wait_for_an_add=True)
     store = DynamoDBConnectionStore(client, dynamodb_settings.connections_table)  # type: ignore[arg-type]
     await store.put(a_connection("a"))
     assert await count(dynamodb_stores) == 1
