@@ -433,8 +433,12 @@ class StreamPoller:
                 log.info("shard iterator expired; re-acquiring", extra={"shard": shard_id})
                 iterator = None
                 continue
-            except TrimmedData as exc:
-                if iterator is None and tracker.last_read is not None:
+            except (StreamGone, TrimmedData) as exc:
+                if (
+                    isinstance(exc, TrimmedData)
+                    and iterator is None
+                    and tracker.last_read is not None
+                ):
                     # Asked for the records after our position and told they are
                     # gone: more than 24 h unread. Read on from the oldest one kept,
                     # as Lambda's event-source mapping skips expired records; the
@@ -449,12 +453,6 @@ class StreamPoller:
                     log.warning(
                         "GetRecords failed (%s); retrying", exc.code, extra={"shard": shard_id}
                     )
-                iterator = None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max_s)
-                continue
-            except StreamGone as exc:
-                log.warning("GetRecords failed (%s); retrying", exc.code, extra={"shard": shard_id})
                 self._refresh.set()  # the table may have a new stream
                 iterator = None
                 await asyncio.sleep(delay)
