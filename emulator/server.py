@@ -8,7 +8,6 @@ all start the same thing; ports may be 0 and the actual URLs are exposed.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import logging
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from adapters.aws import client_kwargs, get_session
-from adapters.awsjson import UNDER_WAY, get_awsjson_session
+from adapters.awsjson import get_awsjson_session, under_way_context
 from adapters.dynamodb import DynamoDBStores, create_tables, open_stores
 from adapters.jwks import UrllibJwksFetcher
 from adapters.sigv4 import DevCredentials, load_or_create_dev_credentials
@@ -457,9 +456,15 @@ class Emulator:
 
     async def _run_background(self) -> None:
         async with asyncio.TaskGroup() as group:
+            # The processor's and the sweeper's calls to the embedded DynamoDB finish
+            # work under way: a full connection pool serves them before new work (the
+            # router's enqueues), as separate Lambda invocations never wait behind
+            # each other (`adapters.awsjson.http`).
             if self.poller is not None:
-                group.create_task(self.poller.run(), name="stream-poller", context=_under_way())
-            group.create_task(self._sweep_forever(), name="sweeper", context=_under_way())
+                group.create_task(
+                    self.poller.run(), name="stream-poller", context=under_way_context()
+                )
+            group.create_task(self._sweep_forever(), name="sweeper", context=under_way_context())
             if self.config.create_tables:
                 group.create_task(self._watch_tables(), name="table-watcher")
 
@@ -564,13 +569,3 @@ async def _exists(client: Any, name: str) -> bool:
 
 def _now_text() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _under_way() -> contextvars.Context:
-    """A context for the processor's and the sweeper's tasks: their calls to the embedded
-    DynamoDB finish work under way, so a full connection pool serves them before new
-    work (the router's enqueues), as separate Lambda invocations would never wait
-    behind each other (`adapters.awsjson.http`)."""
-    context = contextvars.copy_context()
-    context.run(UNDER_WAY.set, True)
-    return context

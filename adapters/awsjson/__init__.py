@@ -8,6 +8,13 @@ take either.
 """
 
 from adapters.awsjson.client import AwsJsonClient, AwsJsonSession, ClientMeta, get_awsjson_session
-from adapters.awsjson.http import UNDER_WAY
+from adapters.awsjson.http import UNDER_WAY, under_way_context
 
-__all__ = ["UNDER_WAY", "AwsJsonClient", "AwsJsonSession", "ClientMeta", "get_awsjson_session"]
+__all__ = [
+    "UNDER_WAY",
+    "AwsJsonClient",
+    "AwsJsonSession",
+    "ClientMeta",
+    "get_awsjson_session",
+    "under_way_context",
+]

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import deque
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Final
 
@@ -33,11 +33,21 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-__all__ = ["UNDER_WAY", "ConnectionPool", "HttpResponse"]
+__all__ = ["UNDER_WAY", "ConnectionPool", "HttpResponse", "under_way_context"]
 
-UNDER_WAY: ContextVar[bool] = ContextVar("streamer_awsjson_under_way", default=False)
+UNDER_WAY: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "streamer_awsjson_under_way", default=False
+)
 """True in the tasks whose calls are work already under way: when the pool is full they
 are given a connection before the others waiting."""
+
+
+def under_way_context(under_way: bool = True) -> contextvars.Context:
+    """A copy of the current context with `UNDER_WAY` set, for `create_task(context=...)`."""
+    context = contextvars.copy_context()
+    context.run(UNDER_WAY.set, under_way)
+    return context
+
 
 _HEAD_LIMIT: Final = 64 * 1024
 """Longest response head accepted; a DynamoDB head is a few hundred bytes."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import contextvars
 import copy
 import dataclasses
 import json
@@ -31,7 +30,7 @@ from botocore.parsers import create_parser
 from botocore.serialize import create_serializer
 
 from adapters.aws import client_config, client_kwargs, get_session
-from adapters.awsjson import UNDER_WAY, AwsJsonClient, AwsJsonSession
+from adapters.awsjson import AwsJsonClient, AwsJsonSession, under_way_context
 from adapters.awsjson.shapes import compile_input, compile_output
 from adapters.awsjson.signing import SigV4Signer, StaticCredentials
 from adapters.dynamodb import create_tables
@@ -658,7 +657,7 @@ async def test_an_answer_cut_short_is_a_closed_connection_after_the_retries() ->
 
 async def test_a_full_pool_serves_work_under_way_first_and_a_cancelled_wait_frees_nothing() -> None:
     """One connection, held by a first call: the calls waiting for it are served in
-    turn, those made under `UNDER_WAY` (the emulator's processor) before the others;
+    turn, those made under way (`UNDER_WAY`: the emulator's processor) before the others;
     a waiter cancelled takes no turn with it."""
     served: list[str] = []
     first_in = asyncio.Event()
@@ -682,10 +681,8 @@ async def test_a_full_pool_serves_work_under_way_first_and_a_cancelled_wait_free
             return asyncio.create_task(lean.list_tables(ExclusiveStartTableName=name))
 
         def call_under_way(name: str) -> asyncio.Task[Any]:
-            context = contextvars.copy_context()
-            context.run(UNDER_WAY.set, True)
             return asyncio.create_task(
-                lean.list_tables(ExclusiveStartTableName=name), context=context
+                lean.list_tables(ExclusiveStartTableName=name), context=under_way_context()
             )
 
         first = call("first")
@@ -736,9 +733,7 @@ async def test_new_work_gets_a_turn_after_every_streak_of_work_under_way() -> No
         slots.release()
 
     def waiter(name: str, *, under_way: bool) -> asyncio.Task[None]:
-        context = contextvars.copy_context()
-        context.run(UNDER_WAY.set, under_way)
-        return asyncio.create_task(wait_turn(name), context=context)
+        return asyncio.create_task(wait_turn(name), context=under_way_context(under_way))
 
     streak = _UNDER_WAY_STREAK
     tasks = [waiter(f"new-{i}", under_way=False) for i in range(2)]
